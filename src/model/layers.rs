@@ -1,0 +1,230 @@
+//! The building blocks shared by the encoder and decoders: linear layers, convolutions (with
+//! spectral norm and BatchNorm folded at load time), eval-mode BatchNorm and LayerNorm.
+use candle_core::{Device, Result, Tensor};
+
+use super::ops;
+use super::weights::{LoadError, Vb};
+
+pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
+
+/// Move a loaded CPU tensor to the model's device.
+pub(crate) fn to_dev(vb: &Vb, t: Tensor, dev: &Device) -> LoadResult<Tensor> {
+    t.to_device(dev).map_err(|e| vb.checkpoint().tensor_err(e))
+}
+
+/// `nn.Linear`, stored transposed (`[in, out]`) so that any `[..., in]` input is one GEMM.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    w_t: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn load(vb: &Vb, d_in: usize, d_out: usize, dev: &Device) -> LoadResult<Self> {
+        let w = vb.get("weight", &[d_out, d_in])?;
+        Self::from_weight(vb, &w, vb.get("bias", &[d_out])?, dev)
+    }
+
+    /// From a (possibly folded) torch weight `[out, in]` and bias `[out]` on the CPU.
+    pub fn from_weight(vb: &Vb, w: &Tensor, b: Tensor, dev: &Device) -> LoadResult<Self> {
+        let w_t = w
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(|e| vb.checkpoint().tensor_err(e))?;
+        Ok(Self {
+            w_t: to_dev(vb, w_t, dev)?,
+            b: to_dev(vb, b, dev)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let d_in = dims[dims.len() - 1];
+        let rows = x.elem_count() / d_in;
+        let y = x
+            .reshape((rows, d_in))?
+            .matmul(&self.w_t)?
+            .broadcast_add(&self.b)?;
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("rank >= 1") = self.w_t.dim(1)?;
+        y.reshape(out)
+    }
+}
+
+/// Per-channel affine `x * scale + shift` on NCHW: what an eval-mode BatchNorm2d computes.
+#[derive(Debug, Clone)]
+pub struct ChannelAffine {
+    pub scale: Tensor,
+    pub shift: Tensor,
+}
+
+impl ChannelAffine {
+    /// `nn.BatchNorm2d(c)` in eval mode (eps 1e-5), read from `weight`, `bias`, `running_mean`,
+    /// `running_var`; kept on the CPU until [`ChannelAffine::to_device`].
+    pub fn batch_norm(vb: &Vb, c: usize) -> LoadResult<Self> {
+        let w = vb.get("weight", &[c])?;
+        let b = vb.get("bias", &[c])?;
+        let mean = vb.get("running_mean", &[c])?;
+        let var = vb.get("running_var", &[c])?;
+        let fold = || -> Result<(Tensor, Tensor)> {
+            let scale = (w / (var + 1e-5)?.sqrt()?)?;
+            let shift = (b - (mean * &scale)?)?;
+            Ok((scale, shift))
+        };
+        let (scale, shift) = fold().map_err(|e| vb.checkpoint().tensor_err(e))?;
+        Ok(Self { scale, shift })
+    }
+
+    pub fn to_device(self, vb: &Vb, dev: &Device) -> LoadResult<Self> {
+        let c = self
+            .scale
+            .dim(0)
+            .map_err(|e| vb.checkpoint().tensor_err(e))?;
+        let r = |t: Tensor| {
+            t.reshape((1, c, 1, 1))
+                .map_err(|e| vb.checkpoint().tensor_err(e))
+        };
+        Ok(Self {
+            scale: to_dev(vb, r(self.scale)?, dev)?,
+            shift: to_dev(vb, r(self.shift)?, dev)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
+    }
+}
+
+/// A 2-D convolution on NCHW; 1x1 kernels run as one matrix product.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    w: Tensor,
+    b: Option<Tensor>,
+    k: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// Build from a folded weight `[out, in, k, k]` and optional bias `[out]` (CPU tensors).
+    pub fn from_parts(
+        vb: &Vb,
+        w: Tensor,
+        b: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+        dev: &Device,
+    ) -> LoadResult<Self> {
+        let e = |e| vb.checkpoint().tensor_err(e);
+        let (o, i, k, _) = w.dims4().map_err(e)?;
+        let w = if k == 1 {
+            w.reshape((o, i)).map_err(e)?
+        } else {
+            w
+        };
+        let b = match b {
+            Some(b) => Some(to_dev(vb, b.reshape((1, o, 1, 1)).map_err(e)?, dev)?),
+            None => None,
+        };
+        Ok(Self {
+            w: to_dev(vb, w, dev)?,
+            b,
+            k,
+            stride,
+            padding,
+        })
+    }
+
+    /// A plain `nn.Conv2d` with bias.
+    pub fn load(
+        vb: &Vb,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        dev: &Device,
+    ) -> LoadResult<Self> {
+        let w = vb.get("weight", &[c_out, c_in, k, k])?;
+        let b = vb.get("bias", &[c_out])?;
+        Self::from_parts(vb, w, Some(b), stride, padding, dev)
+    }
+
+    /// `custom_conv_layer`'s conv (spectral or weight norm folded), optionally followed directly
+    /// by a BatchNorm that is folded into it as well (`conv -> bn` with nothing in between).
+    pub fn load_normed(
+        vb: &Vb,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        bias: bool,
+        bn: Option<ChannelAffine>,
+        dev: &Device,
+    ) -> LoadResult<Self> {
+        let w = vb.normed_weight(&[c_out, c_in, k, k])?;
+        let b = if bias {
+            Some(vb.get("bias", &[c_out])?)
+        } else {
+            None
+        };
+        let (w, b) = match bn {
+            None => (w, b),
+            Some(bn) => {
+                // bn(conv(x)) = scale * (W x + b) + shift
+                let fold = || -> Result<(Tensor, Tensor)> {
+                    let w = w.broadcast_mul(&bn.scale.reshape((c_out, 1, 1, 1))?)?;
+                    let b = match b {
+                        Some(b) => ((b * &bn.scale)? + &bn.shift)?,
+                        None => bn.shift.clone(),
+                    };
+                    Ok((w, b))
+                };
+                let (w, b) = fold().map_err(|e| vb.checkpoint().tensor_err(e))?;
+                (w, Some(b))
+            }
+        };
+        Self::from_parts(vb, w, b, 1, (k - 1) / 2, dev)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if self.k == 1 && self.stride == 1 && self.padding == 0 {
+            let (b, c, h, w) = x.dims4()?;
+            let o = self.w.dim(0)?;
+            let xs = x.reshape((b, c, h * w))?;
+            let y = if b == 1 {
+                self.w.matmul(&xs.squeeze(0)?)?.unsqueeze(0)?
+            } else {
+                self.w.broadcast_left(b)?.matmul(&xs.contiguous()?)?
+            };
+            y.reshape((b, o, h, w))?
+        } else {
+            x.conv2d(&self.w, self.padding, self.stride, 1, 1)?
+        };
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension (`channels_last`), with its own epsilon.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: &Vb, c: usize, eps: f64, dev: &Device) -> LoadResult<Self> {
+        Ok(Self {
+            w: to_dev(vb, vb.get("weight", &[c])?, dev)?,
+            b: to_dev(vb, vb.get("bias", &[c])?, dev)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm_last(x, &self.w, &self.b, self.eps)
+    }
+}

@@ -1,0 +1,208 @@
+//! Tensor kernels candle lacks or does too slowly for DDColor: the depthwise 7x7 convolution of
+//! ConvNeXt (candle's grouped conv2d loops over groups) and a two-pass LayerNorm (candle's fused
+//! one computes the variance as E[x²]-E[x]², which loses digits on ConvNeXt's large activations).
+//!
+//! Each op has a CPU kernel (f32, contiguous) and a device-independent fallback built from
+//! ordinary tensor ops, so every device computes the same thing.
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+fn is_cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+}
+
+fn contiguous_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// Depthwise `k x k` convolution with zero padding `k/2`, stride 1, on NHWC data.
+///
+/// `x`: `[B, H, W, C]`, `w`: `[k, k, C]` (torch's `[C, 1, k, k]` permuted), `b`: `[C]`.
+/// Cost is linear in C (one pass per tap), unlike a grouped conv2d that loops over channels.
+pub fn depthwise_conv_nhwc(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let k = w.dim(0)?;
+    if is_cpu_f32(&[x, w, b]) {
+        let x = x.contiguous()?;
+        return x.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &DepthwiseNhwc { k });
+    }
+    // Shift-and-add: one broadcast multiply-add per tap, any device and dtype.
+    let (_, h, wd, _) = x.dims4()?;
+    let pad = k / 2;
+    let xp = x.pad_with_zeros(1, pad, pad)?.pad_with_zeros(2, pad, pad)?;
+    let mut acc = b
+        .reshape((1, 1, 1, ()))?
+        .broadcast_as(x.shape())?
+        .contiguous()?;
+    for ky in 0..k {
+        for kx in 0..k {
+            let tap = w.get(ky)?.get(kx)?;
+            let win = xp.narrow(1, ky, h)?.narrow(2, kx, wd)?;
+            acc = (acc + win.broadcast_mul(&tap)?)?;
+        }
+    }
+    Ok(acc)
+}
+
+struct DepthwiseNhwc {
+    k: usize,
+}
+
+impl CustomOp3 for DepthwiseNhwc {
+    fn name(&self) -> &'static str {
+        "depthwise-conv-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (nb, h, w, c) = xl.shape().dims4()?;
+        let k = self.k;
+        let pad = k / 2;
+        let x = contiguous_slice(xs, xl, "depthwise input")?;
+        let wt = contiguous_slice(ws, wl, "depthwise weight")?;
+        let bias = contiguous_slice(bs, bl, "depthwise bias")?;
+        if wt.len() != k * k * c || bias.len() != c {
+            candle_core::bail!("depthwise weight/bias do not match {c} channels")
+        }
+        let mut out = vec![0f32; nb * h * w * c];
+        out.par_chunks_mut(w * c)
+            .enumerate()
+            .for_each(|(row, orow)| {
+                let (bi, y) = (row / h, row % h);
+                for o in orow.chunks_exact_mut(c) {
+                    o.copy_from_slice(bias);
+                }
+                for ky in 0..k {
+                    let iy = y as isize + ky as isize - pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let irow = &x[(bi * h + iy as usize) * w * c..][..w * c];
+                    for kx in 0..k {
+                        let tap = &wt[(ky * k + kx) * c..][..c];
+                        // output columns whose input column x + kx - pad lies inside the row
+                        let x0 = pad.saturating_sub(kx);
+                        let x1 = (w + pad).saturating_sub(kx).min(w);
+                        for ox in x0..x1 {
+                            let ix = ox + kx - pad;
+                            let o = &mut orow[ox * c..(ox + 1) * c];
+                            let i = &irow[ix * c..(ix + 1) * c];
+                            for ((o, &i), &t) in o.iter_mut().zip(i).zip(tap) {
+                                *o += i * t;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// LayerNorm over the last dimension with a two-pass (centred) variance, as PyTorch computes it.
+pub fn layer_norm_last(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if is_cpu_f32(&[x, w, b]) {
+        let x = x.contiguous()?;
+        return x.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            &LayerNormLast { eps: eps as f32 },
+        );
+    }
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    xc.broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(w)?
+        .broadcast_add(b)
+}
+
+struct LayerNormLast {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormLast {
+    fn name(&self) -> &'static str {
+        "layer-norm-two-pass"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = xl.shape().dims().last().copied().unwrap_or(1);
+        let x = contiguous_slice(xs, xl, "layer norm input")?;
+        let w = contiguous_slice(ws, wl, "layer norm weight")?;
+        let b = contiguous_slice(bs, bl, "layer norm bias")?;
+        if w.len() != c || b.len() != c {
+            candle_core::bail!("layer norm weight/bias do not match {c} channels")
+        }
+        let mut out = vec![0f32; x.len()];
+        let eps = self.eps;
+        out.par_chunks_mut(c)
+            .zip(x.par_chunks(c))
+            .with_min_len(64)
+            .for_each(|(o, x)| {
+                // f64 sums: rows of large, nearly equal values keep their spread
+                let n = c as f64;
+                let mean64 = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let var = x
+                    .iter()
+                    .map(|&v| (v as f64 - mean64) * (v as f64 - mean64))
+                    .sum::<f64>()
+                    / n;
+                let inv = 1.0 / (var + eps as f64).sqrt();
+                for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                    *o = ((x as f64 - mean64) * inv) as f32 * w + b;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// `torch.nn.PixelShuffle(r)` on NCHW: `[B, C*r*r, H, W] -> [B, C, H*r, W*r]`.
+pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let oc = c / (r * r);
+    x.reshape((b, oc, r, r, h, w))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .reshape((b, oc, h * r, w * r))
+}
+
+/// `nn.AvgPool2d(2, stride=1)(nn.ReplicationPad2d((1, 0, 1, 0))(x))` on NCHW: each output pixel
+/// is the mean of itself, its left, upper and upper-left neighbours (edges replicated).
+pub fn blur_replicate(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let p = x.pad_with_same(2, 1, 0)?.pad_with_same(3, 1, 0)?;
+    let top = (p.narrow(2, 0, h)?.narrow(3, 0, w)? + p.narrow(2, 0, h)?.narrow(3, 1, w)?)?;
+    let bot = (p.narrow(2, 1, h)?.narrow(3, 0, w)? + p.narrow(2, 1, h)?.narrow(3, 1, w)?)?;
+    (top + bot)? * 0.25
+}
+
+/// Plain tensor reference for the depthwise op (used by tests to check the CPU kernel).
+pub fn depthwise_conv_reference(x_nhwc: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let k = w.dim(0)?;
+    let c = w.dim(2)?;
+    // torch layout [C, 1, k, k] and the grouped conv2d
+    let wt = w.permute((2, 0, 1))?.reshape((c, 1, k, k))?.contiguous()?;
+    let x = x_nhwc.permute((0, 3, 1, 2))?.contiguous()?;
+    let y = x.conv2d(&wt, k / 2, 1, 1, c)?;
+    y.broadcast_add(&b.reshape((1, c, 1, 1))?)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()
+}

@@ -1,0 +1,122 @@
+//! `decoder.layers` and `decoder.last_shuf`: the pixel decoder (fastai's UNet blocks as DDColor
+//! uses them), upsampling the stride-32 encoder feature back to full resolution.
+use candle_core::{Device, Result, Tensor};
+
+use super::layers::{ChannelAffine, Conv2d, LoadResult};
+use super::ops;
+use super::weights::Vb;
+
+/// `CustomPixelShuffle_ICNR`: 1x1 conv (+ BatchNorm when `extra_bn`) -> ReLU -> PixelShuffle(r)
+/// -> ReplicationPad2d((1,0,1,0)) -> AvgPool2d(2, stride 1).
+#[derive(Debug, Clone)]
+pub struct PixelShuffleIcnr {
+    conv: Conv2d, // spectral norm and the optional BatchNorm folded in
+    scale: usize,
+}
+
+impl PixelShuffleIcnr {
+    pub fn load(
+        vb: &Vb,
+        c_in: usize,
+        c_out: usize,
+        scale: usize,
+        extra_bn: bool,
+        dev: &Device,
+    ) -> LoadResult<Self> {
+        let c = c_out * scale * scale;
+        // custom_conv_layer: bias only when there is no BatchNorm
+        let bn = if extra_bn {
+            Some(ChannelAffine::batch_norm(&vb.pp("conv").pp(1), c)?)
+        } else {
+            None
+        };
+        let conv = Conv2d::load_normed(&vb.pp("conv").pp(0), c_in, c, 1, !extra_bn, bn, dev)?;
+        Ok(Self { conv, scale })
+    }
+
+    /// `relu(conv(x))`, before the shuffle: the last nonlinearity of this module.
+    pub fn pre_shuffle(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(x)?.relu()
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = ops::pixel_shuffle(&self.pre_shuffle(x)?, self.scale)?;
+        ops::blur_replicate(&y)
+    }
+}
+
+/// `UnetBlockWide`: upsample the input, concatenate the BatchNorm'd skip feature, ReLU, 3x3 conv,
+/// ReLU, BatchNorm.
+#[derive(Debug, Clone)]
+pub struct UnetBlockWide {
+    shuf: PixelShuffleIcnr,
+    bn: ChannelAffine,
+    conv: Conv2d,
+    conv_bn: ChannelAffine, // conv.2, after the ReLU, so it cannot be folded into conv.0
+}
+
+impl UnetBlockWide {
+    pub fn load(
+        vb: &Vb,
+        up_in_c: usize,
+        x_in_c: usize,
+        n_out: usize,
+        dev: &Device,
+    ) -> LoadResult<Self> {
+        let shuf = PixelShuffleIcnr::load(&vb.pp("shuf"), up_in_c, n_out, 2, true, dev)?;
+        let bn = ChannelAffine::batch_norm(&vb.pp("bn"), x_in_c)?.to_device(vb, dev)?;
+        let ni = n_out + x_in_c;
+        let conv = Conv2d::load_normed(&vb.pp("conv").pp(0), ni, n_out, 3, false, None, dev)?;
+        let conv_bn = ChannelAffine::batch_norm(&vb.pp("conv").pp(2), n_out)?.to_device(vb, dev)?;
+        Ok(Self {
+            shuf,
+            bn,
+            conv,
+            conv_bn,
+        })
+    }
+
+    pub fn forward(&self, up_in: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        let up = self.shuf.forward(up_in)?;
+        let cat = Tensor::cat(&[&up, &self.bn.forward(skip)?], 1)?.relu()?;
+        self.conv_bn.forward(&self.conv.forward(&cat)?.relu()?)
+    }
+}
+
+/// The three UNet blocks plus `last_shuf` (x4), from the stride-32 feature to full resolution.
+#[derive(Debug, Clone)]
+pub struct PixelDecoder {
+    pub layers: Vec<UnetBlockWide>,
+    pub last_shuf: PixelShuffleIcnr,
+}
+
+impl PixelDecoder {
+    /// `enc_dims` are the encoder widths (norm0..norm3), `nf` the decoder width.
+    pub fn load(vb: &Vb, enc_dims: [usize; 4], nf: usize, dev: &Device) -> LoadResult<Self> {
+        let mut layers = Vec::with_capacity(3);
+        let mut in_c = enc_dims[3];
+        for (i, &skip_c) in [enc_dims[2], enc_dims[1], enc_dims[0]].iter().enumerate() {
+            let out_c = if i == 2 { nf / 2 } else { nf };
+            layers.push(UnetBlockWide::load(
+                &vb.pp("layers").pp(i),
+                in_c,
+                skip_c,
+                out_c,
+                dev,
+            )?);
+            in_c = out_c;
+        }
+        let embed = nf / 2;
+        let last_shuf = PixelShuffleIcnr::load(&vb.pp("last_shuf"), embed, embed, 4, false, dev)?;
+        Ok(Self { layers, last_shuf })
+    }
+
+    /// Returns the three block outputs (strides 16, 8, 4) and the full-resolution image feature.
+    pub fn forward(&self, hooks: &[Tensor]) -> Result<([Tensor; 3], Tensor)> {
+        let out0 = self.layers[0].forward(&hooks[3], &hooks[2])?;
+        let out1 = self.layers[1].forward(&out0, &hooks[1])?;
+        let out2 = self.layers[2].forward(&out1, &hooks[0])?;
+        let out3 = self.last_shuf.forward(&out2)?;
+        Ok(([out0, out1, out2], out3))
+    }
+}

@@ -1,0 +1,372 @@
+//! Loading DDColor checkpoints as the authors publish them: the container is recognised by its
+//! content (torch zip `.pth`/`.bin`, safetensors), never by its extension; spectral and weight
+//! norm are folded at load time; every failure names the file and the key.
+//!
+//! The torch formats are read with candle's pickle *interpreter*, which understands the opcodes
+//! that describe tensors and dictionaries and nothing else: no Python object is ever built and no
+//! code in the file is ever executed.
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor};
+
+/// Why a checkpoint could not be turned into a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read weights file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a readable checkpoint: {reason}")]
+    Container { path: PathBuf, reason: String },
+    #[error("{path} is not a DDColor checkpoint: {reason}")]
+    NotDdcolor { path: PathBuf, reason: String },
+    #[error("{path}: missing key `{key}` (the file is not a complete DDColor checkpoint)")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: shape of `{key}` is {actual:?} but {expected:?} was expected")]
+    Shape {
+        path: PathBuf,
+        key: String,
+        actual: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Tensor {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+}
+
+/// The container formats we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// `torch.save` zip archive: the authors' `.pth` (`{'params': state_dict}`) and Hugging Face
+    /// `pytorch_model.bin` (a bare state dict).
+    TorchZip,
+    /// A safetensors file.
+    Safetensors,
+}
+
+impl fmt::Display for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Container::TorchZip => "PyTorch zip checkpoint",
+            Container::Safetensors => "safetensors",
+        })
+    }
+}
+
+/// Recognise the container from the first bytes of the file.
+pub fn sniff(path: &Path) -> Result<Container, LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]).map_err(io)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let head = &head[..n];
+    let container = |reason: &str| LoadError::Container {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if n == 0 {
+        return Err(container("the file is empty"));
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok(Container::TorchZip);
+    }
+    if n >= 9 && head[8] == b'{' {
+        return Ok(Container::Safetensors);
+    }
+    if head.starts_with(&[0x80]) {
+        return Err(container(
+            "legacy (pre-zip) torch pickle format; re-save it with torch>=1.6 or convert it to safetensors",
+        ));
+    }
+    Err(container(
+        "neither a PyTorch zip checkpoint nor safetensors (unknown leading bytes)",
+    ))
+}
+
+/// All tensors of a checkpoint, on the CPU, plus bookkeeping for clear errors.
+pub struct Checkpoint {
+    path: PathBuf,
+    container: Container,
+    tensors: HashMap<String, Tensor>,
+    used: Mutex<BTreeSet<String>>,
+}
+
+/// State-dict wrappers we look inside, in order (`params` is what the authors' `.pth` files use).
+const WRAPPER_KEYS: [&str; 4] = ["params", "params_ema", "state_dict", "model"];
+
+impl Checkpoint {
+    /// Read every tensor of a checkpoint file (the container is recognised by content).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let container = sniff(path)?;
+        let bad = |e: candle_core::Error| LoadError::Container {
+            path: path.to_owned(),
+            reason: format!("{container} is truncated or corrupt ({e})"),
+        };
+        let list = match container {
+            Container::Safetensors => candle_core::safetensors::load(path, &Device::Cpu)
+                .map_err(bad)?
+                .into_iter()
+                .collect::<Vec<_>>(),
+            Container::TorchZip => read_torch_zip(path).map_err(bad)?,
+        };
+        if list.is_empty() {
+            return Err(LoadError::NotDdcolor {
+                path: path.to_owned(),
+                reason: "it holds no tensors".into(),
+            });
+        }
+        Ok(Self::from_tensors(path, container, list))
+    }
+
+    /// Wrap tensors that are already in memory (tests, conversions).
+    pub fn from_tensors(
+        path: impl Into<PathBuf>,
+        container: Container,
+        tensors: impl IntoIterator<Item = (String, Tensor)>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            container,
+            tensors: tensors.into_iter().collect(),
+            used: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn container(&self) -> Container {
+        self.container
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.tensors.get(key).map(|t| t.dims())
+    }
+
+    /// The shape of a key that must exist.
+    pub fn require_shape(&self, key: &str) -> Result<&[usize], LoadError> {
+        self.shape(key).ok_or_else(|| self.missing(key))
+    }
+
+    pub(crate) fn missing(&self, key: &str) -> LoadError {
+        LoadError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> LoadError {
+        LoadError::Invalid {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn tensor_err(&self, source: candle_core::Error) -> LoadError {
+        LoadError::Tensor {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// A float tensor of exactly `shape`, as f32 on the CPU.
+    pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor, LoadError> {
+        let t = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        if t.dims() != shape {
+            return Err(LoadError::Shape {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                actual: t.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        if !t.dtype().is_float() {
+            return Err(self.invalid(format!(
+                "`{key}` has dtype {:?}, a float tensor was expected",
+                t.dtype()
+            )));
+        }
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(key.to_owned());
+        }
+        t.to_dtype(DType::F32).map_err(|e| self.tensor_err(e))
+    }
+
+    /// Keys that no layer asked for (buffers such as `num_batches_tracked` aside).
+    pub fn unused_keys(&self) -> Vec<String> {
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let mut out: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k) && !k.ends_with("num_batches_tracked"))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A view with a key prefix, as `VarBuilder::pp` in candle.
+    pub fn root(&self) -> Vb<'_> {
+        Vb {
+            ckpt: self,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// Read a torch zip archive: the state dict is either the top-level dictionary or sits under one
+/// of [`WRAPPER_KEYS`].
+fn read_torch_zip(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
+    // A bare state dict has tensors at the top level; a wrapped one has none there.
+    let mut last_err = None;
+    for key in WRAPPER_KEYS.iter().map(|k| Some(*k)).chain([None]) {
+        match candle_core::pickle::read_pth_tensor_info(path, false, key) {
+            Ok(infos) if !infos.is_empty() => {
+                let pth = candle_core::pickle::PthTensors::new(path, key)?;
+                let mut out = Vec::with_capacity(infos.len());
+                for info in infos {
+                    if let Some(t) = pth.get(&info.name)? {
+                        out.push((info.name, t));
+                    }
+                }
+                return Ok(out);
+            }
+            Ok(_) => {}
+            // "key params not found": try the next wrapper; anything else is a broken file.
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match last_err {
+        Some(e) => Err(e),
+        None => Ok(vec![]),
+    }
+}
+
+/// A prefixed view into a [`Checkpoint`], mirroring the PyTorch attribute path.
+#[derive(Clone)]
+pub struct Vb<'a> {
+    ckpt: &'a Checkpoint,
+    prefix: String,
+}
+
+impl<'a> Vb<'a> {
+    /// Descend into a sub-module: `vb.pp("decoder").pp(0)` is `decoder.0.`.
+    pub fn pp(&self, name: impl fmt::Display) -> Vb<'a> {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Vb {
+            ckpt: self.ckpt,
+            prefix,
+        }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.ckpt.contains(&self.key(name))
+    }
+
+    pub fn checkpoint(&self) -> &'a Checkpoint {
+        self.ckpt
+    }
+
+    /// A float tensor of exactly `shape` (f32, CPU).
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, LoadError> {
+        self.ckpt.get(&self.key(name), shape)
+    }
+
+    /// A convolution or linear weight of `shape`, with spectral norm (`weight_orig`, `weight_u`,
+    /// `weight_v`) or weight norm (`weight_g`, `weight_v`) folded in, whichever the file holds.
+    pub fn normed_weight(&self, shape: &[usize]) -> Result<Tensor, LoadError> {
+        let ck = self.ckpt;
+        let out = shape[0];
+        let fan: usize = shape[1..].iter().product();
+        if self.contains("weight_orig") {
+            // eval-mode torch.nn.utils.spectral_norm: sigma = u . (W v) with the stored u and v.
+            let w = self.get("weight_orig", shape)?;
+            let u = self.get("weight_u", &[out])?;
+            let v = self.get("weight_v", &[fan])?;
+            let sigma = spectral_sigma(&w, &u, &v).map_err(|e| ck.tensor_err(e))?;
+            if !sigma.is_finite() || sigma.abs() < 1e-12 {
+                return Err(ck.invalid(format!(
+                    "spectral norm of `{}` is {sigma}; the stored u/v vectors are broken",
+                    self.key("weight_orig")
+                )));
+            }
+            w.affine(1.0 / sigma as f64, 0.0)
+                .map_err(|e| ck.tensor_err(e))
+        } else if self.contains("weight_g") {
+            let mut gshape = vec![1usize; shape.len()];
+            gshape[0] = out;
+            let g = self.get("weight_g", &gshape)?;
+            let v = self.get("weight_v", shape)?;
+            weight_norm(&g, &v).map_err(|e| ck.tensor_err(e))
+        } else {
+            self.get("weight", shape)
+        }
+    }
+}
+
+/// `u . (W v)` for a weight reshaped to `[out, fan]`.
+fn spectral_sigma(w: &Tensor, u: &Tensor, v: &Tensor) -> candle_core::Result<f32> {
+    let (out, fan) = (u.dim(0)?, v.dim(0)?);
+    let wv = w.reshape((out, fan))?.matmul(&v.reshape((fan, 1))?)?;
+    u.reshape((1, out))?
+        .matmul(&wv)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+        .map(|s| s[0])
+}
+
+/// torch.nn.utils.weight_norm(dim=0): `w = g * v / ||v||`, the norm taken per output channel.
+fn weight_norm(g: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+    let out = v.dim(0)?;
+    let norm = v.reshape((out, ()))?.sqr()?.sum_keepdim(1)?.sqrt()?;
+    v.broadcast_div(&norm.reshape(g.shape())?)?.broadcast_mul(g)
+}

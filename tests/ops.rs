@@ -1,0 +1,74 @@
+//! The hand-written kernels against plain candle formulations.
+use candle_core::{Device, Tensor, D};
+use ddcolor::model::ops;
+
+use crate::util::max_abs_diff;
+
+#[test]
+fn depthwise_kernel_matches_grouped_conv2d() {
+    for (b, h, w, c, k) in [
+        (1, 9, 13, 5, 7),
+        (2, 4, 3, 8, 7),
+        (1, 16, 16, 3, 3),
+        (1, 2, 2, 4, 7),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (b, h, w, c), &Device::Cpu).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (k, k, c), &Device::Cpu).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, c, &Device::Cpu).unwrap();
+        let fast = ops::depthwise_conv_nhwc(&x, &wt, &bias).unwrap();
+        let want = ops::depthwise_conv_reference(&x, &wt, &bias).unwrap();
+        let d = max_abs_diff(&fast, &want);
+        assert!(d < 1e-4, "{b}x{h}x{w}x{c} k{k}: {d}");
+    }
+}
+
+#[test]
+fn layer_norm_is_accurate_on_large_offsets() {
+    // activations with a large mean and a small spread: E[x²]-E[x]² would lose them
+    let x = (Tensor::randn(0f32, 0.01, (3, 7, 96), &Device::Cpu).unwrap() + 300.0).unwrap();
+    let w = Tensor::randn(1f32, 0.1, 96, &Device::Cpu).unwrap();
+    let b = Tensor::randn(0f32, 0.1, 96, &Device::Cpu).unwrap();
+    let got = ops::layer_norm_last(&x, &w, &b, 1e-6).unwrap();
+    let x64 = x.to_dtype(candle_core::DType::F64).unwrap();
+    let mean = x64.mean_keepdim(D::Minus1).unwrap();
+    let xc = x64.broadcast_sub(&mean).unwrap();
+    let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let want = xc
+        .broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&w.to_dtype(candle_core::DType::F64).unwrap())
+        .unwrap()
+        .broadcast_add(&b.to_dtype(candle_core::DType::F64).unwrap())
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap();
+    let d = max_abs_diff(&got, &want);
+    assert!(d < 1e-3, "{d}");
+}
+
+#[test]
+fn pixel_shuffle_and_blur_follow_torch() {
+    // PixelShuffle(2): out[c, 2h+i, 2w+j] = in[c*4 + 2i + j, h, w]
+    let x = Tensor::arange(0f32, 16.0, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 4, 2, 2))
+        .unwrap();
+    let y = ops::pixel_shuffle(&x, 2).unwrap();
+    let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(
+        v,
+        vec![0., 4., 1., 5., 8., 12., 9., 13., 2., 6., 3., 7., 10., 14., 11., 15.]
+    );
+    // replication pad (1,0,1,0) + 2x2 mean: the corner stays, edges average with themselves
+    let x = Tensor::new(&[[1f32, 3.], [5., 7.]], &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 2, 2))
+        .unwrap();
+    let v = ops::blur_replicate(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(v, vec![1., 2., 3., 4.]);
+}

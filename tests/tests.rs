@@ -1,0 +1,5 @@
+//! One integration-test binary (see Cargo.toml `autotests = false`): each module is one area.
+mod model;
+mod ops;
+mod pipeline;
+mod util;
