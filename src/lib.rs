@@ -1,6 +1,16 @@
-//! ddcolor: DDColor image colorization in candle, as a library.
+//! ddcolor: colorize black-and-white photos with DDColor, in candle, as a library and a CLI.
 //!
-//! Data flow: [`pipeline`] turns a decoded image into the model input and composes the model's
-//! ab prediction with the full-resolution L channel; [`model`] is the network itself.
+//! Data flow: [`imageio`] decodes a file; [`pipeline`] turns it into the full-resolution L
+//! channel and the square gray model input; [`model`] (DDColor) predicts ab; [`pipeline`]
+//! composes full-resolution L with the resized ab; [`imageio`] writes the result atomically.
+//! [`Colorizer`] ties these together for one image.
+pub mod cli;
+pub mod colorizer;
+pub mod device;
+pub mod error;
+pub mod imageio;
 pub mod model;
 pub mod pipeline;
+
+pub use colorizer::Colorizer;
+pub use error::{Error, Result};

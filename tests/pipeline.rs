@@ -1,1 +1,435 @@
-//! Pipeline tests (being written).
+//! Pipeline tests: colour maths, resampling rules, the model input against the upstream golden
+//! tensor, composition and 8-bit output.
+
+use ddcolor::pipeline::color::{lab_to_rgb, rgb_to_l, rgb_to_lab};
+use ddcolor::pipeline::resize::{resize_interleaved, resize_planar, Axis};
+use ddcolor::pipeline::{
+    check_model_size, compose, prepare, rgb_f32_from_image, to_rgb8, ResizeMode,
+};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden");
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol,
+            "index {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}
+
+/// Resizes one row (`1 x n` image) with `ax` to see the 1-D behaviour.
+fn resize_row(src: &[f32], ax: &Axis) -> Vec<f32> {
+    resize_interleaved(src, 1, ax, &Axis::opencv_linear(1, 1))
+}
+
+// ---------------------------------------------------------------- golden model input
+
+#[test]
+fn pipeline_prepare_matches_golden_model_input() {
+    let img = image::open(format!("{GOLDEN}/e2e-gray.png")).expect("decode e2e-gray.png");
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    assert_eq!((w, h), (150, 100));
+    let rgb = rgb_f32_from_image(&img);
+    assert_eq!(rgb.len(), 3 * w * h);
+
+    let prep = prepare(&rgb, w, h, 64);
+    assert_eq!((prep.width, prep.height, prep.size), (150, 100, 64));
+    assert_eq!(prep.l.len(), w * h);
+    assert_eq!(prep.model_input.len(), 3 * 64 * 64);
+
+    let tensors = candle_core::safetensors::load(
+        format!("{GOLDEN}/e2e-model-input.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("load golden model input");
+    let want = &tensors["model_input"];
+    assert_eq!(want.dims(), &[1, 3, 64, 64]);
+    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+
+    let max_diff = prep
+        .model_input
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("prepare vs golden model_input: max abs diff {max_diff:e}");
+    assert!(max_diff <= 2e-3, "max abs diff {max_diff} > 2e-3");
+
+    // The three planes are one gray image (up to float rounding of the matrices).
+    let plane = 64 * 64;
+    for i in 0..plane {
+        let r = prep.model_input[i];
+        assert!((prep.model_input[plane + i] - r).abs() < 1e-5);
+        assert!((prep.model_input[2 * plane + i] - r).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn pipeline_full_resolution_l_is_lightness_of_each_pixel() {
+    let img = image::open(format!("{GOLDEN}/e2e-gray.png")).expect("decode e2e-gray.png");
+    let luma = img.to_luma8();
+    let rgb = rgb_f32_from_image(&img);
+    let prep = prepare(&rgb, 150, 100, 64);
+    for (i, &v) in luma.as_raw().iter().enumerate() {
+        let g = v as f32 / 255.0;
+        assert_eq!(prep.l[i], rgb_to_l([g, g, g]));
+    }
+}
+
+// ---------------------------------------------------------------- colour maths
+
+#[test]
+fn pipeline_lab_known_values() {
+    let [l, a, b] = rgb_to_lab([1.0, 1.0, 1.0]);
+    assert!((l - 100.0).abs() < 1e-3, "white L {l}");
+    assert!(a.abs() < 1e-3 && b.abs() < 1e-3, "white a {a} b {b}");
+
+    let [l, a, b] = rgb_to_lab([0.0, 0.0, 0.0]);
+    assert_eq!([l, a, b], [0.0, 0.0, 0.0]);
+
+    let [l, a, b] = rgb_to_lab([1.0, 0.0, 0.0]);
+    assert!((l - 53.24).abs() < 0.01, "red L {l}");
+    assert!((a - 80.09).abs() < 0.01, "red a {a}");
+    assert!((b - 67.20).abs() < 0.01, "red b {b}");
+
+    let [l, a, b] = rgb_to_lab([0.0, 0.0, 1.0]);
+    assert!((l - 32.30).abs() < 0.01, "blue L {l}");
+    assert!((a - 79.19).abs() < 0.01, "blue a {a}");
+    assert!((b + 107.86).abs() < 0.01, "blue b {b}");
+
+    // L alone agrees with the full conversion.
+    for rgb in [[0.2, 0.5, 0.9], [0.01, 0.02, 0.0], [1.0, 0.3, 0.0]] {
+        assert_eq!(rgb_to_l(rgb), rgb_to_lab(rgb)[0]);
+    }
+}
+
+#[test]
+fn pipeline_lab_round_trip_grid() {
+    let n = 17;
+    let mut worst = 0.0f32;
+    for r in 0..n {
+        for g in 0..n {
+            for b in 0..n {
+                let rgb = [r, g, b].map(|v| v as f32 / (n - 1) as f32);
+                let back = lab_to_rgb(rgb_to_lab(rgb));
+                for c in 0..3 {
+                    worst = worst.max((back[c] - rgb[c]).abs());
+                }
+            }
+        }
+    }
+    // Also the dark end, where both linear branches (sRGB and CIE) are taken.
+    for k in 0..=40 {
+        let v = k as f32 / 1000.0;
+        for rgb in [[v, v, v], [v, 0.0, 0.0], [0.0, v, 2.0 * v]] {
+            let back = lab_to_rgb(rgb_to_lab(rgb));
+            for c in 0..3 {
+                worst = worst.max((back[c] - rgb[c]).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "round trip error {worst}");
+}
+
+#[test]
+fn pipeline_lab_to_rgb_clips_out_of_gamut() {
+    // Very saturated Lab colours fall outside sRGB: every channel is clipped to [0, 1].
+    for lab in [
+        [50.0, 127.0, 127.0],
+        [50.0, -128.0, -128.0],
+        [100.0, 100.0, -100.0],
+        [5.0, 60.0, -60.0],
+    ] {
+        let rgb = lab_to_rgb(lab);
+        assert!(
+            rgb.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{lab:?} -> {rgb:?}"
+        );
+    }
+    assert_eq!(
+        lab_to_rgb([100.0, 0.0, 0.0]).map(|v| (v - 1.0).abs() < 1e-5),
+        [true; 3]
+    );
+    assert_eq!(lab_to_rgb([0.0, 0.0, 0.0]), [0.0, 0.0, 0.0]);
+}
+
+// ---------------------------------------------------------------- resampling
+
+#[test]
+fn pipeline_opencv_linear_axis() {
+    // Downscale by 2: taps at 0.5 and 2.5.
+    assert_close(
+        &resize_row(&[0.0, 10.0, 20.0, 30.0], &Axis::opencv_linear(4, 2)),
+        &[5.0, 25.0],
+        0.0,
+    );
+    // 3 -> 2: src 0.25 and 1.75; no antialiasing (the middle pixel is not averaged in).
+    assert_close(
+        &resize_row(&[0.0, 10.0, 20.0], &Axis::opencv_linear(3, 2)),
+        &[2.5, 17.5],
+        0.0,
+    );
+    // Upscale by 2: -0.25 (edge), 0.25, 0.75, 1.25 (edge).
+    assert_close(
+        &resize_row(&[0.0, 10.0], &Axis::opencv_linear(2, 4)),
+        &[0.0, 2.5, 7.5, 10.0],
+        0.0,
+    );
+    // 1 -> 3: every output is the only input.
+    assert_close(
+        &resize_row(&[7.0], &Axis::opencv_linear(1, 3)),
+        &[7.0; 3],
+        0.0,
+    );
+    // Identity.
+    let v = [1.0, -2.0, 3.5, 8.0, 0.25];
+    assert_close(&resize_row(&v, &Axis::opencv_linear(5, 5)), &v, 0.0);
+}
+
+#[test]
+fn pipeline_torch_nearest_axis() {
+    // Upscale 2 -> 5: scale 0.4, floor(0, 0.4, 0.8, 1.2, 1.6).
+    assert_close(
+        &resize_row(&[1.0, 2.0], &Axis::torch_nearest(2, 5)),
+        &[1.0, 1.0, 1.0, 2.0, 2.0],
+        0.0,
+    );
+    // Upscale 3 -> 6 (exact factor 2).
+    assert_close(
+        &resize_row(&[1.0, 2.0, 3.0], &Axis::torch_nearest(3, 6)),
+        &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
+        0.0,
+    );
+    // Downscale 5 -> 2: scale 2.5, floor(0, 2.5).
+    assert_close(
+        &resize_row(&[1.0, 2.0, 3.0, 4.0, 5.0], &Axis::torch_nearest(5, 2)),
+        &[1.0, 3.0],
+        0.0,
+    );
+    // Downscale 3 -> 2: scale 1.5, floor(0, 1.5): not centred (legacy `nearest`).
+    assert_close(
+        &resize_row(&[1.0, 2.0, 3.0], &Axis::torch_nearest(3, 2)),
+        &[1.0, 2.0],
+        0.0,
+    );
+    // 64 -> 150 (the e2e width): index i*64/150 in float, always < 64.
+    let ax = Axis::torch_nearest(64, 150);
+    for d in 0..150 {
+        let (lo, hi, w0, w1) = ax.tap(d);
+        assert_eq!(
+            (lo, hi, w0, w1),
+            (
+                (d as f32 * (64.0f32 / 150.0)).floor() as usize,
+                lo,
+                1.0,
+                0.0
+            )
+        );
+        assert!(lo < 64);
+    }
+}
+
+#[test]
+fn pipeline_torch_bilinear_axis() {
+    // Upscale 2 -> 4: src -0.25 (clamped to 0), 0.25, 0.75, 1.25 (second tap clamped).
+    assert_close(
+        &resize_row(&[0.0, 10.0], &Axis::torch_bilinear(2, 4)),
+        &[0.0, 2.5, 7.5, 10.0],
+        0.0,
+    );
+    // Downscale 4 -> 2 and 3 -> 2, no antialiasing.
+    assert_close(
+        &resize_row(&[0.0, 10.0, 20.0, 30.0], &Axis::torch_bilinear(4, 2)),
+        &[5.0, 25.0],
+        0.0,
+    );
+    assert_close(
+        &resize_row(&[0.0, 10.0, 20.0], &Axis::torch_bilinear(3, 2)),
+        &[2.5, 17.5],
+        0.0,
+    );
+    // 2 -> 3: scale 2/3: src 0 (-1/6 clamped), 0.5, 1.1667 (last tap clamped).
+    assert_close(
+        &resize_row(&[0.0, 6.0], &Axis::torch_bilinear(2, 3)),
+        &[0.0, 3.0, 6.0],
+        1e-6,
+    );
+    // The mode switch picks these axes.
+    assert_eq!(
+        Axis::for_mode(ResizeMode::Nearest, 7, 3),
+        Axis::torch_nearest(7, 3)
+    );
+    assert_eq!(
+        Axis::for_mode(ResizeMode::Bilinear, 7, 3),
+        Axis::torch_bilinear(7, 3)
+    );
+}
+
+#[test]
+fn pipeline_resize_2d_interleaved_and_planar() {
+    // 2x2 -> 4x4 bilinear: separable, out[y][x] = 10 * c[x] + 20 * c[y], c = [0, .25, .75, 1].
+    let c = [0.0f32, 0.25, 0.75, 1.0];
+    let want: Vec<f32> = (0..16).map(|i| 10.0 * c[i % 4] + 20.0 * c[i / 4]).collect();
+    let plane = [0.0, 10.0, 20.0, 30.0];
+    let ax = Axis::torch_bilinear(2, 4);
+    assert_close(&resize_planar(&plane, 1, &ax, &ax), &want, 1e-6);
+
+    // Two planes stay separate; interleaved gives the same values.
+    let two = [0.0, 10.0, 20.0, 30.0, 1.0, 1.0, 1.0, 1.0];
+    let out = resize_planar(&two, 2, &ax, &ax);
+    assert_close(&out[..16], &want, 1e-6);
+    assert_close(&out[16..], &[1.0; 16], 1e-6);
+    let inter = [0.0, 1.0, 10.0, 1.0, 20.0, 1.0, 30.0, 1.0];
+    let out = resize_interleaved(&inter, 2, &ax, &ax);
+    let first: Vec<f32> = out.iter().step_by(2).copied().collect();
+    assert_close(&first, &want, 1e-6);
+
+    // Non-square: 3 wide x 2 high -> 2 x 1 with OpenCV rules.
+    // Rows: [0 10 20], [100 110 120]; y src = 0.5 -> mean of rows; x src 0.25, 1.75.
+    let src = [0.0, 10.0, 20.0, 100.0, 110.0, 120.0];
+    let out = resize_interleaved(
+        &src,
+        1,
+        &Axis::opencv_linear(3, 2),
+        &Axis::opencv_linear(2, 1),
+    );
+    assert_close(&out, &[52.5, 67.5], 1e-5);
+
+    // Nearest 2x2 -> 3x2 (w x h): x = floor(0, .667, 1.333), y = identity.
+    let out = resize_planar(
+        &plane,
+        1,
+        &Axis::torch_nearest(2, 3),
+        &Axis::torch_nearest(2, 2),
+    );
+    assert_close(&out, &[0.0, 0.0, 10.0, 20.0, 20.0, 30.0], 0.0);
+}
+
+// ---------------------------------------------------------------- compose, output
+
+#[test]
+fn pipeline_compose_with_zero_ab_is_gray() {
+    let (w, h, size) = (7, 5, 4);
+    let l: Vec<f32> = (0..w * h)
+        .map(|i| i as f32 * 100.0 / (w * h - 1) as f32)
+        .collect();
+    let ab = vec![0.0f32; 2 * size * size];
+    for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+        let rgb = compose(&l, w, h, &ab, size, mode);
+        assert_eq!(rgb.len(), 3 * w * h);
+        for (px, &lv) in rgb.chunks_exact(3).zip(&l) {
+            assert!(
+                (px[0] - px[1]).abs() < 1e-5 && (px[1] - px[2]).abs() < 1e-5,
+                "{px:?}"
+            );
+            // Gray at that lightness: L of the result is the L we gave.
+            assert!((rgb_to_l([px[0], px[1], px[2]]) - lv).abs() < 1e-3);
+        }
+    }
+}
+
+#[test]
+fn pipeline_compose_resizes_ab_like_torch() {
+    // ab constant per quadrant of a 2x2 prediction; a 4x2 image with nearest takes each
+    // quadrant's colour unchanged: compare with a direct Lab -> RGB of the picked values.
+    let size = 2;
+    let a = [20.0, -20.0, 40.0, 0.0];
+    let b = [-10.0, 30.0, 0.0, -40.0];
+    let ab: Vec<f32> = a.iter().chain(&b).copied().collect();
+    let (w, h) = (4, 2);
+    let l = vec![60.0f32; w * h];
+    let rgb = compose(&l, w, h, &ab, size, ResizeMode::Nearest);
+    for y in 0..h {
+        for x in 0..w {
+            let q = y * size + x / 2;
+            let want = lab_to_rgb([60.0, a[q], b[q]]);
+            assert_close(&rgb[3 * (y * w + x)..3 * (y * w + x) + 3], &want, 0.0);
+        }
+    }
+    // Bilinear at 2x: columns 1 and 2 blend 3:1 and 1:3 (one row, L fixed).
+    let rgb = compose(&l, w, h, &ab, size, ResizeMode::Bilinear);
+    let want = lab_to_rgb([60.0, 0.75 * a[0] + 0.25 * a[1], 0.75 * b[0] + 0.25 * b[1]]);
+    assert_close(&rgb[3..6], &want, 1e-5);
+}
+
+#[test]
+fn pipeline_to_rgb8_rounds_and_saturates() {
+    let rgb = [
+        -0.5,
+        0.0,
+        1.0, //
+        1.5,
+        f32::NAN,
+        0.5, //
+        1.0 / 255.0,
+        0.499 / 255.0,
+        254.6 / 255.0,
+    ];
+    let img = to_rgb8(&rgb, 3, 1);
+    assert_eq!((img.width(), img.height()), (3, 1));
+    assert_eq!(img.as_raw(), &[0, 0, 255, 255, 0, 128, 1, 0, 255]);
+    // Exact half-way products round to even, as numpy's round does (k + 0.5 -> k for even k).
+    let mut ties = 0;
+    for k in (0..255u8).step_by(2) {
+        let v = (k as f32 + 0.5) / 255.0;
+        if v * 255.0 == k as f32 + 0.5 {
+            assert_eq!(
+                to_rgb8(&[v, v, v], 1, 1).as_raw(),
+                &[k, k, k],
+                "tie at {k}.5"
+            );
+            ties += 1;
+        }
+    }
+    assert!(ties > 10, "only {ties} exact ties");
+}
+
+#[test]
+fn pipeline_rgb_f32_from_image_variants() {
+    let gray = image::GrayImage::from_raw(2, 1, vec![0, 255]).unwrap();
+    let v = rgb_f32_from_image(&image::DynamicImage::ImageLuma8(gray));
+    assert_eq!(v, vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+
+    let rgba = image::RgbaImage::from_raw(1, 1, vec![51, 102, 255, 7]).unwrap();
+    let v = rgb_f32_from_image(&image::DynamicImage::ImageRgba8(rgba));
+    assert_eq!(v, vec![0.2, 0.4, 1.0]);
+
+    let rgb16 =
+        image::ImageBuffer::<image::Rgb<u16>, _>::from_raw(1, 1, vec![0u16, 65535, 32768]).unwrap();
+    let v = rgb_f32_from_image(&image::DynamicImage::ImageRgb16(rgb16));
+    assert_close(&v, &[0.0, 1.0, 32768.0 / 65535.0], 1e-7);
+}
+
+#[test]
+fn pipeline_check_model_size() {
+    for ok in [32, 64, 256, 512, 1024] {
+        assert_eq!(check_model_size(ok), Ok(()));
+    }
+    for bad in [0, 1, 31, 100, 513] {
+        assert!(check_model_size(bad).is_err(), "{bad} accepted");
+    }
+    assert_eq!(
+        check_model_size(100).unwrap_err(),
+        "model size 100 is not a multiple of 32; try 96 or 128"
+    );
+    assert_eq!(
+        check_model_size(513).unwrap_err(),
+        "model size 513 is not a multiple of 32; try 512 or 544"
+    );
+    assert!(check_model_size(10).unwrap_err().contains("try 32"));
+    assert!(check_model_size(0).unwrap_err().contains("try 32"));
+}
+
+#[test]
+fn pipeline_resize_mode_parse_and_display() {
+    assert_eq!("nearest".parse::<ResizeMode>(), Ok(ResizeMode::Nearest));
+    assert_eq!("bilinear".parse::<ResizeMode>(), Ok(ResizeMode::Bilinear));
+    assert_eq!("Bilinear".parse::<ResizeMode>(), Ok(ResizeMode::Bilinear));
+    assert!("bicubic".parse::<ResizeMode>().is_err());
+    for m in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+        assert_eq!(m.to_string().parse::<ResizeMode>(), Ok(m));
+    }
+    assert_eq!(ResizeMode::default(), ResizeMode::Bilinear);
+}

@@ -160,10 +160,10 @@ impl ConvNext {
             ));
         }
         let mut stages = Vec::with_capacity(4);
-        for i in 0..4 {
+        for (i, (&depth, &dim)) in cfg.depths.iter().zip(&d).enumerate() {
             let s = vb.pp("stages").pp(i);
-            let blocks = (0..cfg.depths[i])
-                .map(|j| Block::load(&s.pp(j), d[i], dev))
+            let blocks = (0..depth)
+                .map(|j| Block::load(&s.pp(j), dim, dev))
                 .collect::<LoadResult<Vec<_>>>()?;
             stages.push(blocks);
         }

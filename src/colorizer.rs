@@ -1,0 +1,96 @@
+//! The library's front door: a loaded model plus the pipeline settings, turning decoded images
+//! into colour images (`Colorizer::colorize`), or, for batch work, model inputs into ab
+//! predictions and back (`predict`, `compose`).
+use candle_core::Tensor;
+use image::{DynamicImage, RgbImage};
+
+use crate::error::{Error, Result};
+use crate::model::DDColor;
+use crate::pipeline::{self, Prepared, ResizeMode};
+
+/// Model size used when none is given (the resolution DDColor was trained at).
+pub const DEFAULT_SIZE: usize = 512;
+
+/// A model and how to run it on whole images.
+pub struct Colorizer {
+    model: DDColor,
+    size: usize,
+    resize: ResizeMode,
+}
+
+impl Colorizer {
+    /// `size` must be a positive multiple of 32.
+    pub fn new(model: DDColor, size: usize, resize: ResizeMode) -> Result<Self> {
+        pipeline::check_model_size(size).map_err(Error::Usage)?;
+        Ok(Self {
+            model,
+            size,
+            resize,
+        })
+    }
+
+    pub fn model(&self) -> &DDColor {
+        &self.model
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn resize(&self) -> ResizeMode {
+        self.resize
+    }
+
+    /// Full-resolution L and the square model input of an interleaved RGB `[0,1]` image.
+    pub fn prepare(&self, rgb: &[f32], width: usize, height: usize) -> Prepared {
+        pipeline::prepare(rgb, width, height, self.size)
+    }
+
+    /// Run the network on a batch of model inputs (`3*size*size` each); returns `2*size*size`
+    /// ab planes per input.
+    pub fn predict(&self, inputs: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        if inputs.is_empty() {
+            return Ok(vec![]);
+        }
+        let s = self.size;
+        let dev = self.model.device();
+        let mut flat = Vec::with_capacity(inputs.len() * 3 * s * s);
+        for x in inputs {
+            if x.len() != 3 * s * s {
+                return Err(Error::Usage(format!(
+                    "model input has {} values, {} expected",
+                    x.len(),
+                    3 * s * s
+                )));
+            }
+            flat.extend_from_slice(x);
+        }
+        let x = Tensor::from_vec(flat, (inputs.len(), 3, s, s), dev)?;
+        let ab = self.model.forward(&x)?;
+        let ab = ab.to_device(&candle_core::Device::Cpu)?.flatten_all()?;
+        let ab = ab.to_vec1::<f32>()?;
+        Ok(ab.chunks_exact(2 * s * s).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Full-resolution L plus the model's ab: interleaved RGB in `[0,1]`.
+    pub fn compose(&self, prepared: &Prepared, ab: &[f32]) -> Vec<f32> {
+        pipeline::compose(
+            &prepared.l,
+            prepared.width,
+            prepared.height,
+            ab,
+            self.size,
+            self.resize,
+        )
+    }
+
+    /// Colorize one decoded image: 8-bit RGB out, the size of the input.
+    pub fn colorize(&self, img: &DynamicImage) -> Result<RgbImage> {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let rgb = pipeline::rgb_f32_from_image(img);
+        let prepared = self.prepare(&rgb, w, h);
+        let ab = self.predict(&[&prepared.model_input])?;
+        let out = self.compose(&prepared, &ab[0]);
+        Ok(pipeline::to_rgb8(&out, w, h))
+    }
+}

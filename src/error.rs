@@ -1,0 +1,20 @@
+//! The library's error type: what went wrong, and for which file.
+use std::path::PathBuf;
+
+use crate::model::LoadError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{path}: cannot decode image: {reason}")]
+    Decode { path: PathBuf, reason: String },
+    #[error("{path}: cannot write output: {reason}")]
+    Write { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("model inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

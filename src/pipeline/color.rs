@@ -1,0 +1,224 @@
+//! CIE L*a*b* <-> sRGB conversion with the exact formulas behind OpenCV's float `BGR2Lab` /
+//! `Lab2BGR` (sRGB companding, OpenCV's sRGB<->XYZ matrices, D65 white 0.950456 / 1 / 1.088754,
+//! CIE f(t) with 0.008856 and 7.787): single pixels and row-parallel slice helpers.
+//!
+//! All values are `f32`, RGB in [0, 1], L in 0..100. Input RGB is clipped to [0, 1] before
+//! linearisation and linear RGB is clipped to [0, 1] before encoding, as OpenCV does.
+
+use rayon::prelude::*;
+
+/// OpenCV's sRGB (linear) -> XYZ matrix (D65), rows X, Y, Z.
+const RGB_TO_XYZ: [[f64; 3]; 3] = [
+    [0.412453, 0.357580, 0.180423],
+    [0.212671, 0.715160, 0.072169],
+    [0.019334, 0.119193, 0.950227],
+];
+/// OpenCV's XYZ -> sRGB (linear) matrix, rows R, G, B.
+const XYZ_TO_RGB: [[f64; 3]; 3] = [
+    [3.240479, -1.53715, -0.498535],
+    [-0.969256, 1.875991, 0.041556],
+    [0.055648, -0.204043, 1.057311],
+];
+/// D65 white point as used by OpenCV.
+const WHITE: [f64; 3] = [0.950456, 1.0, 1.088754];
+
+/// RGB -> XYZ with X and Z already divided by the white point (as OpenCV precomputes it).
+const FWD: [[f32; 3]; 3] = [
+    [
+        (RGB_TO_XYZ[0][0] / WHITE[0]) as f32,
+        (RGB_TO_XYZ[0][1] / WHITE[0]) as f32,
+        (RGB_TO_XYZ[0][2] / WHITE[0]) as f32,
+    ],
+    [
+        RGB_TO_XYZ[1][0] as f32,
+        RGB_TO_XYZ[1][1] as f32,
+        RGB_TO_XYZ[1][2] as f32,
+    ],
+    [
+        (RGB_TO_XYZ[2][0] / WHITE[2]) as f32,
+        (RGB_TO_XYZ[2][1] / WHITE[2]) as f32,
+        (RGB_TO_XYZ[2][2] / WHITE[2]) as f32,
+    ],
+];
+/// Normalised XYZ -> RGB: column j multiplied by the white point's component j.
+const INV: [[f32; 3]; 3] = [
+    [
+        (XYZ_TO_RGB[0][0] * WHITE[0]) as f32,
+        (XYZ_TO_RGB[0][1] * WHITE[1]) as f32,
+        (XYZ_TO_RGB[0][2] * WHITE[2]) as f32,
+    ],
+    [
+        (XYZ_TO_RGB[1][0] * WHITE[0]) as f32,
+        (XYZ_TO_RGB[1][1] * WHITE[1]) as f32,
+        (XYZ_TO_RGB[1][2] * WHITE[2]) as f32,
+    ],
+    [
+        (XYZ_TO_RGB[2][0] * WHITE[0]) as f32,
+        (XYZ_TO_RGB[2][1] * WHITE[1]) as f32,
+        (XYZ_TO_RGB[2][2] * WHITE[2]) as f32,
+    ],
+];
+
+/// CIE threshold on normalised XYZ (OpenCV's 0.008856, not (6/29)^3).
+const T_THRESH: f32 = 0.008856;
+const KAPPA: f32 = 903.3;
+const SLOPE: f32 = 7.787;
+const OFFSET: f32 = 16.0 / 116.0;
+/// L below which the linear branch applies on the way back: 0.008856 * 903.3.
+const L_THRESH: f32 = T_THRESH * KAPPA;
+/// f value below which the linear branch applies on the way back: 7.787 * 0.008856 + 16/116.
+const F_THRESH: f32 = SLOPE * T_THRESH + OFFSET;
+
+#[inline]
+fn clip01(x: f32) -> f32 {
+    // NaN stays NaN (to_rgb8 maps it to 0).
+    x.clamp(0.0, 1.0)
+}
+
+/// sRGB companding, encoded -> linear (input clipped to [0, 1]).
+#[inline]
+pub fn srgb_to_linear(v: f32) -> f32 {
+    let v = clip01(v);
+    if v <= 0.04045 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }
+}
+
+/// sRGB companding, linear -> encoded (input clipped to [0, 1]).
+#[inline]
+pub fn linear_to_srgb(v: f32) -> f32 {
+    let v = clip01(v);
+    if v <= 0.003_130_8 {
+        12.92 * v
+    } else {
+        1.055 * v.powf(1.0 / 2.4) - 0.055
+    }
+}
+
+#[inline]
+fn lab_f(t: f32) -> f32 {
+    if t > T_THRESH {
+        t.cbrt()
+    } else {
+        SLOPE * t + OFFSET
+    }
+}
+
+#[inline]
+fn lab_f_inv(f: f32) -> f32 {
+    if f <= F_THRESH {
+        (f - OFFSET) / SLOPE
+    } else {
+        f * f * f
+    }
+}
+
+/// L from relative luminance Y (white = 1).
+#[inline]
+fn l_from_y(y: f32) -> f32 {
+    if y > T_THRESH {
+        116.0 * y.cbrt() - 16.0
+    } else {
+        KAPPA * y
+    }
+}
+
+/// One sRGB pixel (components in [0, 1]) to L*a*b* (L in 0..100).
+#[inline]
+pub fn rgb_to_lab(rgb: [f32; 3]) -> [f32; 3] {
+    let r = srgb_to_linear(rgb[0]);
+    let g = srgb_to_linear(rgb[1]);
+    let b = srgb_to_linear(rgb[2]);
+    let x = FWD[0][0] * r + FWD[0][1] * g + FWD[0][2] * b;
+    let y = FWD[1][0] * r + FWD[1][1] * g + FWD[1][2] * b;
+    let z = FWD[2][0] * r + FWD[2][1] * g + FWD[2][2] * b;
+    let (fx, fy, fz) = (lab_f(x), lab_f(y), lab_f(z));
+    let l = if y > T_THRESH {
+        116.0 * fy - 16.0
+    } else {
+        KAPPA * y
+    };
+    [l, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+}
+
+/// Only the L of one sRGB pixel; equal to `rgb_to_lab(rgb)[0]`, without the X and Z work.
+#[inline]
+pub fn rgb_to_l(rgb: [f32; 3]) -> f32 {
+    let r = srgb_to_linear(rgb[0]);
+    let g = srgb_to_linear(rgb[1]);
+    let b = srgb_to_linear(rgb[2]);
+    l_from_y(FWD[1][0] * r + FWD[1][1] * g + FWD[1][2] * b)
+}
+
+/// One L*a*b* pixel back to sRGB, each component clipped to [0, 1].
+#[inline]
+pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
+    let [l, a, b] = lab;
+    let (y, fy) = if l <= L_THRESH {
+        let y = l / KAPPA;
+        (y, SLOPE * y + OFFSET)
+    } else {
+        let fy = (l + 16.0) / 116.0;
+        (fy * fy * fy, fy)
+    };
+    let x = lab_f_inv(a / 500.0 + fy);
+    let z = lab_f_inv(fy - b / 200.0);
+    let r = INV[0][0] * x + INV[0][1] * y + INV[0][2] * z;
+    let g = INV[1][0] * x + INV[1][1] * y + INV[1][2] * z;
+    let bl = INV[2][0] * x + INV[2][1] * y + INV[2][2] * z;
+    [linear_to_srgb(r), linear_to_srgb(g), linear_to_srgb(bl)]
+}
+
+/// Rows per rayon task: enough work per task that scheduling stays negligible.
+fn rows_per_task(width: usize) -> usize {
+    (16_384 / width.max(1)).max(1)
+}
+
+/// L plane (row-major, `len / 3` values) of an interleaved RGB image `width` pixels wide.
+pub fn rgb_to_l_slice(rgb: &[f32], width: usize) -> Vec<f32> {
+    assert_eq!(
+        rgb.len() % 3,
+        0,
+        "interleaved RGB length must be a multiple of 3"
+    );
+    let mut out = vec![0.0f32; rgb.len() / 3];
+    let rows = rows_per_task(width);
+    out.par_chunks_mut(rows * width.max(1))
+        .zip(rgb.par_chunks(3 * rows * width.max(1)))
+        .for_each(|(dst, src)| {
+            for (d, p) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                *d = rgb_to_l([p[0], p[1], p[2]]);
+            }
+        });
+    out
+}
+
+/// Interleaved RGB -> interleaved Lab (same length); `width` only sets the parallel chunking.
+pub fn rgb_to_lab_slice(rgb: &[f32], width: usize) -> Vec<f32> {
+    map_pixels(rgb, width, rgb_to_lab)
+}
+
+/// Interleaved Lab -> interleaved RGB in [0, 1] (same length).
+pub fn lab_to_rgb_slice(lab: &[f32], width: usize) -> Vec<f32> {
+    map_pixels(lab, width, lab_to_rgb)
+}
+
+fn map_pixels(src: &[f32], width: usize, f: fn([f32; 3]) -> [f32; 3]) -> Vec<f32> {
+    assert_eq!(
+        src.len() % 3,
+        0,
+        "interleaved length must be a multiple of 3"
+    );
+    let mut out = vec![0.0f32; src.len()];
+    let chunk = 3 * rows_per_task(width) * width.max(1);
+    out.par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
+        .for_each(|(dst, src)| {
+            for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+                d.copy_from_slice(&f([s[0], s[1], s[2]]));
+            }
+        });
+    out
+}

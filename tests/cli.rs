@@ -1,0 +1,157 @@
+//! The `ddcolor` binary end to end, as a user (or the held-out checks) runs it.
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::golden;
+
+pub fn ddcolor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddcolor"))
+        .args(args)
+        .env_remove("DDCOLOR_WEIGHTS")
+        .output()
+        .expect("run ddcolor")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Channel-value agreement of two 8-bit RGB images: (share within 1 level, max diff, mean diff).
+pub fn agreement(a: &Path, b: &Path) -> (f64, u8, f64) {
+    let a = image::open(a).unwrap().to_rgb8();
+    let b = image::open(b).unwrap().to_rgb8();
+    assert_eq!(a.dimensions(), b.dimensions(), "image sizes differ");
+    let (mut within, mut max, mut sum) = (0usize, 0u8, 0u64);
+    for (x, y) in a.as_raw().iter().zip(b.as_raw()) {
+        let d = x.abs_diff(*y);
+        within += (d <= 1) as usize;
+        max = max.max(d);
+        sum += d as u64;
+    }
+    let n = a.as_raw().len() as f64;
+    (within as f64 / n, max, sum as f64 / n)
+}
+
+#[test]
+fn pipeline_parity_with_upstream_for_both_resize_modes() {
+    for container in [
+        "ddcolor-test.pth",
+        "ddcolor-test-raw.bin",
+        "ddcolor-test.safetensors",
+    ] {
+        for mode in ["nearest", "bilinear"] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out");
+            let weights = golden(container);
+            let input = golden("e2e-gray.png");
+            let o = ddcolor(&[
+                "colorize",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--weights",
+                weights.to_str().unwrap(),
+                "--size",
+                "64",
+                "--resize",
+                mode,
+                "--device",
+                "cpu",
+            ]);
+            assert!(o.status.success(), "{container} {mode}: {}", stderr(&o));
+            let got = out.join("e2e-gray.png");
+            let want = golden(&format!("e2e-expected-{mode}.png"));
+            let (within1, max, mean) = agreement(&got, &want);
+            eprintln!("{container} {mode}: {within1:.5} within 1, max {max}, mean {mean:.4}");
+            assert!(
+                within1 >= 0.995 && max <= 4 && mean <= 0.3,
+                "{container} {mode}: {:.4}% within 1 level, max {max}, mean {mean:.3}",
+                within1 * 100.0
+            );
+        }
+    }
+}
+
+#[test]
+fn model_sizes_that_are_not_multiples_of_32_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ddcolor(&[
+        "colorize",
+        golden("e2e-gray.png").to_str().unwrap(),
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--weights",
+        golden("ddcolor-test.pth").to_str().unwrap(),
+        "--size",
+        "100",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a multiple of 32"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_weights_are_a_clear_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("weights.pth");
+    std::fs::write(&bogus, b"not a checkpoint").unwrap();
+    let o = ddcolor(&[
+        "colorize",
+        golden("e2e-gray.png").to_str().unwrap(),
+        "--output",
+        dir.path().join("out").to_str().unwrap(),
+        "--weights",
+        bogus.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not a readable checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ddcolor(&["colorize", "x.png", "--output", "out"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--weights"), "{}", stderr(&o));
+}
+
+#[test]
+fn devices_parse_and_cuda_is_refused_without_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |dev: &'static str| {
+        vec![
+            "colorize".to_owned(),
+            golden("e2e-gray.png").to_str().unwrap().to_owned(),
+            "--output".into(),
+            dir.path().join(dev).to_str().unwrap().to_owned(),
+            "--weights".into(),
+            golden("ddcolor-test.safetensors")
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            "--size".into(),
+            "64".into(),
+            "--device".into(),
+            dev.into(),
+        ]
+    };
+    let run = |dev| {
+        let a = args(dev);
+        ddcolor(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for dev in ["auto", "cpu"] {
+        let o = run(dev);
+        assert!(o.status.success(), "{dev}: {}", stderr(&o));
+    }
+    let o = run("tpu");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown device"), "{}", stderr(&o));
+    if !ddcolor::device::cuda_compiled() {
+        let o = run("cuda:0");
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("built without CUDA"), "{}", stderr(&o));
+    }
+}
