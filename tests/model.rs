@@ -258,3 +258,14 @@ fn config_json_sets_the_head_count() {
     let msg = load_err(&p);
     assert!(msg.contains("5 attention heads"), "{msg}");
 }
+
+#[test]
+fn random_weights_of_a_released_architecture_run() {
+    let m = DDColor::random(Config::paper_tiny(), &Device::Cpu).unwrap();
+    let x = Tensor::rand(0f32, 1.0, (1, 3, 64, 64), &Device::Cpu).unwrap();
+    let y = m.forward(&x).unwrap();
+    assert_eq!(y.dims(), &[1, 2, 64, 64]);
+    let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()));
+    assert!(v.iter().any(|&x| x != v[0]), "output depends on the input");
+}

@@ -81,6 +81,11 @@ impl DDColor {
         })
     }
 
+    /// The architecture `cfg` with random weights (timing without a checkpoint).
+    pub fn random(cfg: Config, device: &Device) -> std::result::Result<Self, LoadError> {
+        Self::from_checkpoint(&Checkpoint::random(), cfg, device)
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

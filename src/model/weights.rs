@@ -107,6 +107,9 @@ pub struct Checkpoint {
     container: Container,
     tensors: HashMap<String, Tensor>,
     used: Mutex<BTreeSet<String>>,
+    /// Fabricate every requested tensor (benchmarks of a released architecture without its
+    /// weights); see [`Checkpoint::random`].
+    random: bool,
 }
 
 /// State-dict wrappers we look inside, in order (`params` is what the authors' `.pth` files use).
@@ -148,6 +151,34 @@ impl Checkpoint {
             container,
             tensors: tensors.into_iter().collect(),
             used: Mutex::new(BTreeSet::new()),
+            random: false,
+        }
+    }
+
+    /// A checkpoint that answers every request with random values of the requested shape,
+    /// scaled so activations stay finite: for timing an architecture whose weights are not at
+    /// hand. Norm layers come out plain (no `weight_orig`), BatchNorm variances positive.
+    pub fn random() -> Self {
+        let mut ck = Self::from_tensors("<random weights>", Container::Safetensors, []);
+        ck.random = true;
+        ck
+    }
+
+    fn fabricate(key: &str, shape: &[usize]) -> candle_core::Result<Tensor> {
+        let dev = &Device::Cpu;
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let imagenet = |v: [f32; 3]| Tensor::new(&v, dev)?.reshape((1, 3, 1, 1));
+        match (key, leaf, shape.len()) {
+            ("mean", _, _) => imagenet([0.485, 0.456, 0.406]),
+            ("std", _, _) => imagenet([0.229, 0.224, 0.225]),
+            (_, "running_var", _) => Tensor::ones(shape, DType::F32, dev),
+            (_, "running_mean" | "bias", _) => Tensor::zeros(shape, DType::F32, dev),
+            (_, "gamma", _) => Tensor::full(0.1f32, shape, dev),
+            (_, "weight", 1) => Tensor::ones(shape, DType::F32, dev),
+            _ => {
+                let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+                Tensor::randn(0f32, (1.0 / fan_in as f64).sqrt() as f32, shape, dev)
+            }
         }
     }
 
@@ -207,6 +238,9 @@ impl Checkpoint {
 
     /// A float tensor of exactly `shape`, as f32 on the CPU.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor, LoadError> {
+        if self.random {
+            return Self::fabricate(key, shape).map_err(|e| self.tensor_err(e));
+        }
         let t = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
         if t.dims() != shape {
             return Err(LoadError::Shape {

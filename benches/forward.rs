@@ -1,0 +1,62 @@
+//! Criterion benchmarks: the DDColor forward pass (golden test model, and the released tiny
+//! architecture with random weights) and the pre/post-processing of a large scan.
+//!
+//! `cargo bench --bench forward` (filter with e.g. `-- tiny`).
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion};
+use ddcolor::model::{Config, DDColor};
+use ddcolor::pipeline::{self, ResizeMode};
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden")
+        .join(name)
+}
+
+fn forward(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let test = DDColor::load(golden("ddcolor-test.safetensors"), &dev).expect("golden model");
+    let x = Tensor::rand(0f32, 1.0, (1, 3, 256, 256), &dev).unwrap();
+    c.bench_function("forward/test-model/256", |b| {
+        b.iter(|| test.forward(&x).unwrap())
+    });
+
+    let tiny = DDColor::random(Config::paper_tiny(), &dev).unwrap();
+    let mut g = c.benchmark_group("forward/tiny");
+    g.sample_size(10);
+    for size in [256usize, 512] {
+        let x = Tensor::rand(0f32, 1.0, (1, 3, size, size), &dev).unwrap();
+        g.bench_function(size.to_string(), |b| b.iter(|| tiny.forward(&x).unwrap()));
+    }
+    g.finish();
+}
+
+fn pre_post(c: &mut Criterion) {
+    // a 6000x4000 gray scan, as 8-bit RGB floats
+    let (w, h) = (6000usize, 4000usize);
+    let rgb: Vec<f32> = (0..w * h)
+        .flat_map(|i| {
+            let v = ((i % w) ^ (i / w)) as f32 % 256.0 / 255.0;
+            [v, v, v]
+        })
+        .collect();
+    let size = 512;
+    let ab = vec![10f32; 2 * size * size];
+    let mut g = c.benchmark_group("pipeline/6000x4000");
+    g.sample_size(10);
+    g.bench_function("prepare", |b| {
+        b.iter(|| pipeline::prepare(&rgb, w, h, size))
+    });
+    let prepared = pipeline::prepare(&rgb, w, h, size);
+    for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+        g.bench_function(format!("compose/{mode}"), |b| {
+            b.iter(|| pipeline::compose(&prepared.l, w, h, &ab, size, mode))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, forward, pre_post);
+criterion_main!(benches);
