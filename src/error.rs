@@ -17,4 +17,15 @@ pub enum Error {
     Inference(#[from] candle_core::Error),
 }
 
+impl Error {
+    /// The message without the path in front, for reports that name the path separately.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Decode { reason, .. } => format!("cannot decode image: {reason}"),
+            Error::Write { reason, .. } => format!("cannot write output: {reason}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,7 +1,7 @@
 //! Reading and writing image files: decoding with limits checked against the header before any
 //! pixel buffer is allocated, and atomic writes (temporary file in the destination folder, then
 //! rename) so a crash never leaves half an image under the final name.
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,22 +12,26 @@ use crate::error::{Error, Result};
 /// Default ceiling on decoded pixels: 250 megapixels covers a 600 dpi A3 scan.
 pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
 
-/// Decode an image file, refusing images whose header claims more than `max_pixels` pixels.
+/// Decode an image file, refusing images whose header claims more than `max_pixels` pixels
+/// (checked before any pixel buffer is allocated) and JPEGs that end before their image does.
 pub fn decode(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     let err = |reason: String| Error::Decode {
         path: path.to_owned(),
         reason,
     };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
     let open = || {
-        ImageReader::open(path)
-            .map_err(|e| err(e.to_string()))?
+        ImageReader::new(Cursor::new(&bytes[..]))
             .with_guessed_format()
             .map_err(|e| err(e.to_string()))
     };
     let reader = open()?;
-    if reader.format().is_none() {
-        return Err(err("not an image format ddcolor can read".into()));
-    }
+    let format = reader
+        .format()
+        .ok_or_else(|| err("not an image format ddcolor can read".into()))?;
     let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
     let pixels = w as u64 * h as u64;
     if pixels == 0 {
@@ -39,6 +43,9 @@ pub fn decode(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
              (raise --max-pixels if the file is genuine)"
         )));
     }
+    if format == ImageFormat::Jpeg {
+        jpeg_complete(&bytes).map_err(err)?;
+    }
     let mut reader = open()?;
     let mut limits = image::Limits::default();
     // room for the claimed size at 4 channels x 16 bits, and not a byte more
@@ -47,6 +54,61 @@ pub fn decode(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     limits.max_image_height = Some(h);
     reader.limits(limits);
     reader.decode().map_err(|e| err(e.to_string()))
+}
+
+/// Walk a JPEG's segments and entropy-coded scans up to the end-of-image marker. JPEG decoders
+/// are lenient and fill a cut-off file with gray; an archive wants to hear that it is cut off.
+/// Data after the end marker (camera trailers, motion photos) is allowed.
+pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
+    let truncated = |what: &str| Err(format!("truncated JPEG: the file ends {what}"));
+    if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+        return Err("not a JPEG (no start-of-image marker)".into());
+    }
+    let n = b.len();
+    let mut i = 2;
+    loop {
+        // a marker: 0xFF (fill bytes allowed), then its code
+        while i < n && b[i] == 0xFF && i + 1 < n && b[i + 1] == 0xFF {
+            i += 1;
+        }
+        if i + 1 >= n {
+            return truncated("before the end-of-image marker");
+        }
+        if b[i] != 0xFF {
+            return Err(format!("corrupt JPEG: no marker at byte {i}"));
+        }
+        let m = b[i + 1];
+        match m {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        if i + 3 >= n {
+            return truncated("inside a segment header");
+        }
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        let end = i + 2 + len;
+        if len < 2 || end > n {
+            return truncated("inside a segment");
+        }
+        i = end;
+        if m == 0xDA {
+            // entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a
+            // restart marker
+            loop {
+                if i + 1 >= n {
+                    return truncated("in the middle of the image data");
+                }
+                if b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1]) {
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
 }
 
 /// The format to write for an output path, from its extension.

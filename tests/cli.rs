@@ -8,6 +8,7 @@ pub fn ddcolor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ddcolor"))
         .args(args)
         .env_remove("DDCOLOR_WEIGHTS")
+        .env("DDCOLOR_CACHE", "none")
         .output()
         .expect("run ddcolor")
 }

@@ -269,3 +269,27 @@ fn random_weights_of_a_released_architecture_run() {
     assert!(v.iter().all(|x| x.is_finite()));
     assert!(v.iter().any(|&x| x != v[0]), "output depends on the input");
 }
+
+#[test]
+fn identity_follows_the_weights_not_the_container() {
+    let ids: Vec<String> = CONTAINERS
+        .iter()
+        .map(|f| {
+            DDColor::load(golden(f), &Device::Cpu)
+                .unwrap()
+                .identity()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids[0].len(), 64);
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    // one changed value is another model
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = golden_tensors();
+    let key = "refine_net.0.0.bias";
+    t.insert(key.into(), (&t[key] + 1e-3).unwrap());
+    let p = dir.path().join("changed.safetensors");
+    candle_core::safetensors::save(&t, &p).unwrap();
+    let changed = DDColor::load(&p, &Device::Cpu).unwrap();
+    assert_ne!(changed.identity(), ids[0]);
+}

@@ -1,6 +1,9 @@
 //! One integration-test binary (see Cargo.toml `autotests = false`): each module is one area.
+mod batch;
+mod cache;
 mod cli;
 mod model;
 mod ops;
 mod pipeline;
+mod redis_util;
 mod util;

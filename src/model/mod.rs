@@ -28,6 +28,7 @@ use unet::PixelDecoder;
 #[derive(Debug, Clone)]
 pub struct DDColor {
     cfg: Config,
+    identity: String,
     device: Device,
     mean: Tensor, // [1, 3, 1, 1], ImageNet statistics stored in the checkpoint
     std: Tensor,
@@ -57,8 +58,10 @@ impl DDColor {
         let vb = ck.root();
         let dec = vb.pp("decoder");
         let q = cfg.color_decoder.num_queries;
+        let identity = ck.digest(&format!("{cfg:?}"))?;
         Ok(Self {
             cfg,
+            identity,
             device: device.clone(),
             mean: to_dev(&vb, vb.get("mean", &[1, 3, 1, 1])?, device)?,
             std: to_dev(&vb, vb.get("std", &[1, 3, 1, 1])?, device)?,
@@ -84,6 +87,12 @@ impl DDColor {
     /// The architecture `cfg` with random weights (timing without a checkpoint).
     pub fn random(cfg: Config, device: &Device) -> std::result::Result<Self, LoadError> {
         Self::from_checkpoint(&Checkpoint::random(), cfg, device)
+    }
+
+    /// SHA-256 (hex) of the weights and configuration: two models with the same identity give
+    /// the same output for the same input. Cache keys are built from it.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub fn config(&self) -> &Config {

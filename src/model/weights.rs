@@ -262,6 +262,41 @@ impl Checkpoint {
         t.to_dtype(DType::F32).map_err(|e| self.tensor_err(e))
     }
 
+    /// A SHA-256 over every float tensor (name, shape, f32 values, in key order) plus `extra`
+    /// (the configuration): the model's identity for cache keys. Independent of the container,
+    /// so the same weights as `.pth` or safetensors share cached results.
+    pub fn digest(&self, extra: &str) -> Result<String, LoadError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(extra.as_bytes());
+        if self.random {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            h.update(format!("random weights {nanos} {}", std::process::id()));
+        }
+        let mut keys: Vec<&String> = self.tensors.keys().collect();
+        keys.sort();
+        for k in keys {
+            let t = &self.tensors[k];
+            if !t.dtype().is_float() {
+                continue; // num_batches_tracked does not change the output
+            }
+            let v = t
+                .flatten_all()
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| self.tensor_err(e))?;
+            h.update(k.as_bytes());
+            h.update(format!("{:?}", t.dims()).as_bytes());
+            for x in v {
+                h.update(x.to_le_bytes());
+            }
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Keys that no layer asked for (buffers such as `num_batches_tracked` aside).
     pub fn unused_keys(&self) -> Vec<String> {
         let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();

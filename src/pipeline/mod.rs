@@ -64,7 +64,7 @@ pub fn check_model_size(size: usize) -> Result<(), String> {
             "model size 0 is not a positive multiple of {SIZE_MULTIPLE}; try {SIZE_MULTIPLE}"
         ));
     }
-    if size % SIZE_MULTIPLE != 0 {
+    if !size.is_multiple_of(SIZE_MULTIPLE) {
         let below = size / SIZE_MULTIPLE * SIZE_MULTIPLE;
         let above = below + SIZE_MULTIPLE;
         let hint = if below == 0 {

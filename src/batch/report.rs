@@ -1,0 +1,304 @@
+//! What a run tells its user: one record per input (NDJSON with `--report`), a summary, the
+//! Prometheus textfile (`--metrics-file`), and the progress bar on stderr.
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+/// The fate of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// The model ran on it in this process.
+    Inferred,
+    /// Its colours came from the cache (or from another process through the cache).
+    Cached,
+    /// A byte-identical copy of another input of this run: written from the same prediction.
+    Duplicate,
+    /// Not processed (its output exists, or it is not wanted); the reason says which.
+    Skipped,
+    /// Could not be processed; the error says why.
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Inferred,
+        Status::Cached,
+        Status::Duplicate,
+        Status::Skipped,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Inferred => "inferred",
+            Status::Cached => "cached",
+            Status::Duplicate => "duplicate",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+    pub status: Status,
+    pub output: Option<PathBuf>,
+    /// The error for `failed`, the reason for `skipped`.
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+impl Record {
+    pub fn to_json(&self) -> String {
+        json!({
+            "path": self.path.to_string_lossy(),
+            "sha256": self.sha256,
+            "status": self.status.as_str(),
+            "output": self.output.as_ref().map(|p| p.to_string_lossy()),
+            "error": self.error,
+            "ms": self.millis,
+        })
+        .to_string()
+    }
+}
+
+/// Counters for the summary and the metrics file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub files: u64,
+    pub unique: u64,
+    pub inferred: u64,
+    pub cached: u64,
+    pub duplicate: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Model forward passes (batches) run.
+    pub forward_passes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Lookups that failed because the backend did (counted within misses too).
+    pub cache_errors: u64,
+    pub elapsed: Duration,
+    pub cache: String,
+    /// Notes for the summary (e.g. a format that drops bit depth), each said once.
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    pub fn count(&mut self, s: Status) {
+        match s {
+            Status::Inferred => self.inferred += 1,
+            Status::Cached => self.cached += 1,
+            Status::Duplicate => self.duplicate += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Failed => self.failed += 1,
+        }
+    }
+
+    pub fn by_status(&self, s: Status) -> u64 {
+        match s {
+            Status::Inferred => self.inferred,
+            Status::Cached => self.cached,
+            Status::Duplicate => self.duplicate,
+            Status::Skipped => self.skipped,
+            Status::Failed => self.failed,
+        }
+    }
+
+    /// Cache hits over lookups, if any lookup was made.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let n = self.cache_hits + self.cache_misses;
+        (n > 0).then(|| self.cache_hits as f64 / n as f64)
+    }
+
+    /// The human summary printed at the end of a run.
+    pub fn render(&self) -> String {
+        let rate = self
+            .hit_rate()
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into());
+        let mut s = format!(
+            "{} files, {} unique: {} inferred, {} cached, {} duplicate, {} skipped, {} failed\n\
+             cache {}: {} hits, {} misses ({} errors), hit rate {rate}; {} forward passes; {:.1} s",
+            self.files,
+            self.unique,
+            self.inferred,
+            self.cached,
+            self.duplicate,
+            self.skipped,
+            self.failed,
+            self.cache,
+            self.cache_hits,
+            self.cache_misses,
+            self.cache_errors,
+            self.forward_passes,
+            self.elapsed.as_secs_f64()
+        );
+        for n in &self.notes {
+            s.push_str("\nnote: ");
+            s.push_str(n);
+        }
+        s
+    }
+
+    /// Prometheus text exposition format, for node_exporter's textfile collector.
+    pub fn prometheus(&self, finished_unix: f64, success: bool) -> String {
+        let mut s = String::new();
+        s.push_str("# HELP ddcolor_files_total Inputs of the last run, by outcome.\n");
+        s.push_str("# TYPE ddcolor_files_total gauge\n");
+        for st in Status::ALL {
+            s.push_str(&format!(
+                "ddcolor_files_total{{status=\"{st}\"}} {}\n",
+                self.by_status(st)
+            ));
+        }
+        let gauges: [(&str, &str, f64); 6] = [
+            (
+                "ddcolor_unique_images",
+                "Distinct images (by SHA-256) in the last run.",
+                self.unique as f64,
+            ),
+            (
+                "ddcolor_inferences",
+                "Images the model ran on in the last run.",
+                self.inferred as f64,
+            ),
+            (
+                "ddcolor_cache_hits",
+                "Cache hits in the last run.",
+                self.cache_hits as f64,
+            ),
+            (
+                "ddcolor_cache_misses",
+                "Cache misses in the last run.",
+                self.cache_misses as f64,
+            ),
+            (
+                "ddcolor_cache_errors",
+                "Cache lookups that failed in the last run.",
+                self.cache_errors as f64,
+            ),
+            (
+                "ddcolor_duration_seconds",
+                "Wall time of the last run.",
+                self.elapsed.as_secs_f64(),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        }
+        s.push_str("# HELP ddcolor_last_run_timestamp_seconds When the last run finished.\n");
+        s.push_str("# TYPE ddcolor_last_run_timestamp_seconds gauge\n");
+        s.push_str(&format!(
+            "ddcolor_last_run_timestamp_seconds {finished_unix:.3}\n"
+        ));
+        if success {
+            s.push_str(
+                "# HELP ddcolor_last_success_timestamp_seconds When a run last finished with no failed file.\n",
+            );
+            s.push_str("# TYPE ddcolor_last_success_timestamp_seconds gauge\n");
+            s.push_str(&format!(
+                "ddcolor_last_success_timestamp_seconds {finished_unix:.3}\n"
+            ));
+        }
+        s
+    }
+}
+
+/// Where NDJSON records go.
+pub struct ReportSink {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl ReportSink {
+    /// `-` is standard output; anything else a file (created or truncated).
+    pub fn open(target: &Path) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = if target == Path::new("-") {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(std::io::BufWriter::new(std::fs::File::create(target)?))
+        };
+        Ok(Self {
+            out: Mutex::new(out),
+        })
+    }
+
+    pub fn write(&self, r: &Record) -> std::io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(out, "{}", r.to_json())
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+/// The progress bar: one line with counts and an ETA, on stderr only when it is a terminal.
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    pub fn new(total: u64, quiet: bool) -> Self {
+        let visible = !quiet && std::io::stderr().is_terminal();
+        let bar = ProgressBar::with_draw_target(
+            Some(total),
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self { bar }
+    }
+
+    pub fn update(&self, s: &Summary, hashed: u64) {
+        self.bar.set_message(format!(
+            "hashed {hashed} cached {} inferred {} written {} failed {}",
+            s.cached,
+            s.inferred,
+            s.inferred + s.cached + s.duplicate,
+            s.failed
+        ));
+    }
+
+    pub fn inc(&self) {
+        self.bar.inc(1);
+    }
+
+    /// Print a line above the bar (or plainly when the bar is hidden).
+    pub fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
