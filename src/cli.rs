@@ -47,6 +47,31 @@ pub enum Command {
     /// Inspect or empty the result cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Time the model's forward pass; prints one JSON line (same fields as the PyTorch
+    /// reference script's `bench`).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Architecture to time when no --weights is given (random weights): tiny or large.
+    #[arg(long, default_value = "tiny", value_name = "ARCH")]
+    pub arch: String,
+    /// Time this checkpoint instead of random weights.
+    #[arg(long, short = 'w', value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value_t = DEFAULT_SIZE, value_name = "N")]
+    pub size: usize,
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    /// Timed runs after two warm-up runs.
+    #[arg(long, default_value_t = 5, value_name = "R")]
+    pub runs: usize,
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,7 +229,53 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Colorize(args) => colorize(*args),
         Command::Cache(CacheCommand::Stats(args)) => cache_stats(&args),
         Command::Cache(CacheCommand::Clear(args)) => cache_clear(&args),
+        Command::Bench(args) => bench(&args),
     }
+}
+
+fn bench(args: &BenchArgs) -> Result<i32, Error> {
+    crate::pipeline::check_model_size(args.size).map_err(Error::Usage)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // candle's GEMM sizes its pool from RAYON_NUM_THREADS; rayon's global pool likewise.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let (dev, note) = args.device.open().map_err(Error::Usage)?;
+    if let Some(n) = note {
+        eprintln!("ddcolor: {n}");
+    }
+    let model = match &args.weights {
+        Some(w) => DDColor::load(w, &dev)?,
+        None => {
+            let cfg = match args.arch.as_str() {
+                "tiny" | "paper_tiny" | "convnext-t" => crate::model::Config::paper_tiny(),
+                "large" | "paper" | "convnext-l" => crate::model::Config::large(),
+                a => return Err(Error::Usage(format!("unknown --arch {a:?}: tiny or large"))),
+            };
+            DDColor::random(cfg, &dev)?
+        }
+    };
+    let t = crate::colorizer::bench_forward(&model, args.size, args.batch, args.runs)?;
+    let encoder = model.config().encoder.name();
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "candle",
+            "encoder": encoder,
+            "size": args.size,
+            "batch": args.batch,
+            "device": device::describe(&dev),
+            "dtype": "fp32",
+            "threads": threads,
+            "median_ms": (t.median_ms * 100.0).round() / 100.0,
+            "min_ms": (t.min_ms * 100.0).round() / 100.0,
+            "images_per_s": (args.batch as f64 / (t.median_ms / 1000.0) * 1000.0).round() / 1000.0,
+        })
+    );
+    Ok(exit::OK)
 }
 
 fn no_weights() -> Error {

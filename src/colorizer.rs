@@ -94,3 +94,33 @@ impl Colorizer {
         Ok(pipeline::to_rgb8(&out, w, h))
     }
 }
+
+/// Forward-pass timings in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub median_ms: f64,
+    pub min_ms: f64,
+}
+
+/// Time `runs` forward passes of a random `[batch, 3, size, size]` input after two warm-up
+/// passes (the reference script's protocol). Waits for the device before stopping the clock.
+pub fn bench_forward(model: &DDColor, size: usize, batch: usize, runs: usize) -> Result<Timing> {
+    let x = Tensor::rand(0f32, 1.0, (batch, 3, size, size), model.device())?;
+    for _ in 0..2 {
+        model.forward(&x)?;
+    }
+    model.device().synchronize()?;
+    let mut ts = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let t = std::time::Instant::now();
+        let y = model.forward(&x)?;
+        model.device().synchronize()?;
+        drop(y);
+        ts.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ts.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median_ms: ts[ts.len() / 2],
+        min_ms: ts[0],
+    })
+}

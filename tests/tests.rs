@@ -1,5 +1,6 @@
 //! One integration-test binary (see Cargo.toml `autotests = false`): each module is one area.
 mod batch;
+mod batch_redis;
 mod cache;
 mod cli;
 mod model;
