@@ -293,3 +293,16 @@ fn identity_follows_the_weights_not_the_container() {
     let changed = DDColor::load(&p, &Device::Cpu).unwrap();
     assert_ne!(changed.identity(), ids[0]);
 }
+
+#[test]
+fn the_reordered_linear_tail_equals_the_upstream_order() {
+    let io = io();
+    let model = DDColor::load(golden("ddcolor-test.pth"), &Device::Cpu).unwrap();
+    for case in ["sq", "wide", "batch"] {
+        let x = &io[&format!("{case}.input")];
+        let fast = model.forward(x).unwrap();
+        let upstream = model.forward_traced(x, &mut |_, _| Ok(())).unwrap();
+        let d = max_abs_diff(&fast, &upstream);
+        assert!(d < 1e-4, "{case}: {d}");
+    }
+}

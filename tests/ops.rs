@@ -72,3 +72,44 @@ fn pixel_shuffle_and_blur_follow_torch() {
         .unwrap();
     assert_eq!(v, vec![1., 2., 3., 4.]);
 }
+
+#[test]
+fn fused_channel_ops_match_candle() {
+    use ddcolor::model::ops::{add_bias_residual, channel_op, shuffle_blur, Act};
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 2.0, (2, 5, 3, 4), &dev).unwrap();
+    let s = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+    let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+    for (pre, post) in [
+        (Act::Identity, Act::Identity),
+        (Act::Relu, Act::Identity),
+        (Act::Identity, Act::Relu),
+        (Act::Identity, Act::Gelu),
+    ] {
+        for scale in [None, Some(&s)] {
+            let fast = channel_op(&x, scale, &b, 1, pre, post).unwrap();
+            let mut y = pre.tensor(&x).unwrap();
+            if let Some(s) = scale {
+                y = y.broadcast_mul(&s.reshape((1, 5, 1, 1)).unwrap()).unwrap();
+            }
+            let y = post
+                .tensor(&y.broadcast_add(&b.reshape((1, 5, 1, 1)).unwrap()).unwrap())
+                .unwrap();
+            let d = max_abs_diff(&fast, &y);
+            assert!(d < 1e-5, "{pre:?} {post:?} scale {}: {d}", scale.is_some());
+        }
+    }
+    // channels last (bias on the last axis), GELU against candle's exact erf GELU
+    let xl = Tensor::randn(0f32, 3.0, (3, 7, 5), &dev).unwrap();
+    let fast = channel_op(&xl, None, &b, 2, Act::Identity, Act::Gelu).unwrap();
+    let want = xl.broadcast_add(&b).unwrap().gelu_erf().unwrap();
+    assert!(max_abs_diff(&fast, &want) < 1e-5);
+    let res = Tensor::randn(0f32, 1.0, (3, 7, 5), &dev).unwrap();
+    let fast = add_bias_residual(&xl, &b, &res).unwrap();
+    let want = (&res + xl.broadcast_add(&b).unwrap()).unwrap();
+    assert!(max_abs_diff(&fast, &want) < 1e-5);
+    // pixel shuffle + blur fused
+    let x = Tensor::randn(0f32, 1.0, (2, 3 * 16, 5, 6), &dev).unwrap();
+    let want = ops::blur_replicate(&ops::pixel_shuffle(&x, 4).unwrap()).unwrap();
+    assert!(max_abs_diff(&shuffle_blur(&x, 4).unwrap(), &want) < 1e-5);
+}

@@ -6,7 +6,7 @@
 use candle_core::{Device, Result, Tensor};
 
 use super::layers::{to_dev, LayerNorm, Linear, LoadResult};
-use super::ops;
+use super::ops::{self, Act};
 use super::weights::Vb;
 
 /// ConvNeXt's `LayerNorm(eps=1e-6)`, both data formats.
@@ -47,7 +47,8 @@ impl Patchify {
             .permute((0, 1, 3, 2, 4, 5))?
             .contiguous()?
             .reshape((b * oh * ow, p * p * c))?;
-        let y = patches.matmul(&self.w_t)?.broadcast_add(&self.b)?;
+        let y = patches.matmul(&self.w_t)?;
+        let y = ops::channel_op(&y, None, &self.b, 1, Act::Identity, Act::Identity)?;
         y.reshape((b, oh, ow, ()))
     }
 }
@@ -92,9 +93,8 @@ impl Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = ops::depthwise_conv_nhwc(x, &self.dw_w, &self.dw_b)?;
         let y = self.norm.forward(&y)?;
-        let y = self.pwconv1.forward(&y)?.gelu_erf()?;
-        let y = self.pwconv2.forward(&y)?;
-        x + y
+        let y = self.pwconv1.forward_act(&y, Act::Gelu)?;
+        ops::add_bias_residual(&self.pwconv2.matmul(&y)?, self.pwconv2.bias(), x)
     }
 }
 

@@ -2,7 +2,7 @@
 //! spectral norm and BatchNorm folded at load time), eval-mode BatchNorm and LayerNorm.
 use candle_core::{Device, Result, Tensor};
 
-use super::ops;
+use super::ops::{self, Act};
 use super::weights::{LoadError, Vb};
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
@@ -38,16 +38,28 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, Act::Identity)
+    }
+
+    /// `act(x W^T + b)`, the bias and activation in one parallel pass.
+    pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        let y = self.matmul(x)?;
+        ops::channel_op(&y, None, &self.b, y.rank() - 1, Act::Identity, act)
+    }
+
+    /// `x W^T` without the bias (for callers that fuse the bias into what follows).
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let d_in = dims[dims.len() - 1];
         let rows = x.elem_count() / d_in;
-        let y = x
-            .reshape((rows, d_in))?
-            .matmul(&self.w_t)?
-            .broadcast_add(&self.b)?;
+        let y = x.reshape((rows, d_in))?.matmul(&self.w_t)?;
         let mut out = dims.to_vec();
         *out.last_mut().expect("rank >= 1") = self.w_t.dim(1)?;
         y.reshape(out)
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.b
     }
 }
 
@@ -76,22 +88,15 @@ impl ChannelAffine {
     }
 
     pub fn to_device(self, vb: &Vb, dev: &Device) -> LoadResult<Self> {
-        let c = self
-            .scale
-            .dim(0)
-            .map_err(|e| vb.checkpoint().tensor_err(e))?;
-        let r = |t: Tensor| {
-            t.reshape((1, c, 1, 1))
-                .map_err(|e| vb.checkpoint().tensor_err(e))
-        };
         Ok(Self {
-            scale: to_dev(vb, r(self.scale)?, dev)?,
-            shift: to_dev(vb, r(self.shift)?, dev)?,
+            scale: to_dev(vb, self.scale, dev)?,
+            shift: to_dev(vb, self.shift, dev)?,
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
+    /// `post(pre(x) * scale + shift)` on NCHW.
+    pub fn forward(&self, x: &Tensor, pre: Act, post: Act) -> Result<Tensor> {
+        ops::channel_op(x, Some(&self.scale), &self.shift, 1, pre, post)
     }
 }
 
@@ -123,7 +128,7 @@ impl Conv2d {
             w
         };
         let b = match b {
-            Some(b) => Some(to_dev(vb, b.reshape((1, o, 1, 1)).map_err(e)?, dev)?),
+            Some(b) => Some(to_dev(vb, b, dev)?),
             None => None,
         };
         Ok(Self {
@@ -187,6 +192,11 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, Act::Identity)
+    }
+
+    /// `act(conv(x) + b)`, the bias and activation in one parallel pass.
+    pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let y = if self.k == 1 && self.stride == 1 && self.padding == 0 {
             let (b, c, h, w) = x.dims4()?;
             let o = self.w.dim(0)?;
@@ -201,9 +211,18 @@ impl Conv2d {
             x.conv2d(&self.w, self.padding, self.stride, 1, 1)?
         };
         match &self.b {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+            Some(b) => ops::channel_op(&y, None, b, 1, Act::Identity, act),
+            None => act.tensor(&y),
         }
+    }
+
+    /// The weight as a matrix `[out, in]` (1x1 convolutions only).
+    pub fn weight_matrix(&self) -> Option<&Tensor> {
+        (self.k == 1).then_some(&self.w)
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.b.as_ref()
     }
 }
 

@@ -36,6 +36,11 @@ pub struct DDColor {
     decoder: PixelDecoder,
     color_decoder: MultiScaleColorDecoder,
     refine_net: Conv2d,
+    /// `refine_net`'s weight split into the columns for the query maps `[O, Q]` and for the
+    /// normalised input `[O, 3]`, and its bias `[O]` (see [`DDColor::forward`]).
+    refine_q: Tensor,
+    refine_x: Tensor,
+    refine_b: Tensor,
 }
 
 impl DDColor {
@@ -59,6 +64,23 @@ impl DDColor {
         let dec = vb.pp("decoder");
         let q = cfg.color_decoder.num_queries;
         let identity = ck.digest(&format!("{cfg:?}"))?;
+        let refine_net = Conv2d::load_normed(
+            &vb.pp("refine_net").pp(0).pp(0),
+            q + 3,
+            cfg.num_output_channels,
+            1,
+            true,
+            None,
+            device,
+        )?;
+        let e = |e| ck.tensor_err(e);
+        let w = refine_net
+            .weight_matrix()
+            .expect("refine_net is 1x1")
+            .clone();
+        let refine_q = w.narrow(1, 0, q).and_then(|t| t.contiguous()).map_err(e)?;
+        let refine_x = w.narrow(1, q, 3).and_then(|t| t.contiguous()).map_err(e)?;
+        let refine_b = refine_net.bias().expect("refine_net has a bias").clone();
         Ok(Self {
             cfg,
             identity,
@@ -72,15 +94,10 @@ impl DDColor {
                 &cfg.color_decoder,
                 device,
             )?,
-            refine_net: Conv2d::load_normed(
-                &vb.pp("refine_net").pp(0).pp(0),
-                q + 3,
-                cfg.num_output_channels,
-                1,
-                true,
-                None,
-                device,
-            )?,
+            refine_net,
+            refine_q,
+            refine_x,
+            refine_b,
         })
     }
 
@@ -103,9 +120,56 @@ impl DDColor {
         &self.device
     }
 
+    fn check_input(x: &Tensor) -> Result<()> {
+        let (_, c, h, w) = x.dims4()?;
+        if c != 3 || h % 32 != 0 || w % 32 != 0 || h == 0 || w == 0 {
+            candle_core::bail!(
+                "DDColor takes [B, 3, H, W] with H and W positive multiples of 32, got {:?}",
+                x.dims()
+            )
+        }
+        Ok(())
+    }
+
     /// `[B, 3, H, W]` in `[0, 1]` to ab `[B, 2, H, W]`.
+    ///
+    /// Everything after the last ReLU of `last_shuf` is linear (pixel shuffle, pad, blur, the
+    /// `bqc,bchw->bqhw` product and `refine_net`), so it is computed in the cheapest order:
+    /// `refine_net`'s query columns are applied to the colour embeddings first
+    /// (`[O, Q] x [B, Q, C]`), that `[B, O, C]` map contracts the pre-shuffle feature, and
+    /// only the O = 2 output channels are shuffled and blurred. The Q x H x W query maps and
+    /// the C x H x W image feature are never formed. [`DDColor::forward_traced`] computes the
+    /// upstream order and matches this to float rounding.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_traced(x, &mut |_, _| Ok(()))
+        Self::check_input(x)?;
+        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let hooks = self.encoder.forward(&x)?;
+        let scales = self.decoder.scales(&hooks)?;
+        let emb = self.color_decoder.color_embeddings(&scales)?; // [B, Q, C]
+        let (b, _, c) = emb.dims3()?;
+        let o = self.cfg.num_output_channels;
+        // A = W_q @ emb: [B, O, C]
+        let a = self.refine_q.broadcast_left(b)?.matmul(&emb)?;
+        // relu(conv(out2)): [B, C*r*r, h, w], channel c*r*r + s holds sub-pixel s of channel c
+        let r = self.decoder.last_shuf.scale();
+        let pre = self.decoder.last_shuf.pre_shuffle(&scales[2])?;
+        let (_, _, h, w) = pre.dims4()?;
+        let y = a.matmul(&pre.reshape((b, c, r * r * h * w))?)?; // [B, O, r*r*h*w]
+        let img = ops::shuffle_blur(&y.reshape((b, o * r * r, h, w))?, r)?; // [B, O, H, W]
+        let (hh, ww) = (h * r, w * r);
+        let xt = self
+            .refine_x
+            .broadcast_left(b)?
+            .matmul(&x.reshape((b, 3, hh * ww))?)?
+            .reshape((b, o, hh, ww))?;
+        ops::channel_op(
+            &(img + xt)?,
+            None,
+            &self.refine_b,
+            1,
+            ops::Act::Identity,
+            ops::Act::Identity,
+        )
     }
 
     /// [`DDColor::forward`], handing each intermediate to `trace` under the name the golden
@@ -115,13 +179,7 @@ impl DDColor {
         x: &Tensor,
         trace: &mut dyn FnMut(&str, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
-        if c != 3 || h % 32 != 0 || w % 32 != 0 || h == 0 || w == 0 {
-            candle_core::bail!(
-                "DDColor takes [B, 3, H, W] with H and W positive multiples of 32, got {:?}",
-                x.dims()
-            )
-        }
+        Self::check_input(x)?;
         let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
         let hooks = self.encoder.forward(&x)?;
         for (i, t) in hooks.iter().enumerate() {

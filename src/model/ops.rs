@@ -206,3 +206,236 @@ pub fn depthwise_conv_reference(x_nhwc: &Tensor, w: &Tensor, b: &Tensor) -> Resu
         .permute((0, 2, 3, 1))?
         .contiguous()
 }
+
+/// An activation applied inside [`channel_op`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Relu,
+    /// Exact (erf) GELU, PyTorch's `nn.GELU()`.
+    Gelu,
+}
+
+/// `erf` to within 1.5e-7 (Abramowitz & Stegun 7.1.26), branch-free apart from the sign.
+#[inline]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    let y = 1.0 - poly * (-a * a).exp();
+    y.copysign(x)
+}
+
+#[inline]
+fn apply(act: Act, v: f32) -> f32 {
+    match act {
+        Act::Identity => v,
+        Act::Relu => v.max(0.0),
+        Act::Gelu => 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)),
+    }
+}
+
+impl Act {
+    /// The activation with candle's (serial) element-wise ops.
+    pub fn tensor(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Identity => Ok(x.clone()),
+            Act::Relu => x.relu(),
+            Act::Gelu => x.gelu_erf(),
+        }
+    }
+}
+
+/// `post(pre(x) * scale + shift)` with `scale` and `shift` per channel along `axis` (1 for
+/// NCHW, the last axis for channels-last data): bias + activation, eval-mode BatchNorm with a
+/// ReLU before or after, all in one parallel pass (candle's element-wise ops are serial).
+pub fn channel_op(
+    x: &Tensor,
+    scale: Option<&Tensor>,
+    shift: &Tensor,
+    axis: usize,
+    pre: Act,
+    post: Act,
+) -> Result<Tensor> {
+    let c = x.dim(axis)?;
+    let op = ChannelOp {
+        axis,
+        pre,
+        post,
+        has_scale: scale.is_some(),
+    };
+    if is_cpu_f32(&[x, shift]) && scale.is_none_or(|s| is_cpu_f32(&[s])) {
+        let x = x.contiguous()?;
+        let scale = scale.unwrap_or(shift).contiguous()?;
+        return x.apply_op3_no_bwd(&scale, &shift.contiguous()?, &op);
+    }
+    let mut shape = vec![1usize; x.rank()];
+    shape[axis] = c;
+    let mut y = pre.tensor(x)?;
+    if let Some(s) = scale {
+        y = y.broadcast_mul(&s.reshape(shape.as_slice())?)?;
+    }
+    y = y.broadcast_add(&shift.reshape(shape.as_slice())?)?;
+    post.tensor(&y)
+}
+
+struct ChannelOp {
+    axis: usize,
+    pre: Act,
+    post: Act,
+    has_scale: bool,
+}
+
+impl CustomOp3 for ChannelOp {
+    fn name(&self) -> &'static str {
+        "channel-op"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = xl.shape().dims();
+        let c = dims[self.axis];
+        let inner: usize = dims[self.axis + 1..].iter().product();
+        let x = contiguous_slice(xs, xl, "channel op input")?;
+        let scale = contiguous_slice(ss, sl, "channel op scale")?;
+        let shift = contiguous_slice(bs, bl, "channel op shift")?;
+        if shift.len() != c || (self.has_scale && scale.len() != c) {
+            candle_core::bail!("channel op: per-channel vectors do not match {c} channels")
+        }
+        let (pre, post, has_scale) = (self.pre, self.post, self.has_scale);
+        let mut out = vec![0f32; x.len()];
+        let f = |v: f32, ch: usize| {
+            let v = apply(pre, v);
+            let v = if has_scale { v * scale[ch] } else { v };
+            apply(post, v + shift[ch])
+        };
+        if inner == 1 {
+            // channels last: each row of `c` values is one pixel
+            let rows = (16384 / c.max(1)).max(1);
+            out.par_chunks_mut(c * rows)
+                .zip(x.par_chunks(c * rows))
+                .for_each(|(o, x)| {
+                    for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                        for (ch, (o, &v)) in o.iter_mut().zip(x).enumerate() {
+                            *o = f(v, ch);
+                        }
+                    }
+                });
+        } else {
+            out.par_chunks_mut(inner)
+                .zip(x.par_chunks(inner))
+                .enumerate()
+                .for_each(|(row, (o, x))| {
+                    let ch = row % c;
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = f(v, ch);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// `res + y + b` with `b` along the last axis (ConvNeXt's residual after the second pointwise
+/// layer), in one parallel pass.
+pub fn add_bias_residual(y: &Tensor, b: &Tensor, res: &Tensor) -> Result<Tensor> {
+    if is_cpu_f32(&[y, b, res]) && y.dims() == res.dims() {
+        let y = y.contiguous()?;
+        return y.apply_op3_no_bwd(&b.contiguous()?, &res.contiguous()?, &BiasResidual);
+    }
+    res + y.broadcast_add(b)?
+}
+
+struct BiasResidual;
+
+impl CustomOp3 for BiasResidual {
+    fn name(&self) -> &'static str {
+        "bias-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = contiguous_slice(ys, yl, "residual input")?;
+        let b = contiguous_slice(bs, bl, "residual bias")?;
+        let r = contiguous_slice(rs, rl, "residual")?;
+        let c = b.len();
+        let rows = (16384 / c.max(1)).max(1);
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(c * rows)
+            .zip(y.par_chunks(c * rows).zip(r.par_chunks(c * rows)))
+            .for_each(|(o, (y, r))| {
+                for ((o, y), r) in o
+                    .chunks_exact_mut(c)
+                    .zip(y.chunks_exact(c))
+                    .zip(r.chunks_exact(c))
+                {
+                    for (((o, &y), &r), &b) in o.iter_mut().zip(y).zip(r).zip(b) {
+                        *o = r + y + b;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), yl.shape().clone()))
+    }
+}
+
+/// [`pixel_shuffle`] followed by [`blur_replicate`], fused: one pass per output plane instead
+/// of a strided copy, two pads and four shifted adds over the upsampled tensor.
+pub fn shuffle_blur(x: &Tensor, r: usize) -> Result<Tensor> {
+    if is_cpu_f32(&[x]) {
+        return x.contiguous()?.apply_op1_no_bwd(&ShuffleBlur { r });
+    }
+    blur_replicate(&pixel_shuffle(x, r)?)
+}
+
+struct ShuffleBlur {
+    r: usize,
+}
+
+impl candle_core::CustomOp1 for ShuffleBlur {
+    fn name(&self) -> &'static str {
+        "shuffle-blur"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, cin, h, w) = xl.shape().dims4()?;
+        let r = self.r;
+        let c = cin / (r * r);
+        let (oh, ow) = (h * r, w * r);
+        let x = contiguous_slice(xs, xl, "shuffle input")?;
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(plane, o)| {
+                let (bi, ci) = (plane / c, plane % c);
+                // shuffled value at output (y, x): in[bi, ci*r*r + (y%r)*r + x%r, y/r, x/r]
+                let at = |y: usize, xx: usize| {
+                    let ch = ci * r * r + (y % r) * r + xx % r;
+                    x[((bi * cin + ch) * h + y / r) * w + xx / r]
+                };
+                for y in 0..oh {
+                    let yu = y.saturating_sub(1);
+                    for xx in 0..ow {
+                        let xl = xx.saturating_sub(1);
+                        o[y * ow + xx] = 0.25 * (at(yu, xl) + at(yu, xx) + at(y, xl) + at(y, xx));
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+}

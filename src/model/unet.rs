@@ -3,7 +3,7 @@
 use candle_core::{Device, Result, Tensor};
 
 use super::layers::{ChannelAffine, Conv2d, LoadResult};
-use super::ops;
+use super::ops::{self, Act};
 use super::weights::Vb;
 
 /// `CustomPixelShuffle_ICNR`: 1x1 conv (+ BatchNorm when `extra_bn`) -> ReLU -> PixelShuffle(r)
@@ -36,12 +36,16 @@ impl PixelShuffleIcnr {
 
     /// `relu(conv(x))`, before the shuffle: the last nonlinearity of this module.
     pub fn pre_shuffle(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv.forward(x)?.relu()
+        self.conv.forward_act(x, Act::Relu)
     }
 
+    /// The output is non-negative (a blur of ReLU outputs).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::pixel_shuffle(&self.pre_shuffle(x)?, self.scale)?;
-        ops::blur_replicate(&y)
+        ops::shuffle_blur(&self.pre_shuffle(x)?, self.scale)
+    }
+
+    pub fn scale(&self) -> usize {
+        self.scale
     }
 }
 
@@ -77,9 +81,14 @@ impl UnetBlockWide {
     }
 
     pub fn forward(&self, up_in: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        // relu(cat([up, bn(skip)])): `up` is already non-negative, so the ReLU only acts on
+        // the skip half and is fused into its BatchNorm.
         let up = self.shuf.forward(up_in)?;
-        let cat = Tensor::cat(&[&up, &self.bn.forward(skip)?], 1)?.relu()?;
-        self.conv_bn.forward(&self.conv.forward(&cat)?.relu()?)
+        let skip = self.bn.forward(skip, Act::Identity, Act::Relu)?;
+        let cat = Tensor::cat(&[&up, &skip], 1)?;
+        // conv -> ReLU -> BatchNorm
+        self.conv_bn
+            .forward(&self.conv.forward(&cat)?, Act::Relu, Act::Identity)
     }
 }
 
@@ -111,12 +120,18 @@ impl PixelDecoder {
         Ok(Self { layers, last_shuf })
     }
 
-    /// Returns the three block outputs (strides 16, 8, 4) and the full-resolution image feature.
-    pub fn forward(&self, hooks: &[Tensor]) -> Result<([Tensor; 3], Tensor)> {
+    /// The three UNet block outputs (strides 16, 8, 4), which the colour decoder attends to.
+    pub fn scales(&self, hooks: &[Tensor]) -> Result<[Tensor; 3]> {
         let out0 = self.layers[0].forward(&hooks[3], &hooks[2])?;
         let out1 = self.layers[1].forward(&out0, &hooks[1])?;
         let out2 = self.layers[2].forward(&out1, &hooks[0])?;
-        let out3 = self.last_shuf.forward(&out2)?;
-        Ok(([out0, out1, out2], out3))
+        Ok([out0, out1, out2])
+    }
+
+    /// The three block outputs and the full-resolution image feature (`last_shuf`).
+    pub fn forward(&self, hooks: &[Tensor]) -> Result<([Tensor; 3], Tensor)> {
+        let scales = self.scales(hooks)?;
+        let out3 = self.last_shuf.forward(&scales[2])?;
+        Ok((scales, out3))
     }
 }
