@@ -113,3 +113,21 @@ fn fused_channel_ops_match_candle() {
     let want = ops::blur_replicate(&ops::pixel_shuffle(&x, 4).unwrap()).unwrap();
     assert!(max_abs_diff(&shuffle_blur(&x, 4).unwrap(), &want) < 1e-5);
 }
+
+#[test]
+fn im2col_convolution_matches_candle_conv2d() {
+    let dev = Device::Cpu;
+    for (b, c, h, w, o, k) in [
+        (1, 5, 7, 9, 4, 3),
+        (2, 3, 4, 4, 6, 3),
+        (1, 2, 6, 5, 3, 5),
+        (1, 3, 1, 1, 2, 3),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();
+        let fast = ops::conv2d_same(&x, &wt).unwrap();
+        let want = x.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+        let d = max_abs_diff(&fast, &want);
+        assert!(d < 1e-4, "{b}x{c}x{h}x{w} -> {o}, k{k}: {d}");
+    }
+}

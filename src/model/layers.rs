@@ -207,6 +207,8 @@ impl Conv2d {
                 self.w.broadcast_left(b)?.matmul(&xs.contiguous()?)?
             };
             y.reshape((b, o, h, w))?
+        } else if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
+            ops::conv2d_same(x, &self.w)?
         } else {
             x.conv2d(&self.w, self.padding, self.stride, 1, 1)?
         };

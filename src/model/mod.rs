@@ -185,10 +185,15 @@ impl DDColor {
         for (i, t) in hooks.iter().enumerate() {
             trace(&format!("encoder.norm{i}"), t)?;
         }
-        let (scales, img) = self.decoder.forward(&hooks)?;
-        for (i, t) in scales.iter().enumerate() {
-            trace(&format!("decoder.layers.{i}"), t)?;
-        }
+        let d = &self.decoder;
+        let out0 = d.layers[0].forward(&hooks[3], &hooks[2])?;
+        trace("decoder.layers.0", &out0)?;
+        let out1 = d.layers[1].forward(&out0, &hooks[1])?;
+        trace("decoder.layers.1", &out1)?;
+        let out2 = d.layers[2].forward(&out1, &hooks[0])?;
+        trace("decoder.layers.2", &out2)?;
+        let img = d.last_shuf.forward(&out2)?;
+        let scales = [out0, out1, out2];
         trace("decoder.last_shuf", &img)?;
         let out = self.color_decoder.forward(&scales, &img)?;
         trace("decoder.color_decoder", &out)?;

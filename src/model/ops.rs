@@ -439,3 +439,68 @@ impl candle_core::CustomOp1 for ShuffleBlur {
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
 }
+
+/// Zero-padded `k x k` stride-1 convolution of NCHW data as one matrix product:
+/// `W [O, C*k*k] x im2col(x) [B, C*k*k, H*W]`. candle 0.11's CPU conv2d is a direct loop;
+/// this puts the work into the parallel GEMM.
+pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let (o, ci, k, _) = w.dims4()?;
+    if ci != c {
+        candle_core::bail!("conv2d_same: {c} input channels, weight expects {ci}")
+    }
+    if !is_cpu_f32(&[x, w]) {
+        return x.conv2d(w, k / 2, 1, 1, 1);
+    }
+    let cols = x.contiguous()?.apply_op1_no_bwd(&Im2Col { k })?; // [B, C*k*k, H*W]
+    let wm = w.reshape((o, c * k * k))?;
+    let y = if b == 1 {
+        wm.matmul(&cols.squeeze(0)?)?.unsqueeze(0)?
+    } else {
+        wm.broadcast_left(b)?.matmul(&cols)?
+    };
+    y.reshape((b, o, h, wd))
+}
+
+struct Im2Col {
+    k: usize,
+}
+
+impl candle_core::CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col-same"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = xl.shape().dims4()?;
+        let k = self.k;
+        let pad = k / 2;
+        let x = contiguous_slice(xs, xl, "im2col input")?;
+        let plane = h * w;
+        let mut out = vec![0f32; b * c * k * k * plane];
+        out.par_chunks_mut(plane).enumerate().for_each(|(row, o)| {
+            // row = (bi * c + ci) * k * k + ky * k + kx
+            let (bc, tap) = (row / (k * k), row % (k * k));
+            let (ky, kx) = (tap / k, tap % k);
+            let src = &x[bc * plane..(bc + 1) * plane];
+            for y in 0..h {
+                let iy = y as isize + ky as isize - pad as isize;
+                let orow = &mut o[y * w..(y + 1) * w];
+                if iy < 0 || iy >= h as isize {
+                    orow.fill(0.0);
+                    continue;
+                }
+                let irow = &src[iy as usize * w..(iy as usize + 1) * w];
+                // orow[x] = irow[x + kx - pad]
+                let x0 = pad.saturating_sub(kx);
+                let x1 = (w + pad).saturating_sub(kx).min(w);
+                orow[..x0].fill(0.0);
+                if x1 > x0 {
+                    orow[x0..x1].copy_from_slice(&irow[x0 + kx - pad..x1 + kx - pad]);
+                }
+                orow[x1.max(x0)..].fill(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, c * k * k, plane))))
+    }
+}

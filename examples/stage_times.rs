@@ -1,0 +1,43 @@
+//! Where the forward pass spends its time: wall time between the intermediates that
+//! `forward_traced` reports, for a released architecture with random weights.
+//!
+//! `cargo run --release --example stage_times -- [tiny|large] [SIZE]`
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use ddcolor::model::{Config, DDColor};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match args.first().map(String::as_str) {
+        Some("large") => Config::large(),
+        _ => Config::paper_tiny(),
+    };
+    let size: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(512);
+    let model = DDColor::random(cfg, &Device::Cpu)?;
+    let x = Tensor::rand(0f32, 1.0, (1, 3, size, size), &Device::Cpu)?;
+    model.forward(&x)?; // warm-up
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        let mut last = t0;
+        model.forward_traced(&x, &mut |name, _| {
+            let now = Instant::now();
+            println!("{name:>24}: {:7.1} ms", (now - last).as_secs_f64() * 1e3);
+            last = now;
+            Ok(())
+        })?;
+        println!(
+            "{:>24}: {:7.1} ms",
+            "refine (upstream order)",
+            last.elapsed().as_secs_f64() * 1e3
+        );
+        let t = Instant::now();
+        model.forward(&x)?;
+        println!(
+            "traced total {:.1} ms; forward() {:.1} ms\n",
+            t0.elapsed().as_secs_f64() * 1e3 - t.elapsed().as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
