@@ -4,6 +4,7 @@
 //! channel and the square gray model input; [`model`] (DDColor) predicts ab; [`pipeline`]
 //! composes full-resolution L with the resized ab; [`imageio`] writes the result atomically.
 //! [`Colorizer`] ties these together for one image.
+pub mod alloc;
 pub mod batch;
 pub mod cache;
 pub mod cli;

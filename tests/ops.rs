@@ -131,3 +131,24 @@ fn im2col_convolution_matches_candle_conv2d() {
         assert!(d < 1e-4, "{b}x{c}x{h}x{w} -> {o}, k{k}: {d}");
     }
 }
+
+#[test]
+fn subpixel_contraction_matches_the_tensor_formulation() {
+    let dev = Device::Cpu;
+    let (n, c, s, o) = (37, 6, 16, 2);
+    let r = Tensor::randn(0f32, 1.0, (n, c * s), &dev).unwrap();
+    let a = Tensor::randn(0f32, 1.0, (o, c), &dev).unwrap();
+    let fast = ops::subpixel_contract(&r, &a, s).unwrap();
+    // y[p, o*S + s] = sum_c a[o, c] r[p, c*S + s]
+    let rv = r.to_vec2::<f32>().unwrap();
+    let av = a.to_vec2::<f32>().unwrap();
+    let fv = fast.to_vec2::<f32>().unwrap();
+    for p in 0..n {
+        for oi in 0..o {
+            for si in 0..s {
+                let want: f32 = (0..c).map(|ci| av[oi][ci] * rv[p][ci * s + si]).sum();
+                assert!((fv[p][oi * s + si] - want).abs() < 1e-4);
+            }
+        }
+    }
+}

@@ -24,6 +24,10 @@ use convnext::ConvNext;
 use layers::{to_dev, Conv2d};
 use unet::PixelDecoder;
 
+/// Pixels per band in the fused tail of [`DDColor::forward`]: 2048 x 4096 channels = 32 MiB of
+/// activations at a time, enough for the GEMM to run at full speed.
+const TAIL_BAND_PIXELS: usize = 2048;
+
 /// The DDColor network, ready for inference.
 #[derive(Debug, Clone)]
 pub struct DDColor {
@@ -146,16 +150,41 @@ impl DDColor {
         let hooks = self.encoder.forward(&x)?;
         let scales = self.decoder.scales(&hooks)?;
         let emb = self.color_decoder.color_embeddings(&scales)?; // [B, Q, C]
-        let (b, _, c) = emb.dims3()?;
+        let (b, _, _) = emb.dims3()?;
         let o = self.cfg.num_output_channels;
         // A = W_q @ emb: [B, O, C]
         let a = self.refine_q.broadcast_left(b)?.matmul(&emb)?;
-        // relu(conv(out2)): [B, C*r*r, h, w], channel c*r*r + s holds sub-pixel s of channel c
+        // relu(conv(out2)) has C*r*r channels, channel c*r*r + s holding sub-pixel s of
+        // channel c. It is computed a band of pixels at a time and contracted with A at once,
+        // so the full [C*r*r, h, w] feature (268 MB for the tiny model at 512) never exists.
         let r = self.decoder.last_shuf.scale();
-        let pre = self.decoder.last_shuf.pre_shuffle(&scales[2])?;
-        let (_, _, h, w) = pre.dims4()?;
-        let y = a.matmul(&pre.reshape((b, c, r * r * h * w))?)?; // [B, O, r*r*h*w]
-        let img = ops::shuffle_blur(&y.reshape((b, o * r * r, h, w))?, r)?; // [B, O, H, W]
+        let s = r * r;
+        let (_, _, h, w) = scales[2].dims4()?;
+        let (wt, bias) = self.decoder.last_shuf.weight_t_and_bias()?;
+        let mut per_image = Vec::with_capacity(b);
+        for bi in 0..b {
+            let xt = scales[2].get(bi)?.flatten_from(1)?.t()?.contiguous()?; // [h*w, C_in]
+            let ab = a.get(bi)?; // [O, C]
+            let mut bands = Vec::new();
+            let band = TAIL_BAND_PIXELS.max(1);
+            let mut p0 = 0;
+            while p0 < h * w {
+                let n = band.min(h * w - p0);
+                let rc = ops::channel_op(
+                    &xt.narrow(0, p0, n)?.matmul(&wt)?,
+                    None,
+                    &bias,
+                    1,
+                    ops::Act::Identity,
+                    ops::Act::Relu,
+                )?;
+                bands.push(ops::subpixel_contract(&rc, &ab, s)?); // [n, O*S]
+                p0 += n;
+            }
+            per_image.push(Tensor::cat(&bands, 0)?.t()?.reshape((o * s, h, w))?);
+        }
+        let y = Tensor::stack(&per_image, 0)?; // [B, O*S, h, w]
+        let img = ops::shuffle_blur(&y, r)?; // [B, O, H, W]
         let (hh, ww) = (h * r, w * r);
         let xt = self
             .refine_x

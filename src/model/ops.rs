@@ -504,3 +504,66 @@ impl candle_core::CustomOp1 for Im2Col {
         Ok((CpuStorage::F32(out), Shape::from((b, c * k * k, plane))))
     }
 }
+
+/// `y[p, o*S + s] = sum_c a[o, c] * r[p, c*S + s]`: contract the channels of a pre-shuffle
+/// feature (`r`: `[N, C*S]`, sub-pixel `s` of channel `c` at column `c*S + s`) with a small
+/// `[O, C]` map, keeping the `S` sub-pixels apart. This is the DDColor tail's
+/// `bqc,bchw->bqhw` product and `refine_net`, moved in front of the pixel shuffle.
+pub fn subpixel_contract(r: &Tensor, a: &Tensor, s: usize) -> Result<Tensor> {
+    if is_cpu_f32(&[r, a]) {
+        return r
+            .contiguous()?
+            .apply_op2_no_bwd(&a.contiguous()?, &SubpixelContract { s });
+    }
+    let (n, cs) = r.dims2()?;
+    let (o, c) = a.dims2()?;
+    // [N, C, S] -> [N, S, C] x [C, O] -> [N, S, O] -> [N, O, S]
+    r.reshape((n, c, cs / c))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .broadcast_matmul(&a.t()?)?
+        .transpose(1, 2)?
+        .reshape((n, o * s))
+}
+
+struct SubpixelContract {
+    s: usize,
+}
+
+impl candle_core::CustomOp2 for SubpixelContract {
+    fn name(&self) -> &'static str {
+        "subpixel-contract"
+    }
+
+    fn cpu_fwd(
+        &self,
+        rs: &CpuStorage,
+        rl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, cs) = rl.shape().dims2()?;
+        let (o, c) = al.shape().dims2()?;
+        let s = self.s;
+        if c * s != cs {
+            candle_core::bail!("subpixel_contract: {cs} columns is not {c} channels x {s}")
+        }
+        let r = contiguous_slice(rs, rl, "subpixel input")?;
+        let a = contiguous_slice(as_, al, "subpixel map")?;
+        let mut out = vec![0f32; n * o * s];
+        out.par_chunks_mut(o * s)
+            .zip(r.par_chunks(cs))
+            .with_min_len(64)
+            .for_each(|(y, row)| {
+                for (oi, yo) in y.chunks_exact_mut(s).enumerate() {
+                    let ao = &a[oi * c..(oi + 1) * c];
+                    for (&w, rc) in ao.iter().zip(row.chunks_exact(s)) {
+                        for (y, &v) in yo.iter_mut().zip(rc) {
+                            *y += w * v;
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, o * s))))
+    }
+}

@@ -47,6 +47,20 @@ impl PixelShuffleIcnr {
     pub fn scale(&self) -> usize {
         self.scale
     }
+
+    /// The 1x1 conv as `x [N, C_in] x W^T [C_in, C_out]` (a transposed view) and its bias.
+    pub fn weight_t_and_bias(&self) -> Result<(Tensor, Tensor)> {
+        let w = self
+            .conv
+            .weight_matrix()
+            .ok_or_else(|| candle_core::Error::Msg("pixel shuffle conv is not 1x1".into()))?;
+        let zeros = || Tensor::zeros(w.dim(0)?, w.dtype(), w.device());
+        let b = match self.conv.bias() {
+            Some(b) => b.clone(),
+            None => zeros()?,
+        };
+        Ok((w.t()?, b))
+    }
 }
 
 /// `UnetBlockWide`: upsample the input, concatenate the BatchNorm'd skip feature, ReLU, 3x3 conv,
