@@ -7,6 +7,45 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+/// Compile a kernel three times (AVX-512, AVX2+FMA, baseline) and pick the best the CPU has at
+/// run time. The release build targets baseline x86-64 (SSE2), which would leave every
+/// hand-written loop at 4 lanes; the kernel body is `#[inline(always)]` so each copy is
+/// vectorised for its own target.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident : $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn inner($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn v4($($a: $t),*) {
+                    inner($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($a: $t),*) {
+                    inner($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    // SAFETY: the CPU has the features v4 was compiled for.
+                    return unsafe { v4($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features v3 was compiled for.
+                    return unsafe { v3($($a),*) };
+                }
+            }
+            inner($($a),*)
+        }
+    };
+}
+
 fn is_cpu_f32(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
@@ -68,7 +107,6 @@ impl CustomOp3 for DepthwiseNhwc {
     ) -> Result<(CpuStorage, Shape)> {
         let (nb, h, w, c) = xl.shape().dims4()?;
         let k = self.k;
-        let pad = k / 2;
         let x = contiguous_slice(xs, xl, "depthwise input")?;
         let wt = contiguous_slice(ws, wl, "depthwise weight")?;
         let bias = contiguous_slice(bs, bl, "depthwise bias")?;
@@ -80,32 +118,52 @@ impl CustomOp3 for DepthwiseNhwc {
             .enumerate()
             .for_each(|(row, orow)| {
                 let (bi, y) = (row / h, row % h);
-                for o in orow.chunks_exact_mut(c) {
-                    o.copy_from_slice(bias);
-                }
-                for ky in 0..k {
-                    let iy = y as isize + ky as isize - pad as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let irow = &x[(bi * h + iy as usize) * w * c..][..w * c];
-                    for kx in 0..k {
-                        let tap = &wt[(ky * k + kx) * c..][..c];
-                        // output columns whose input column x + kx - pad lies inside the row
-                        let x0 = pad.saturating_sub(kx);
-                        let x1 = (w + pad).saturating_sub(kx).min(w);
-                        for ox in x0..x1 {
-                            let ix = ox + kx - pad;
-                            let o = &mut orow[ox * c..(ox + 1) * c];
-                            let i = &irow[ix * c..(ix + 1) * c];
-                            for ((o, &i), &t) in o.iter_mut().zip(i).zip(tap) {
-                                *o += i * t;
-                            }
-                        }
-                    }
-                }
+                let img = &x[bi * h * w * c..(bi + 1) * h * w * c];
+                depthwise_row(orow, img, wt, bias, y, h, w, c, k);
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+multiversion! {
+    /// One output row `y` of the NHWC depthwise convolution of one image.
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_row(
+        orow: &mut [f32],
+        img: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        y: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        k: usize,
+    ) {
+        let pad = k / 2;
+        for o in orow.chunks_exact_mut(c) {
+            o.copy_from_slice(bias);
+        }
+        for ky in 0..k {
+            let iy = y as isize + ky as isize - pad as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            let irow = &img[iy as usize * w * c..][..w * c];
+            for kx in 0..k {
+                let tap = &wt[(ky * k + kx) * c..][..c];
+                // output columns whose input column x + kx - pad lies inside the row
+                let x0 = pad.saturating_sub(kx);
+                let x1 = (w + pad).saturating_sub(kx).min(w);
+                for ox in x0..x1 {
+                    let ix = ox + kx - pad;
+                    let o = &mut orow[ox * c..(ox + 1) * c];
+                    let i = &irow[ix * c..(ix + 1) * c];
+                    for ((o, &i), &t) in o.iter_mut().zip(i).zip(tap) {
+                        *o += i * t;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -154,24 +212,32 @@ impl CustomOp3 for LayerNormLast {
         }
         let mut out = vec![0f32; x.len()];
         let eps = self.eps;
-        out.par_chunks_mut(c)
-            .zip(x.par_chunks(c))
-            .with_min_len(64)
-            .for_each(|(o, x)| {
-                // f64 sums: rows of large, nearly equal values keep their spread
-                let n = c as f64;
-                let mean64 = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = x
-                    .iter()
-                    .map(|&v| (v as f64 - mean64) * (v as f64 - mean64))
-                    .sum::<f64>()
-                    / n;
-                let inv = 1.0 / (var + eps as f64).sqrt();
-                for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                    *o = ((x as f64 - mean64) * inv) as f32 * w + b;
-                }
-            });
+        let rows = (8192 / c.max(1)).max(1);
+        out.par_chunks_mut(c * rows)
+            .zip(x.par_chunks(c * rows))
+            .for_each(|(o, x)| layer_norm_rows(o, x, w, b, eps));
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+multiversion! {
+    /// LayerNorm of consecutive rows of `w.len()` values, statistics in f64.
+    fn layer_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let c = w.len();
+        for (o, x) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            // f64 sums: rows of large, nearly equal values keep their spread
+            let n = c as f64;
+            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = x
+                .iter()
+                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                .sum::<f64>()
+                / n;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                *o = ((x as f64 - mean) * inv) as f32 * w + b;
+            }
+        }
     }
 }
 
@@ -217,18 +283,34 @@ pub enum Act {
 }
 
 /// `erf` to within 1.5e-7 (Abramowitz & Stegun 7.1.26), branch-free apart from the sign.
-#[inline]
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
         + 0.254_829_6)
         * t;
-    let y = 1.0 - poly * (-a * a).exp();
+    let y = 1.0 - poly * exp_neg(-a * a);
     y.copysign(x)
 }
 
-#[inline]
+/// `e^x` for `x <= 0` to about 2e-7 relative, in plain arithmetic so that loops calling it
+/// vectorise (the libm call does not): `2^(x log2 e)` split into an integer power, built in
+/// the exponent bits, and a degree-6 polynomial for the fraction in [-0.5, 0.5].
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    let n = (t + 0.5).floor();
+    let f = t - n;
+    let p = 1.0
+        + f * (std::f32::consts::LN_2
+            + f * (0.240_226_5
+                + f * (0.055_504_11
+                    + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
 fn apply(act: Act, v: f32) -> f32 {
     match act {
         Act::Identity => v,
@@ -312,12 +394,14 @@ impl CustomOp3 for ChannelOp {
             candle_core::bail!("channel op: per-channel vectors do not match {c} channels")
         }
         let (pre, post, has_scale) = (self.pre, self.post, self.has_scale);
-        let mut out = vec![0f32; x.len()];
-        let f = |v: f32, ch: usize| {
-            let v = apply(pre, v);
-            let v = if has_scale { v * scale[ch] } else { v };
-            apply(post, v + shift[ch])
+        let ones;
+        let scale = if has_scale {
+            scale
+        } else {
+            ones = vec![1f32; c];
+            &ones
         };
+        let mut out = vec![0f32; x.len()];
         if inner == 1 {
             // channels last: each row of `c` values is one pixel
             let rows = (16384 / c.max(1)).max(1);
@@ -325,9 +409,7 @@ impl CustomOp3 for ChannelOp {
                 .zip(x.par_chunks(c * rows))
                 .for_each(|(o, x)| {
                     for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                        for (ch, (o, &v)) in o.iter_mut().zip(x).enumerate() {
-                            *o = f(v, ch);
-                        }
+                        channel_row(o, x, scale, shift, pre, post);
                     }
                 });
         } else {
@@ -336,12 +418,51 @@ impl CustomOp3 for ChannelOp {
                 .enumerate()
                 .for_each(|(row, (o, x))| {
                     let ch = row % c;
-                    for (o, &v) in o.iter_mut().zip(x) {
-                        *o = f(v, ch);
-                    }
+                    channel_plane(o, x, scale[ch], shift[ch], pre, post);
                 });
         }
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+multiversion! {
+    /// One channels-last row: `o[j] = post(pre(x[j]) * scale[j] + shift[j])`.
+    fn channel_row(o: &mut [f32], x: &[f32], scale: &[f32], shift: &[f32], pre: Act, post: Act) {
+        macro_rules! go {
+            ($pre:expr, $post:expr) => {
+                for (((o, &v), &s), &b) in o.iter_mut().zip(x).zip(scale).zip(shift) {
+                    *o = apply($post, apply($pre, v) * s + b);
+                }
+            };
+        }
+        // one monomorphic loop per activation pair, so each vectorises
+        match (pre, post) {
+            (Act::Identity, Act::Identity) => go!(Act::Identity, Act::Identity),
+            (Act::Identity, Act::Relu) => go!(Act::Identity, Act::Relu),
+            (Act::Identity, Act::Gelu) => go!(Act::Identity, Act::Gelu),
+            (Act::Relu, Act::Identity) => go!(Act::Relu, Act::Identity),
+            (p, q) => go!(p, q),
+        }
+    }
+}
+
+multiversion! {
+    /// One NCHW channel plane: `o[j] = post(pre(x[j]) * scale + shift)`.
+    fn channel_plane(o: &mut [f32], x: &[f32], scale: f32, shift: f32, pre: Act, post: Act) {
+        macro_rules! go {
+            ($pre:expr, $post:expr) => {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = apply($post, apply($pre, v) * scale + shift);
+                }
+            };
+        }
+        match (pre, post) {
+            (Act::Identity, Act::Identity) => go!(Act::Identity, Act::Identity),
+            (Act::Identity, Act::Relu) => go!(Act::Identity, Act::Relu),
+            (Act::Identity, Act::Gelu) => go!(Act::Identity, Act::Gelu),
+            (Act::Relu, Act::Identity) => go!(Act::Relu, Act::Identity),
+            (p, q) => go!(p, q),
+        }
     }
 }
 
@@ -551,19 +672,26 @@ impl candle_core::CustomOp2 for SubpixelContract {
         let r = contiguous_slice(rs, rl, "subpixel input")?;
         let a = contiguous_slice(as_, al, "subpixel map")?;
         let mut out = vec![0f32; n * o * s];
-        out.par_chunks_mut(o * s)
-            .zip(r.par_chunks(cs))
-            .with_min_len(64)
-            .for_each(|(y, row)| {
-                for (oi, yo) in y.chunks_exact_mut(s).enumerate() {
-                    let ao = &a[oi * c..(oi + 1) * c];
-                    for (&w, rc) in ao.iter().zip(row.chunks_exact(s)) {
-                        for (y, &v) in yo.iter_mut().zip(rc) {
-                            *y += w * v;
-                        }
+        out.par_chunks_mut(o * s * 64)
+            .zip(r.par_chunks(cs * 64))
+            .for_each(|(y, rows)| subpixel_rows(y, rows, a, c, s));
+        Ok((CpuStorage::F32(out), Shape::from((n, o * s))))
+    }
+}
+
+multiversion! {
+    /// [`subpixel_contract`] for consecutive pixel rows.
+    fn subpixel_rows(y: &mut [f32], rows: &[f32], a: &[f32], c: usize, s: usize) {
+        let o = a.len() / c;
+        for (y, row) in y.chunks_exact_mut(o * s).zip(rows.chunks_exact(c * s)) {
+            for (oi, yo) in y.chunks_exact_mut(s).enumerate() {
+                let ao = &a[oi * c..(oi + 1) * c];
+                for (&w, rc) in ao.iter().zip(row.chunks_exact(s)) {
+                    for (y, &v) in yo.iter_mut().zip(rc) {
+                        *y += w * v;
                     }
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, o * s))))
+            }
+        }
     }
 }
