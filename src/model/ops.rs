@@ -573,14 +573,19 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !is_cpu_f32(&[x, w]) {
         return x.conv2d(w, k / 2, 1, 1, 1);
     }
-    let cols = x.contiguous()?.apply_op1_no_bwd(&Im2Col { k })?; // [B, C*k*k, H*W]
     let wm = w.reshape((o, c * k * k))?;
-    let y = if b == 1 {
-        wm.matmul(&cols.squeeze(0)?)?.unsqueeze(0)?
-    } else {
-        wm.broadcast_left(b)?.matmul(&cols)?
-    };
-    y.reshape((b, o, h, wd))
+    // one image at a time: the column matrix is k*k times the input, so memory stays that of
+    // one image whatever the batch
+    let per_image = (0..b)
+        .map(|i| {
+            let cols = x
+                .narrow(0, i, 1)?
+                .contiguous()?
+                .apply_op1_no_bwd(&Im2Col { k })?;
+            wm.matmul(&cols.squeeze(0)?) // [O, H*W]
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&per_image, 0)?.reshape((b, o, h, wd))
 }
 
 struct Im2Col {
