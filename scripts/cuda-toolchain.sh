@@ -21,13 +21,18 @@ wheels=(
   "nvidia-cuda-runtime==13.0.96"
   "nvidia-cuda-crt==13.0.88"
   "nvidia-cuda-cccl==13.0.85"
+  # nvcc's dependency on nvvm is unpinned upstream; a newer nvvm emits PTX that ptxas 13.0
+  # rejects ("Unsupported .version 9.5")
+  "nvidia-nvvm==13.0.88"
 )
 
-if [ ! -x "$prefix/venv/bin/python" ]; then
+stamp="$prefix/installed-$(printf '%s\n' "${wheels[@]}" | cksum | cut -d' ' -f1)"
+if [ ! -e "$stamp" ]; then
   echo "cuda-toolchain: installing nvcc 13.0 into $prefix (once)" >&2
   mkdir -p "$prefix"
-  "$python" -m venv "$prefix/venv" >&2
+  [ -x "$prefix/venv/bin/python" ] || "$python" -m venv "$prefix/venv" >&2
   "$prefix/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${wheels[@]}" >&2
+  touch "$stamp"
 fi
 
 site=$("$prefix/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
