@@ -50,6 +50,16 @@ pub enum Command {
     /// Time the model's forward pass; prints one JSON line (same fields as the PyTorch
     /// reference script's `bench`).
     Bench(BenchArgs),
+    /// List the released models and where they are on this machine, or download them.
+    #[command(subcommand)]
+    Weights(crate::weights::command::WeightsCommand),
+    /// Print a shell completion script to stdout (bash, zsh, fish, powershell or elvish).
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `ddcolor man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +70,9 @@ pub struct BenchArgs {
     /// Time this checkpoint instead of random weights.
     #[arg(long, short = 'w', value_name = "FILE")]
     pub weights: Option<PathBuf>,
+    /// Time this released model (found locally or downloaded) instead of random weights.
+    #[arg(long, short = 'm', value_enum, value_name = "NAME")]
+    pub model: Option<crate::weights::ModelName>,
     #[arg(long, default_value_t = DEFAULT_SIZE, value_name = "N")]
     pub size: usize,
     #[arg(long, default_value_t = 1, value_name = "B")]
@@ -85,10 +98,28 @@ pub enum CacheCommand {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Checkpoint file: the authors' .pth, Hugging Face pytorch_model.bin, or safetensors.
+    /// Overrides --model.
     #[arg(long, short = 'w', env = "DDCOLOR_WEIGHTS", value_name = "FILE")]
     pub weights: Option<PathBuf>,
-    /// Square size the model sees: a multiple of 32 (512 for portraits; larger for buildings).
-    #[arg(long, default_value_t = DEFAULT_SIZE, value_name = "N")]
+    /// Released model when --weights is not given: taken from ./weights, the user data dir or
+    /// a Hugging Face hub cache, else downloaded once (`ddcolor weights list`).
+    #[arg(
+        long,
+        short = 'm',
+        env = "DDCOLOR_MODEL",
+        value_enum,
+        default_value_t = crate::weights::ModelName::DEFAULT,
+        value_name = "NAME"
+    )]
+    pub model: crate::weights::ModelName,
+    /// Square size the model sees: a multiple of 32, or a preset: portrait (512, people and
+    /// groups) or architecture (1024, buildings and landscapes).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_SIZE,
+        value_parser = crate::pipeline::parse_model_size,
+        value_name = "N|PRESET"
+    )]
     pub size: usize,
     /// auto, cpu, cuda or cuda:N. auto picks CUDA when built with it and a GPU answers.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
@@ -135,6 +166,11 @@ pub struct ColorizeArgs {
     /// edges; the default) or nearest (the upstream DDColor script's behaviour).
     #[arg(long, default_value = "bilinear", value_name = "MODE")]
     pub resize: ResizeMode,
+    /// Predicted colours that sRGB cannot show: fit (keep the scan's lightness and the hue,
+    /// reduce chroma), clip (as the upstream script, after bringing ab into the Lab range along
+    /// its hue), or auto (the default: fit for 16-bit images, clip for 8-bit ones).
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub gamut: crate::pipeline::Gamut,
     /// Only files matching this glob (repeatable; `*.tif`, `1950s/**`).
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -144,9 +180,22 @@ pub struct ColorizeArgs {
     /// Follow symbolic links inside folders.
     #[arg(long, short = 'L')]
     pub follow_symlinks: bool,
-    /// Output format: same (as the input), png, jpg, tiff or webp.
+    /// Output format: same (as the input), png, jpg, tiff or webp. PNG and TIFF keep 16-bit
+    /// scans at 16 bits; JPEG and WebP are 8 bits.
     #[arg(long, default_value = "same", value_name = "FORMAT")]
     pub format: OutputFormat,
+    /// Quality of JPEG outputs, 1-100.
+    #[arg(
+        long,
+        default_value_t = imageio::JPEG_QUALITY,
+        value_parser = clap::value_parser!(u8).range(1..=100),
+        value_name = "Q"
+    )]
+    pub jpeg_quality: u8,
+    /// Colorize photos that are already in colour too (by default they are skipped as
+    /// "already colour"; toned black-and-white prints are always colorized).
+    #[arg(long)]
+    pub force: bool,
     /// Replace outputs that already exist (by default they are skipped).
     #[arg(long)]
     pub overwrite: bool,
@@ -230,6 +279,19 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Cache(CacheCommand::Stats(args)) => cache_stats(&args),
         Command::Cache(CacheCommand::Clear(args)) => cache_clear(&args),
         Command::Bench(args) => bench(&args),
+        Command::Weights(cmd) => crate::weights::command::run(&cmd)
+            .map(|()| exit::OK)
+            .map_err(|e| Error::Usage(e.to_string())),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ddcolor", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            man_page(&mut std::io::stdout().lock())
+                .map_err(|e| Error::Usage(format!("cannot write the manual page: {e}")))?;
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -247,15 +309,18 @@ fn bench(args: &BenchArgs) -> Result<i32, Error> {
     if let Some(n) = note {
         eprintln!("ddcolor: {n}");
     }
-    let model = match &args.weights {
-        Some(w) => DDColor::load(w, &dev)?,
-        None => {
+    let model = match (&args.weights, args.model) {
+        (None, None) => {
             let cfg = match args.arch.as_str() {
                 "tiny" | "paper_tiny" | "convnext-t" => crate::model::Config::paper_tiny(),
                 "large" | "paper" | "convnext-l" => crate::model::Config::large(),
                 a => return Err(Error::Usage(format!("unknown --arch {a:?}: tiny or large"))),
             };
             DDColor::random(cfg, &dev)?
+        }
+        (w, m) => {
+            let path = resolve_weights(w.as_deref(), m.unwrap_or_default(), false)?;
+            DDColor::load(path, &dev)?
         }
     };
     let t = crate::colorizer::bench_forward(&model, args.size, args.batch, args.runs)?;
@@ -278,17 +343,25 @@ fn bench(args: &BenchArgs) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
-fn no_weights() -> Error {
-    Error::Usage(
-        "no weights given: pass --weights FILE or set DDCOLOR_WEIGHTS (weights/README.md \
-         says where the checkpoints come from)"
-            .into(),
-    )
+/// The checkpoint to load: `--weights`, else `--model` found on this machine or downloaded
+/// (README "Weights"). Nothing found and no download: a usage error that lists where it looked
+/// and how to get the file.
+pub fn resolve_weights(
+    weights: Option<&std::path::Path>,
+    model: crate::weights::ModelName,
+    quiet: bool,
+) -> Result<PathBuf, Error> {
+    let locations = crate::weights::Locations::from_env();
+    let hub = crate::weights::Hub::from_env();
+    crate::weights::resolve(weights, model, &locations, &hub, quiet)
+        .map(|r| r.path)
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// Open the device and load the model named by `args`.
 pub fn load_model(args: &ModelArgs, quiet: bool) -> Result<DDColor, Error> {
-    let weights = args.weights.as_deref().ok_or_else(no_weights)?;
+    let weights = resolve_weights(args.weights.as_deref(), args.model, quiet)?;
+    let weights = weights.as_path();
     let (dev, note) = args.device.open().map_err(Error::Usage)?;
     if let Some(note) = note {
         if !quiet {
@@ -395,15 +468,12 @@ fn colorize(args: ColorizeArgs) -> Result<i32, Error> {
         follow_symlinks: args.follow_symlinks,
         ..WalkOptions::default()
     };
-    if args.model.weights.is_none() {
-        return Err(no_weights());
-    }
     let (cache, readonly) = match open_cache(&args) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     let model = load_model(&args.model, args.quiet)?;
-    let colorizer = Colorizer::new(model, args.model.size, args.resize)?;
+    let colorizer = Colorizer::new(model, args.model.size, args.resize)?.with_gamut(args.gamut);
 
     let mut discovery = walk::discover(&args.paths, &walk_opts, &args.output);
     if let Some(list) = &args.files_from {
@@ -433,6 +503,8 @@ fn colorize(args: ColorizeArgs) -> Result<i32, Error> {
         cache_prefix: args.cache.cache_prefix.clone(),
         lease_ttl: args.lease_ttl,
         quiet: args.quiet,
+        force: args.force,
+        jpeg_quality: args.jpeg_quality,
     };
     let outcome = batch::run(&colorizer, cache.as_ref(), discovery, &opts, sink.as_ref());
     let s = &outcome.summary;
@@ -456,4 +528,99 @@ fn colorize(args: ColorizeArgs) -> Result<i32, Error> {
         }
     }
     Ok(if success { exit::OK } else { exit::SOME_FAILED })
+}
+
+/// The manual page, ddcolor(1), as one page: clap_mangen's name, synopsis, description and
+/// command list, then every command's synopsis and options, the environment, where weights
+/// are looked for, and the exit status.
+pub fn man_page(w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap_mangen::roff::{bold, roman, Roff};
+    fn leaves(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
+        if cmd.has_subcommands() {
+            cmd.get_subcommands().for_each(|c| leaves(c, out));
+        } else {
+            out.push(cmd.clone());
+        }
+    }
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    cmd.build();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    let mut roff = Roff::new();
+    roff.control("SH", ["DESCRIPTION"]).text([roman(
+        "ddcolor colorizes scanned black-and-white photos with DDColor: files and folders in, a \
+         mirrored tree of colour images out, each distinct image inferred once (results are \
+         cached by content, on disk or in Redis). The model is one of the authors' released \
+         checkpoints, found on this machine or downloaded on first use (see WEIGHTS).",
+    )]);
+    roff.control("SH", ["COMMANDS"]);
+    roff.to_writer(w)?;
+    let mut subs = Vec::new();
+    cmd.get_subcommands().for_each(|c| leaves(c, &mut subs));
+    for sub in subs {
+        let name = sub.get_bin_name().unwrap_or(sub.get_name()).to_owned();
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string());
+        let page = clap_mangen::Man::new(sub);
+        let mut synopsis = Vec::new();
+        page.render_synopsis_section(&mut synopsis)?;
+        let mut options = Vec::new();
+        page.render_options_section(&mut options)?;
+        let mut roff = Roff::new();
+        roff.control("SS", [name.as_str()]);
+        roff.to_writer(w)?;
+        // clap_mangen's sections become paragraphs of this command's subsection
+        let body = |buf: &[u8], w: &mut dyn std::io::Write| -> std::io::Result<()> {
+            for line in String::from_utf8_lossy(buf).lines() {
+                if !line.starts_with(".SH ") {
+                    writeln!(w, "{line}")?;
+                }
+            }
+            Ok(())
+        };
+        body(&synopsis, w)?;
+        let mut roff = Roff::new();
+        roff.control("PP", []);
+        if let Some(about) = about {
+            roff.text([roman(about)]);
+        }
+        roff.to_writer(w)?;
+        body(&options, w)?;
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["ENVIRONMENT"]);
+    let env: [(&str, &str); 3] = [
+        ("DDCOLOR_WEIGHTS", "The checkpoint file, as --weights."),
+        ("DDCOLOR_MODEL", "The released model, as --model."),
+        ("DDCOLOR_CACHE", "The result cache, as --cache."),
+    ];
+    for (k, v) in env.iter().chain(crate::weights::ENVIRONMENT) {
+        roff.control("TP", []).text([bold(*k)]).text([roman(*v)]);
+    }
+    roff.control("SH", ["WEIGHTS"]);
+    roff.text([roman(
+        "Where the checkpoint comes from, the first that applies (NAME is --model):",
+    )]);
+    for (i, step) in crate::weights::RESOLUTION_ORDER.iter().enumerate() {
+        roff.control("TP", [])
+            .text([bold(format!("{}.", i + 1))])
+            .text([roman(*step)]);
+    }
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in [
+        (exit::OK, "Every input was done (colorized, cached, duplicate or skipped)."),
+        (exit::SOME_FAILED, "Some inputs failed; all others were done."),
+        (exit::USAGE, "Bad usage or configuration (flags, weights that cannot be read or fetched); nothing was done."),
+        (exit::CACHE_UNREACHABLE, "--require-cache and the cache could not be reached; nothing was done."),
+    ] {
+        roff.control("TP", [])
+            .text([bold(code.to_string())])
+            .text([roman(meaning)]);
+    }
+    roff.to_writer(w)?;
+    man.render_version_section(w)
 }

@@ -6,7 +6,7 @@ use image::{DynamicImage, RgbImage};
 
 use crate::error::{Error, Result};
 use crate::model::DDColor;
-use crate::pipeline::{self, Prepared, ResizeMode};
+use crate::pipeline::{self, Gamut, Prepared, ResizeMode};
 
 /// Model size used when none is given (the resolution DDColor was trained at).
 pub const DEFAULT_SIZE: usize = 512;
@@ -16,6 +16,7 @@ pub struct Colorizer {
     model: DDColor,
     size: usize,
     resize: ResizeMode,
+    gamut: Gamut,
 }
 
 impl Colorizer {
@@ -26,7 +27,18 @@ impl Colorizer {
             model,
             size,
             resize,
+            gamut: Gamut::default(),
         })
+    }
+
+    /// What becomes of predicted colours outside sRGB (default [`Gamut::Auto`]).
+    pub fn with_gamut(mut self, gamut: Gamut) -> Self {
+        self.gamut = gamut;
+        self
+    }
+
+    pub fn gamut(&self) -> Gamut {
+        self.gamut
     }
 
     pub fn model(&self) -> &DDColor {
@@ -74,14 +86,26 @@ impl Colorizer {
 
     /// Full-resolution L plus the model's ab: interleaved RGB in `[0,1]`.
     pub fn compose(&self, prepared: &Prepared, ab: &[f32]) -> Vec<f32> {
-        pipeline::compose(
+        pipeline::compose_gamut(
             &prepared.l,
             prepared.width,
             prepared.height,
             ab,
             self.size,
             self.resize,
+            self.gamut,
         )
+    }
+
+    /// [`Colorizer::compose`] straight to an image at the depth, and with the alpha, that
+    /// `keep` asks for (see [`pipeline::Keep::of`]).
+    pub fn compose_image(
+        &self,
+        prepared: &Prepared,
+        ab: &[f32],
+        keep: &pipeline::Keep,
+    ) -> DynamicImage {
+        pipeline::compose_image(prepared, ab, self.size, self.resize, self.gamut, keep)
     }
 
     /// Colorize one decoded image: 8-bit RGB out, the size of the input.

@@ -1,20 +1,41 @@
 //! Reading and writing image files: decoding with limits checked against the header before any
-//! pixel buffer is allocated, and atomic writes (temporary file in the destination folder, then
-//! rename) so a crash never leaves half an image under the final name.
-use std::io::{BufWriter, Cursor, Write};
+//! pixel buffer is allocated, EXIF orientation applied, metadata ([`Metadata`]) read and written
+//! back, and atomic writes (temporary file in the destination folder, then rename) so a crash
+//! never leaves half an image under the final name.
+//!
+//! Encoders: JPEG and WebP through `image` (8 bits; ICC, EXIF, JFIF density), PNG through
+//! `png` (8 or 16 bits; iCCP, eXIf, pHYs) and TIFF through `tiff` (8 or 16 bits, LZW with the
+//! horizontal predictor; ICC, resolution, IFD0 tags, Exif and GPS IFDs).
+use std::io::{BufWriter, Cursor, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use image::{DynamicImage, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageFormat, ImageReader};
 
 use crate::error::{Error, Result};
+use crate::meta::{self, Metadata};
 
 /// Default ceiling on decoded pixels: 250 megapixels covers a 600 dpi A3 scan.
 pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
 
-/// Decode an image file, refusing images whose header claims more than `max_pixels` pixels
-/// (checked before any pixel buffer is allocated) and JPEGs that end before their image does.
+/// Decode an image file, upright (EXIF orientation applied), refusing images whose header
+/// claims more than `max_pixels` pixels (checked before any pixel buffer is allocated) and JPEGs
+/// that end before their image does.
 pub fn decode(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
+    decode_with_metadata(path, max_pixels).map(|d| d.image)
+}
+
+/// A decoded file: its pixels, upright, and what its output carries over.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub format: ImageFormat,
+    /// With orientation already 1: [`Decoded::image`] is upright.
+    pub meta: Metadata,
+}
+
+/// [`decode`], keeping the file's metadata (ICC profile, EXIF, resolution).
+pub fn decode_with_metadata(path: &Path, max_pixels: u64) -> Result<Decoded> {
     let err = |reason: String| Error::Decode {
         path: path.to_owned(),
         reason,
@@ -53,7 +74,21 @@ pub fn decode(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
     reader.limits(limits);
-    reader.decode().map_err(|e| err(e.to_string()))
+    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    // metadata is best effort: a damaged profile or EXIF block never costs the picture
+    let icc = decoder.icc_profile().ok().flatten();
+    let exif = decoder.exif_metadata().ok().flatten();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    let mut meta = Metadata::read(format, bytes, icc, exif);
+    if let Some(o) = image::metadata::Orientation::from_exif(meta.orientation) {
+        image.apply_orientation(o);
+    }
+    meta.set_upright();
+    Ok(Decoded {
+        image,
+        format,
+        meta,
+    })
 }
 
 /// Walk a JPEG's segments and entropy-coded scans up to the end-of-image marker. JPEG decoders
@@ -152,34 +187,253 @@ pub fn write_atomic(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
     result
 }
 
-/// JPEG quality used when writing JPEG files.
+/// JPEG quality used when writing JPEG files, unless told otherwise (`--jpeg-quality`).
 pub const JPEG_QUALITY: u8 = 95;
 
-/// Encode `img` in the format that `dest`'s extension names, atomically.
+/// Whether a format stores only 8 bits per channel (a 16-bit image written to it loses depth).
+pub fn is_8bit_only(format: ImageFormat) -> bool {
+    matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Bmp
+    )
+}
+
+/// Whether a format has no alpha channel.
+pub fn drops_alpha(format: ImageFormat) -> bool {
+    matches!(format, ImageFormat::Jpeg)
+}
+
+/// Encode `img` in the format that `dest`'s extension names, atomically, without metadata.
 pub fn save(img: &DynamicImage, dest: &Path) -> Result<()> {
-    let format = format_for(dest).ok_or_else(|| Error::Write {
+    save_with(img, dest, None, JPEG_QUALITY)
+}
+
+/// Encode `img` in the format that `dest`'s extension names, atomically, carrying `meta`
+/// (ICC profile, EXIF with orientation 1, resolution) where the format can hold it. JPEG and
+/// WebP get 8 bits per channel, PNG and TIFF the image's own depth; JPEG drops alpha.
+pub fn save_with(
+    img: &DynamicImage,
+    dest: &Path,
+    meta: Option<&Metadata>,
+    jpeg_quality: u8,
+) -> Result<()> {
+    let werr = |reason: String| Error::Write {
         path: dest.to_owned(),
-        reason: "unknown image extension".into(),
-    })?;
+        reason,
+    };
+    let format = format_for(dest).ok_or_else(|| werr("unknown image extension".into()))?;
+    // encode to memory first: TIFF needs to seek, and a failed encode leaves no file at all
+    let bytes = encode(img, format, meta, jpeg_quality).map_err(werr)?;
     write_atomic(dest, |out| {
-        let werr = |e: image::ImageError| Error::Write {
-            path: dest.to_owned(),
-            reason: e.to_string(),
-        };
-        match format {
-            ImageFormat::Jpeg => {
-                let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(out, JPEG_QUALITY);
-                img.to_rgb8().write_with_encoder(enc).map_err(werr)
-            }
-            _ => {
-                // formats without seek: encode to memory first
-                let mut buf = std::io::Cursor::new(Vec::new());
-                img.write_to(&mut buf, format).map_err(werr)?;
-                out.write_all(buf.get_ref()).map_err(|e| Error::Write {
-                    path: dest.to_owned(),
-                    reason: e.to_string(),
-                })
-            }
-        }
+        out.write_all(&bytes).map_err(|e| werr(e.to_string()))
     })
+}
+
+/// Encode `img` as `format` into memory (see [`save_with`]).
+pub fn encode(
+    img: &DynamicImage,
+    format: ImageFormat,
+    meta: Option<&Metadata>,
+    jpeg_quality: u8,
+) -> std::result::Result<Vec<u8>, String> {
+    let (w, h) = (img.width(), img.height());
+    let rgb = img.color().has_color();
+    let icc = meta.and_then(|m| m.icc_for(rgb));
+    let exif = || meta.and_then(|m| m.exif_blob(w, h));
+    let mut out = Vec::new();
+    match format {
+        ImageFormat::Jpeg => {
+            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(
+                &mut out,
+                jpeg_quality.clamp(1, 100),
+            );
+            if let Some(d) = meta.and_then(|m| m.density) {
+                let (x, y) = (d.x.round(), d.y.round());
+                if (1.0..=65535.0).contains(&x) && (1.0..=65535.0).contains(&y) {
+                    enc.set_pixel_density(image::codecs::jpeg::PixelDensity {
+                        density: (x as u16, y as u16),
+                        unit: match d.unit {
+                            meta::DensityUnit::Inch => {
+                                image::codecs::jpeg::PixelDensityUnit::Inches
+                            }
+                            meta::DensityUnit::Centimetre => {
+                                image::codecs::jpeg::PixelDensityUnit::Centimeters
+                            }
+                        },
+                    });
+                }
+            }
+            set_metadata(
+                &mut enc,
+                icc,
+                exif().filter(|e| e.len() <= meta::JPEG_EXIF_MAX),
+            )?;
+            // image converts to what the encoder takes: 8 bits, alpha dropped
+            img.write_with_encoder(enc).map_err(|e| e.to_string())?;
+        }
+        ImageFormat::WebP => {
+            let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            set_metadata(&mut enc, icc, exif())?;
+            img.write_with_encoder(enc).map_err(|e| e.to_string())?;
+        }
+        ImageFormat::Png => encode_png(&mut out, img, meta, icc, exif())?,
+        ImageFormat::Tiff => {
+            let mut cur = Cursor::new(out);
+            encode_tiff(&mut cur, img, meta, icc).map_err(|e| e.to_string())?;
+            out = cur.into_inner();
+        }
+        other => {
+            let mut cur = Cursor::new(out);
+            img.write_to(&mut cur, other).map_err(|e| e.to_string())?;
+            out = cur.into_inner();
+        }
+    }
+    Ok(out)
+}
+
+fn set_metadata(
+    enc: &mut impl ImageEncoder,
+    icc: Option<&[u8]>,
+    exif: Option<Vec<u8>>,
+) -> std::result::Result<(), String> {
+    if let Some(icc) = icc {
+        enc.set_icc_profile(icc.to_vec())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(exif) = exif {
+        enc.set_exif_metadata(exif).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// PNG at the image's depth (16-bit samples big-endian), with iCCP, eXIf and pHYs.
+fn encode_png(
+    out: &mut Vec<u8>,
+    img: &DynamicImage,
+    meta: Option<&Metadata>,
+    icc: Option<&[u8]>,
+    exif: Option<Vec<u8>>,
+) -> std::result::Result<(), String> {
+    use png::{BitDepth, ColorType};
+    let be = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_be_bytes()).collect() };
+    let (color, depth, data): (ColorType, BitDepth, std::borrow::Cow<[u8]>) = match img {
+        DynamicImage::ImageLuma8(b) => (ColorType::Grayscale, BitDepth::Eight, b.as_raw().into()),
+        DynamicImage::ImageLumaA8(b) => (
+            ColorType::GrayscaleAlpha,
+            BitDepth::Eight,
+            b.as_raw().into(),
+        ),
+        DynamicImage::ImageRgb8(b) => (ColorType::Rgb, BitDepth::Eight, b.as_raw().into()),
+        DynamicImage::ImageRgba8(b) => (ColorType::Rgba, BitDepth::Eight, b.as_raw().into()),
+        DynamicImage::ImageLuma16(b) => (ColorType::Grayscale, BitDepth::Sixteen, be(b).into()),
+        DynamicImage::ImageLumaA16(b) => {
+            (ColorType::GrayscaleAlpha, BitDepth::Sixteen, be(b).into())
+        }
+        DynamicImage::ImageRgb16(b) => (ColorType::Rgb, BitDepth::Sixteen, be(b).into()),
+        DynamicImage::ImageRgba16(b) => (ColorType::Rgba, BitDepth::Sixteen, be(b).into()),
+        other if other.color().has_alpha() => (
+            ColorType::Rgba,
+            BitDepth::Sixteen,
+            be(&other.to_rgba16()).into(),
+        ),
+        other => (
+            ColorType::Rgb,
+            BitDepth::Sixteen,
+            be(&other.to_rgb16()).into(),
+        ),
+    };
+    let mut info = png::Info::with_size(img.width(), img.height());
+    info.color_type = color;
+    info.bit_depth = depth;
+    info.icc_profile = icc.map(Into::into);
+    info.exif_metadata = exif.map(Into::into);
+    info.pixel_dims = meta.and_then(|m| m.density).map(|d| {
+        let (xppu, yppu) = d.per_metre();
+        png::PixelDimensions {
+            xppu,
+            yppu,
+            unit: png::Unit::Meter,
+        }
+    });
+    let enc = png::Encoder::with_info(out, info).map_err(|e| e.to_string())?;
+    let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(&data).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())
+}
+
+/// TIFF at the image's depth (gray, RGB or RGBA with unassociated alpha), LZW with the
+/// horizontal predictor, with the ICC profile, resolution and carried tags.
+fn encode_tiff<W: Write + Seek>(
+    out: W,
+    img: &DynamicImage,
+    meta: Option<&Metadata>,
+    icc: Option<&[u8]>,
+) -> tiff::TiffResult<()> {
+    use tiff::encoder::{colortype as ct, Compression, TiffEncoder};
+    let (w, h) = (img.width(), img.height());
+    let mut enc = TiffEncoder::new(out)?
+        .with_compression(Compression::Lzw)
+        .with_predictor(tiff::tags::Predictor::Horizontal);
+    let pointers = match meta {
+        Some(m) => meta::write_tiff_sub_ifds(&mut enc, m, w, h)?,
+        None => Vec::new(),
+    };
+    let tags = TiffTags {
+        meta,
+        icc,
+        pointers: &pointers,
+    };
+    match img {
+        DynamicImage::ImageLuma8(b) => tiff_image::<ct::Gray8, _>(&mut enc, w, h, b, &tags, false),
+        DynamicImage::ImageLuma16(b) => {
+            tiff_image::<ct::Gray16, _>(&mut enc, w, h, b, &tags, false)
+        }
+        DynamicImage::ImageRgb8(b) => tiff_image::<ct::RGB8, _>(&mut enc, w, h, b, &tags, false),
+        DynamicImage::ImageRgba8(b) => tiff_image::<ct::RGBA8, _>(&mut enc, w, h, b, &tags, true),
+        DynamicImage::ImageRgb16(b) => tiff_image::<ct::RGB16, _>(&mut enc, w, h, b, &tags, false),
+        DynamicImage::ImageRgba16(b) => tiff_image::<ct::RGBA16, _>(&mut enc, w, h, b, &tags, true),
+        DynamicImage::ImageLumaA8(_) => {
+            tiff_image::<ct::RGBA8, _>(&mut enc, w, h, &img.to_rgba8(), &tags, true)
+        }
+        other if other.color().has_alpha() => {
+            tiff_image::<ct::RGBA16, _>(&mut enc, w, h, &other.to_rgba16(), &tags, true)
+        }
+        other => tiff_image::<ct::RGB16, _>(&mut enc, w, h, &other.to_rgb16(), &tags, false),
+    }
+}
+
+/// What a TIFF's IFD0 gets besides the pixel layout.
+struct TiffTags<'a> {
+    meta: Option<&'a Metadata>,
+    icc: Option<&'a [u8]>,
+    pointers: &'a [(u16, u32)],
+}
+
+fn tiff_image<C: tiff::encoder::colortype::ColorType, W: Write + Seek>(
+    enc: &mut tiff::encoder::TiffEncoder<W>,
+    w: u32,
+    h: u32,
+    data: &[C::Inner],
+    tags: &TiffTags,
+    alpha: bool,
+) -> tiff::TiffResult<()>
+where
+    [C::Inner]: tiff::encoder::TiffValue,
+{
+    let mut image = enc.new_image::<C>(w, h)?;
+    let dir = image.encoder();
+    if alpha {
+        // unassociated alpha
+        dir.write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..])?;
+    }
+    if let Some(m) = tags.meta {
+        meta::write_tiff_ifd0(dir, m, tags.pointers)?;
+        if let Some(d) = &m.density {
+            meta::write_tiff_density(dir, d)?;
+        }
+    }
+    if let Some(icc) = tags.icc {
+        meta::put_entry(dir, 34675, tiff::tags::Type::UNDEFINED, icc)?;
+    }
+    image.write_data(data)
 }

@@ -12,8 +12,10 @@ pub mod colorizer;
 pub mod device;
 pub mod error;
 pub mod imageio;
+pub mod meta;
 pub mod model;
 pub mod pipeline;
+pub mod weights;
 
 pub use colorizer::Colorizer;
 pub use error::{Error, Result};

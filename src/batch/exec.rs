@@ -22,7 +22,8 @@ use crate::cache::{self, value, Cache, CacheKey, Lease, LeaseOutcome, Lookup, Mi
 use crate::colorizer::Colorizer;
 use crate::error::Error;
 use crate::imageio;
-use crate::pipeline::{self, Prepared};
+use crate::meta::Metadata;
+use crate::pipeline::{self, Keep, Prepared};
 
 /// Keys per cache round trip.
 const LOOKUP_CHUNK: usize = 32;
@@ -61,6 +62,14 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// Add a note to the summary, once.
+    pub fn note_once(&self, note: &str) {
+        let mut s = self.summary();
+        if !s.notes.iter().any(|n| n == note) {
+            s.notes.push(note.to_owned());
+        }
+    }
+
     pub fn record(&self, r: Record) {
         if r.status == Status::Failed {
             self.progress.println(&format!(
@@ -93,11 +102,19 @@ enum Source {
     Infer(Option<Lease>),
 }
 
+/// What the output keeps of its source besides L: depth, alpha, metadata.
+#[derive(Default)]
+struct Carry {
+    keep: Keep,
+    meta: Metadata,
+}
+
 struct Decoded {
     group: usize,
     key: CacheKey,
     source: Source,
     prepared: Result<Prepared, Error>,
+    carry: Carry,
     started: Instant,
 }
 
@@ -105,8 +122,12 @@ struct Ready {
     group: usize,
     status: Status,
     result: Result<(Prepared, Vec<f32>), Error>,
+    carry: Carry,
     started: Instant,
 }
+
+/// The reason a photo in colour is skipped (unless `--force`).
+pub const ALREADY_COLOUR: &str = "already colour";
 
 pub(crate) struct Exec<'a> {
     pub colorizer: &'a Colorizer,
@@ -275,30 +296,62 @@ impl Exec<'_> {
         jobs
     }
 
-    /// Decode and prepare a batch in parallel.
+    /// Decode and prepare a batch in parallel. Photos already in colour are settled here as
+    /// skipped (unless `--force`): never inferred, never stored.
     fn decode(&self, batch: Vec<(usize, Source)>) -> Vec<Decoded> {
         batch
             .into_par_iter()
-            .map(|(g, source)| {
+            .filter_map(|(g, source)| {
                 let started = Instant::now();
                 let path = &self.plan.entries[self.plan.groups[g].members[0]]
                     .input
                     .source;
-                let prepared = imageio::decode(path, self.opts.max_pixels).map(|img| {
-                    let (w, h) = (img.width() as usize, img.height() as usize);
-                    let rgb = pipeline::rgb_f32_from_image(&img);
-                    drop(img);
-                    self.colorizer.prepare(&rgb, w, h)
-                });
-                Decoded {
+                let decoded = imageio::decode_with_metadata(path, self.opts.max_pixels);
+                let (prepared, carry) = match decoded {
+                    Err(e) => (Err(e), Carry::default()),
+                    Ok(d) if self.skips_as_colour(&d.image) => {
+                        if let Source::Infer(Some(lease)) = source {
+                            self.release(&lease);
+                        }
+                        self.settle_group(g, Status::Skipped, ALREADY_COLOUR, started);
+                        return None;
+                    }
+                    Ok(d) => {
+                        let img = d.image;
+                        let carry = Carry {
+                            keep: Keep::of(&img),
+                            meta: d.meta,
+                        };
+                        let (w, h) = (img.width() as usize, img.height() as usize);
+                        let rgb = pipeline::rgb_f32_from_image(&img);
+                        drop(img);
+                        (Ok(self.colorizer.prepare(&rgb, w, h)), carry)
+                    }
+                };
+                Some(Decoded {
                     group: g,
                     key: self.keys[g].clone(),
                     source,
                     prepared,
+                    carry,
                     started,
-                }
+                })
             })
             .collect()
+    }
+
+    /// A photo already in colour, and no `--force`.
+    fn skips_as_colour(&self, img: &image::DynamicImage) -> bool {
+        !self.opts.force && pipeline::tone::is_already_colour(img)
+    }
+
+    /// Release an inference lease; a failure is a warning (the lease expires on its own).
+    fn release(&self, lease: &Lease) {
+        if let Err(e) = self.cache.release(lease) {
+            self.shared.warn_once("cache-release", || {
+                format!("cannot release an inference lease ({e})")
+            });
+        }
     }
 
     // ------------------------------------------------------------------ inference
@@ -362,11 +415,7 @@ impl Exec<'_> {
                             None => Err(Error::Usage("not decoded".into())),
                         };
                         if let Some(lease) = lease {
-                            if let Err(e) = self.cache.release(&lease) {
-                                self.shared.warn_once("cache-release", || {
-                                    format!("cannot release an inference lease ({e})")
-                                });
-                            }
+                            self.release(&lease);
                         }
                         (Status::Inferred, ab)
                     }
@@ -379,6 +428,7 @@ impl Exec<'_> {
                     group: d.group,
                     status,
                     result,
+                    carry: d.carry,
                     started: d.started,
                 };
                 if tx.send(ready).is_err() {
@@ -391,16 +441,40 @@ impl Exec<'_> {
     // ------------------------------------------------------------------ writer
 
     fn fail_group(&self, g: usize, err: &Error, started: Instant) {
+        self.settle_group(g, Status::Failed, &err.detail(), started);
+    }
+
+    /// Record every member of group `g` as `status` (failed or skipped) for `reason`.
+    fn settle_group(&self, g: usize, status: Status, reason: &str, started: Instant) {
         for &m in &self.plan.groups[g].members {
             let e = &self.plan.entries[m];
             self.shared.record(Record {
                 path: e.input.source.clone(),
                 sha256: e.sha256.clone(),
-                status: Status::Failed,
+                status,
                 output: None,
-                error: Some(err.detail()),
+                error: Some(reason.to_owned()),
                 millis: started.elapsed().as_millis() as u64,
             });
+        }
+    }
+
+    /// Say once in the summary when an output format cannot hold what the source had.
+    fn note_format_losses(&self, keep: &Keep, dest: &std::path::Path) {
+        let Some(format) = imageio::format_for(dest) else {
+            return;
+        };
+        if keep.depth == pipeline::Depth::Sixteen && imageio::is_8bit_only(format) {
+            self.shared.note_once(&format!(
+                "16-bit sources were written as 8-bit {} (--format png or tiff keeps 16 bits)",
+                format.extensions_str()[0].to_ascii_uppercase()
+            ));
+        }
+        if keep.alpha.is_some() && imageio::drops_alpha(format) {
+            self.shared.note_once(&format!(
+                "transparency was dropped from {} outputs (--format png, tiff or webp keeps it)",
+                format.extensions_str()[0].to_ascii_uppercase()
+            ));
         }
     }
 
@@ -413,17 +487,15 @@ impl Exec<'_> {
                     continue;
                 }
             };
-            let rgb = self.colorizer.compose(&prepared, &ab);
-            let img = image::DynamicImage::ImageRgb8(pipeline::to_rgb8(
-                &rgb,
-                prepared.width,
-                prepared.height,
-            ));
-            drop(rgb);
+            let img = self.colorizer.compose_image(&prepared, &ab, &r.carry.keep);
+            drop((prepared, ab));
             for (k, &m) in self.plan.groups[r.group].members.iter().enumerate() {
                 let e = &self.plan.entries[m];
                 let status = if k == 0 { r.status } else { Status::Duplicate };
-                let rec = match imageio::save(&img, &e.dest) {
+                self.note_format_losses(&r.carry.keep, &e.dest);
+                let saved =
+                    imageio::save_with(&img, &e.dest, Some(&r.carry.meta), self.opts.jpeg_quality);
+                let rec = match saved {
                     Ok(()) => Record {
                         path: e.input.source.clone(),
                         sha256: e.sha256.clone(),

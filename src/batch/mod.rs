@@ -33,6 +33,10 @@ pub struct BatchOptions {
     /// How long an inference lease lasts; a holder that dies blocks others at most this long.
     pub lease_ttl: Duration,
     pub quiet: bool,
+    /// Colorize photos that are already in colour (by default they are skipped).
+    pub force: bool,
+    /// JPEG quality of JPEG outputs (1-100).
+    pub jpeg_quality: u8,
 }
 
 impl Default for BatchOptions {
@@ -49,6 +53,8 @@ impl Default for BatchOptions {
             cache_prefix: crate::cache::key::DEFAULT_PREFIX.into(),
             lease_ttl: Duration::from_secs(120),
             quiet: false,
+            force: false,
+            jpeg_quality: crate::imageio::JPEG_QUALITY,
         }
     }
 }

@@ -152,9 +152,17 @@ pub fn rgb_to_l(rgb: [f32; 3]) -> f32 {
     l_from_y(FWD[1][0] * r + FWD[1][1] * g + FWD[1][2] * b)
 }
 
-/// One L*a*b* pixel back to sRGB, each component clipped to [0, 1].
+/// One L*a*b* pixel back to sRGB, each component clipped to [0, 1] (OpenCV's `Lab2BGR`: a
+/// colour outside sRGB changes hue and lightness; [`lab_to_rgb_in_gamut`] does not).
 #[inline]
 pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
+    lab_to_linear(lab).map(linear_to_srgb)
+}
+
+/// One L*a*b* pixel to *linear* sRGB, not clipped: a component outside [0, 1] means the colour
+/// lies outside the sRGB gamut.
+#[inline]
+pub fn lab_to_linear(lab: [f32; 3]) -> [f32; 3] {
     let [l, a, b] = lab;
     let (y, fy) = if l <= L_THRESH {
         let y = l / KAPPA;
@@ -168,7 +176,117 @@ pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
     let r = INV[0][0] * x + INV[0][1] * y + INV[0][2] * z;
     let g = INV[1][0] * x + INV[1][1] * y + INV[1][2] * z;
     let bl = INV[2][0] * x + INV[2][1] * y + INV[2][2] * z;
-    [linear_to_srgb(r), linear_to_srgb(g), linear_to_srgb(bl)]
+    [r, g, bl]
+}
+
+/// Slack on linear RGB for "inside sRGB": the conversion's own float error (white, L = 100 with
+/// a = b = 0, comes out at 1.000005 with OpenCV's matrices). What the final clip then removes
+/// moves L by at most 0.01 (near black, where L = 903.3 Y).
+const GAMUT_SLACK: f32 = 1e-5;
+/// Chroma beyond which no sRGB colour lies (the most saturated, pure blue, has about 134):
+/// a prediction is first brought within it, keeping its hue.
+pub const MAX_CHROMA: f32 = 200.0;
+/// The search for the largest chroma that fits stops within this much (linear RGB) of the
+/// gamut's edge (with its slack), about a tenth of a 16-bit step...
+const GAMUT_TOLERANCE: f32 = 1e-6;
+/// ...or after this many steps (regula falsi, Illinois variant: 2-3 on average).
+const GAMUT_STEPS: u32 = 24;
+/// Steps of the downward search for the first chroma scale that fits.
+const GAMUT_SCAN: u32 = 8;
+
+#[inline]
+fn in_gamut(rgb: [f32; 3]) -> bool {
+    rgb.iter()
+        .all(|v| (-GAMUT_SLACK..=1.0 + GAMUT_SLACK).contains(v))
+}
+
+/// How far linear RGB lies outside [0, 1] (with the slack); <= 0 inside.
+#[inline]
+fn gamut_excess(rgb: [f32; 3]) -> f32 {
+    rgb.iter().fold(f32::MIN, |m, &v| m.max(v - 1.0).max(-v)) - GAMUT_SLACK
+}
+
+/// One L*a*b* pixel to sRGB in [0, 1] **without hue shift**: a colour outside sRGB keeps its L
+/// and its hue angle (the ratio a : b) and has its chroma scaled down to the largest that sRGB
+/// can show (first to [`MAX_CHROMA`], then down along the same hue to the largest chroma that
+/// fits; gray, chroma 0, is inside for every L in 0..100). Inside sRGB it is exactly
+/// [`lab_to_rgb`]. Non-finite a or b count as 0 (gray).
+///
+/// Clipping each RGB channel instead (OpenCV, upstream DDColor) turns a prediction far outside
+/// the Lab range (upstream issue #54: b near -180) into another hue and another lightness.
+#[inline]
+pub fn lab_to_rgb_in_gamut(lab: [f32; 3]) -> [f32; 3] {
+    let lin = lab_to_linear(lab);
+    if in_gamut(lin) {
+        return lin.map(linear_to_srgb);
+    }
+    fit_chroma(lab, lin).map(linear_to_srgb)
+}
+
+/// The out-of-gamut half of [`lab_to_rgb_in_gamut`], in linear RGB: the largest scale `s` in
+/// [0, 1] of (a, b) whose colour fits. Near black and white the colours that fit along one hue
+/// need not form one interval, so the search goes down from the prediction in steps of
+/// 1/[`GAMUT_SCAN`] to the first scale that fits, then refines between it and the step above
+/// by regula falsi (Illinois) on [`gamut_excess`].
+#[inline(never)]
+fn fit_chroma([l, a, b]: [f32; 3], full: [f32; 3]) -> [f32; 3] {
+    let gray = lab_to_linear([l, 0.0, 0.0]);
+    if !(a.is_finite() && b.is_finite()) || gamut_excess(gray) >= 0.0 {
+        // no colour at all, or black/white where no chroma fits
+        return gray;
+    }
+    let c = a.hypot(b);
+    let k = if c > MAX_CHROMA { MAX_CHROMA / c } else { 1.0 };
+    let (a, b) = (a * k, b * k);
+    let at = |s: f32| {
+        let rgb = lab_to_linear([l, s * a, s * b]);
+        (rgb, gamut_excess(rgb))
+    };
+    let (top, mut e_hi) = if k < 1.0 {
+        at(1.0)
+    } else {
+        (full, gamut_excess(full))
+    };
+    if e_hi <= 0.0 {
+        return top;
+    }
+    let mut hi = 1.0f32;
+    // the first step down that fits (gray, at 0, always does)
+    let (mut lo, (mut best, mut e_lo)) = (0.0f32, (gray, gamut_excess(gray)));
+    for i in (1..GAMUT_SCAN).rev() {
+        let s = i as f32 / GAMUT_SCAN as f32;
+        let (rgb, e) = at(s);
+        if e <= 0.0 {
+            (lo, best, e_lo) = (s, rgb, e);
+            break;
+        }
+        (hi, e_hi) = (s, e);
+    }
+    let mut last_side = 0i8;
+    for _ in 0..GAMUT_STEPS {
+        let s = (lo * e_hi - hi * e_lo) / (e_hi - e_lo);
+        if !(s > lo && s < hi) {
+            break;
+        }
+        let (rgb, e) = at(s);
+        if e.abs() <= GAMUT_TOLERANCE {
+            return rgb;
+        }
+        if e < 0.0 {
+            (lo, e_lo, best) = (s, e, rgb);
+            if last_side == -1 {
+                e_hi *= 0.5;
+            }
+            last_side = -1;
+        } else {
+            (hi, e_hi) = (s, e);
+            if last_side == 1 {
+                e_lo *= 0.5;
+            }
+            last_side = 1;
+        }
+    }
+    best
 }
 
 /// Rows per rayon task: enough work per task that scheduling stays negligible.

@@ -10,11 +10,12 @@
 
 pub mod color;
 pub mod resize;
+pub mod tone;
 
 use std::fmt;
 use std::str::FromStr;
 
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, ImageBuffer, RgbImage};
 use rayon::prelude::*;
 
 use self::resize::Axis;
@@ -53,6 +54,78 @@ impl fmt::Display for ResizeMode {
     }
 }
 
+/// What becomes of a predicted colour that sRGB cannot show (the model's ab is unbounded:
+/// upstream issue #54 reports b near -180, beyond the Lab range).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Gamut {
+    /// [`Gamut::Fit`] for 16-bit images (archival masters keep their exact lightness),
+    /// [`Gamut::Clip`] for 8-bit ones (identical to the upstream script's output). ddcolor's
+    /// default.
+    #[default]
+    Auto,
+    /// Keep the lightness L and the hue angle, scale the chroma down until the colour fits
+    /// ([`color::lab_to_rgb_in_gamut`]): the output's L is the scan's L, and no colour turns
+    /// into another.
+    Fit,
+    /// Bring ab into the Lab range along its hue (`max(|a|, |b|) <= 127`, [`clamp_ab`]), then
+    /// clip each RGB channel to [0, 1] as OpenCV and the upstream script do: for ab inside the
+    /// Lab range, exactly the upstream result.
+    Clip,
+}
+
+impl Gamut {
+    /// The rule for an image of this bit depth.
+    pub fn resolve(self, depth: Depth) -> Gamut {
+        match (self, depth) {
+            (Gamut::Auto, Depth::Sixteen) => Gamut::Fit,
+            (Gamut::Auto, Depth::Eight) => Gamut::Clip,
+            (g, _) => g,
+        }
+    }
+}
+
+/// Largest |a| or |b| the Lab range holds.
+pub const AB_LIMIT: f32 = 127.0;
+
+/// Scale (a, b) towards grey, keeping the hue angle, until both fit `[-127, 127]`: a b of -180
+/// becomes -127 with a shrunk by the same factor, never a wrapped or clamped-per-axis value.
+#[inline(always)]
+pub fn clamp_ab(lab: [f32; 3]) -> [f32; 3] {
+    let [l, a, b] = lab;
+    let m = a.abs().max(b.abs());
+    if m > AB_LIMIT {
+        let s = AB_LIMIT / m;
+        [l, a * s, b * s]
+    } else {
+        [l, a, b]
+    }
+}
+
+impl FromStr for Gamut {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "fit" => Ok(Self::Fit),
+            "clip" => Ok(Self::Clip),
+            _ => Err(format!(
+                "unknown gamut mode {s:?}; expected \"auto\", \"fit\" or \"clip\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Gamut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Fit => "fit",
+            Self::Clip => "clip",
+        })
+    }
+}
+
 /// The model's input granularity: the encoder downsamples by 32.
 pub const SIZE_MULTIPLE: usize = 32;
 
@@ -77,6 +150,44 @@ pub fn check_model_size(size: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `--size` presets, named after what is photographed: `(name, size, why)`. DDColor's authors
+/// advise an input of about 460-680 px for people and 960-1280 px for buildings and scenery.
+pub const SIZE_PRESETS: &[(&str, usize, &str)] = &[
+    (
+        "portrait",
+        512,
+        "people and groups: the size DDColor was trained at",
+    ),
+    (
+        "architecture",
+        1024,
+        "buildings, streets and landscapes: fine structure, four times the compute",
+    ),
+];
+
+/// `--size`: a positive multiple of 32, or a preset name from [`SIZE_PRESETS`] (any case).
+pub fn parse_model_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    if let Some(&(_, size, _)) = SIZE_PRESETS
+        .iter()
+        .find(|(name, _, _)| name.eq_ignore_ascii_case(t))
+    {
+        return Ok(size);
+    }
+    let size: usize = t.parse().map_err(|_| {
+        let presets: Vec<String> = SIZE_PRESETS
+            .iter()
+            .map(|(name, size, why)| format!("{name} = {size}, {why}"))
+            .collect();
+        format!(
+            "model size {s:?} is neither a multiple of {SIZE_MULTIPLE} nor a preset ({})",
+            presets.join("; ")
+        )
+    })?;
+    check_model_size(size)?;
+    Ok(size)
 }
 
 /// What [`prepare`] hands on: the full-resolution L to keep, and the model input.
@@ -148,7 +259,8 @@ pub fn prepare(rgb: &[f32], width: usize, height: usize, size: usize) -> Prepare
 
 /// Steps 5-6: the model's ab (`2 x size x size`, planar) resized to `width` x `height` with
 /// `mode`, joined with the full-resolution `l` (`height * width`), converted to interleaved RGB
-/// clipped to [0, 1]. The resize is fused into the colour conversion: no full-size ab planes.
+/// in [0, 1]. The resize is fused into the colour conversion: no full-size ab planes. Colours
+/// outside sRGB follow [`Gamut::Clip`], the upstream rule (see [`compose_gamut`] for the others).
 ///
 /// # Panics
 /// If the slice lengths do not match the sizes.
@@ -160,6 +272,220 @@ pub fn compose(
     size: usize,
     mode: ResizeMode,
 ) -> Vec<f32> {
+    compose_gamut(l, width, height, ab, size, mode, Gamut::default())
+}
+
+/// [`compose`] with a choice of [`Gamut`].
+pub fn compose_gamut(
+    l: &[f32],
+    width: usize,
+    height: usize,
+    ab: &[f32],
+    size: usize,
+    mode: ResizeMode,
+    gamut: Gamut,
+) -> Vec<f32> {
+    let planes = Planes {
+        l,
+        width,
+        height,
+        ab,
+        size,
+        mode,
+    };
+    compose_with(&planes, gamut, 3, |px, _, rgb| px.copy_from_slice(&rgb))
+}
+
+/// Full-resolution L, the model's ab and how to bring ab to L's size.
+struct Planes<'a> {
+    l: &'a [f32],
+    width: usize,
+    height: usize,
+    ab: &'a [f32],
+    size: usize,
+    mode: ResizeMode,
+}
+
+/// Sample depth of an output image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Depth {
+    /// 8 bits per channel.
+    #[default]
+    Eight,
+    /// 16 bits per channel.
+    Sixteen,
+}
+
+/// The alpha plane of a source image, `width * height` values, row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Alpha {
+    Eight(Vec<u8>),
+    Sixteen(Vec<u16>),
+}
+
+impl Alpha {
+    /// Pixel `i` at 8 bits.
+    fn at8(&self, i: usize) -> u8 {
+        match self {
+            Alpha::Eight(a) => a[i],
+            Alpha::Sixteen(a) => ((u32::from(a[i]) + 128) / 257) as u8,
+        }
+    }
+
+    /// Pixel `i` at 16 bits.
+    fn at16(&self, i: usize) -> u16 {
+        match self {
+            Alpha::Eight(a) => u16::from(a[i]) * 257,
+            Alpha::Sixteen(a) => a[i],
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Alpha::Eight(a) => a.len(),
+            Alpha::Sixteen(a) => a.len(),
+        }
+    }
+}
+
+/// What a colour output keeps of its source besides L: the sample depth and the alpha plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub depth: Depth,
+    pub alpha: Option<Alpha>,
+}
+
+impl Keep {
+    /// Of a decoded image: 16 bits for 16-bit and float sources, 8 otherwise; its alpha plane
+    /// (at the source's depth) if it has one.
+    pub fn of(img: &DynamicImage) -> Self {
+        use DynamicImage as D;
+        let depth = match img {
+            D::ImageLuma8(_) | D::ImageLumaA8(_) | D::ImageRgb8(_) | D::ImageRgba8(_) => {
+                Depth::Eight
+            }
+            _ => Depth::Sixteen,
+        };
+        let alpha = match img {
+            D::ImageLumaA8(b) => Some(Alpha::Eight(b.pixels().map(|p| p.0[1]).collect())),
+            D::ImageRgba8(b) => Some(Alpha::Eight(b.pixels().map(|p| p.0[3]).collect())),
+            D::ImageLumaA16(b) => Some(Alpha::Sixteen(b.pixels().map(|p| p.0[1]).collect())),
+            D::ImageRgba16(b) => Some(Alpha::Sixteen(b.pixels().map(|p| p.0[3]).collect())),
+            other if other.color().has_alpha() => Some(Alpha::Sixteen(
+                other.to_rgba16().pixels().map(|p| p.0[3]).collect(),
+            )),
+            _ => None,
+        };
+        Self { depth, alpha }
+    }
+}
+
+/// [`compose`] straight to an image of the depth `keep` asks for (RGB, or RGBA with the kept
+/// alpha), quantised with `round(x * max)` like [`to_rgb8`]; no intermediate float image.
+///
+/// # Panics
+/// If the slice lengths do not match the sizes, the alpha plane is not `width * height` long,
+/// or a side does not fit `u32`.
+pub fn compose_image(
+    prepared: &Prepared,
+    ab: &[f32],
+    size: usize,
+    mode: ResizeMode,
+    gamut: Gamut,
+    keep: &Keep,
+) -> DynamicImage {
+    let (width, height) = (prepared.width, prepared.height);
+    let w = u32::try_from(width).expect("width fits u32");
+    let h = u32::try_from(height).expect("height fits u32");
+    if let Some(a) = &keep.alpha {
+        assert_eq!(
+            a.len(),
+            width * height,
+            "alpha plane does not match {width}x{height}"
+        );
+    }
+    let planes = Planes {
+        l: &prepared.l,
+        width,
+        height,
+        ab,
+        size,
+        mode,
+    };
+    let alpha = keep.alpha.as_ref();
+    let gamut = gamut.resolve(keep.depth);
+    let q8 = || compose_quantised(&planes, gamut, alpha, quantise8, Alpha::at8);
+    let q16 = || compose_quantised(&planes, gamut, alpha, quantise16, Alpha::at16);
+    let sized = "buffer sized for the image";
+    match (keep.depth, alpha.is_some()) {
+        (Depth::Eight, false) => {
+            DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, q8()).expect(sized))
+        }
+        (Depth::Eight, true) => {
+            DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, q8()).expect(sized))
+        }
+        (Depth::Sixteen, false) => {
+            DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, q16()).expect(sized))
+        }
+        (Depth::Sixteen, true) => {
+            DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, q16()).expect(sized))
+        }
+    }
+}
+
+/// [`compose_with`] to samples `quantise`d from [0, 1], with the `alpha` plane (read by `at`)
+/// as a fourth channel when there is one.
+fn compose_quantised<T: Copy + Default + Send>(
+    planes: &Planes,
+    gamut: Gamut,
+    alpha: Option<&Alpha>,
+    quantise: fn(f32) -> T,
+    at: fn(&Alpha, usize) -> T,
+) -> Vec<T> {
+    let channels = 3 + usize::from(alpha.is_some());
+    compose_with(planes, gamut, channels, |px, i, rgb| {
+        px[..3].copy_from_slice(&rgb.map(quantise));
+        if let Some(a) = alpha {
+            px[3] = at(a, i);
+        }
+    })
+}
+
+/// The shared body of the compose functions: one parallel task per row; `put` writes pixel
+/// `i` (row-major index) of `channels` samples from its RGB in [0, 1]. The two gamut rules are
+/// separate instantiations, so the per-pixel conversion stays inlined.
+fn compose_with<T: Copy + Default + Send>(
+    planes: &Planes,
+    gamut: Gamut,
+    channels: usize,
+    put: impl Fn(&mut [T], usize, [f32; 3]) + Sync,
+) -> Vec<T> {
+    match gamut {
+        Gamut::Fit => compose_rows(planes, channels, color::lab_to_rgb_in_gamut, put),
+        // without a bit depth to decide by, Auto is the upstream rule
+        Gamut::Clip | Gamut::Auto => compose_rows(
+            planes,
+            channels,
+            |lab| color::lab_to_rgb(clamp_ab(lab)),
+            put,
+        ),
+    }
+}
+
+fn compose_rows<T: Copy + Default + Send>(
+    planes: &Planes,
+    channels: usize,
+    convert: impl Fn([f32; 3]) -> [f32; 3] + Sync,
+    put: impl Fn(&mut [T], usize, [f32; 3]) + Sync,
+) -> Vec<T> {
+    let &Planes {
+        l,
+        width,
+        height,
+        ab,
+        size,
+        mode,
+    } = planes;
     assert_eq!(
         l.len(),
         width * height,
@@ -170,24 +496,36 @@ pub fn compose(
         2 * size * size,
         "ab does not match 2x{size}x{size}"
     );
-    let mut out = vec![0.0f32; 3 * width * height];
+    let mut out = vec![T::default(); channels * width * height];
     if out.is_empty() {
         return out;
     }
     let ax = Axis::for_mode(mode, size, width);
     let ay = Axis::for_mode(mode, size, height);
     let (a_plane, b_plane) = ab.split_at(size * size);
-    out.par_chunks_mut(3 * width)
+    out.par_chunks_mut(channels * width)
         .zip(l.par_chunks(width))
         .enumerate()
         .for_each(|(y, (dst, l_row))| {
-            for (x, (px, &lv)) in dst.chunks_exact_mut(3).zip(l_row).enumerate() {
+            for (x, (px, &lv)) in dst.chunks_exact_mut(channels).zip(l_row).enumerate() {
                 let a = resize::sample_plane(a_plane, size, &ax, &ay, x, y);
                 let b = resize::sample_plane(b_plane, size, &ax, &ay, x, y);
-                px.copy_from_slice(&color::lab_to_rgb([lv, a, b]));
+                put(px, y * width + x, convert([lv, a, b]));
             }
         });
     out
+}
+
+/// `round(x * 255)` (ties to even, as numpy), saturating; NaN becomes 0.
+#[inline]
+fn quantise8(v: f32) -> u8 {
+    (v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8
+}
+
+/// `round(x * 65535)` (ties to even), saturating; NaN becomes 0.
+#[inline]
+fn quantise16(v: f32) -> u16 {
+    (v * 65535.0).round_ties_even().clamp(0.0, 65535.0) as u16
 }
 
 /// Interleaved RGB in [0, 1] to 8 bits: `round(x * 255)` (ties to even, as numpy), saturating
@@ -201,10 +539,7 @@ pub fn to_rgb8(rgb: &[f32], width: usize, height: usize) -> RgbImage {
         3 * width * height,
         "RGB buffer does not match {width}x{height}"
     );
-    let bytes: Vec<u8> = rgb
-        .par_iter()
-        .map(|&v| (v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8)
-        .collect();
+    let bytes: Vec<u8> = rgb.par_iter().map(|&v| quantise8(v)).collect();
     let w = u32::try_from(width).expect("width fits u32");
     let h = u32::try_from(height).expect("height fits u32");
     RgbImage::from_raw(w, h, bytes).expect("buffer length checked above")

@@ -1,0 +1,102 @@
+//! `ddcolor weights list` and `ddcolor weights fetch NAME...`.
+use clap::{Args, Subcommand};
+
+use super::{fetch, Hub, Locations, ModelName, WeightsError};
+
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// The released models: name, encoder, download size, and where a copy is on this machine.
+    List,
+    /// Download models into the user data dir (progress bar, resumable, SHA-256 checked).
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// paper_tiny, paper, modelscope or artistic (several may be given).
+    #[arg(value_name = "NAME", required = true, value_enum)]
+    pub names: Vec<ModelName>,
+    /// Download even if a copy is already on this machine (./weights, hub cache).
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar and no messages; errors are still printed.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Run a `weights` subcommand against the process environment.
+pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
+    let locations = Locations::from_env();
+    match cmd {
+        WeightsCommand::List => {
+            print!("{}", list(&locations));
+            Ok(())
+        }
+        WeightsCommand::Fetch(args) => {
+            let hub = Hub::from_env();
+            for &name in &args.names {
+                if !args.force {
+                    if let Some(found) = locations.find(name) {
+                        println!(
+                            "{name}\t{}\t(already here: {})",
+                            found.path.display(),
+                            found.place
+                        );
+                        continue;
+                    }
+                }
+                let path = fetch(name, &locations, &hub, args.quiet, args.force)?;
+                println!("{name}\t{}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The table `ddcolor weights list` prints.
+pub fn list(locations: &Locations) -> String {
+    let mut rows = vec![[
+        "name".to_owned(),
+        "encoder".to_owned(),
+        "size".to_owned(),
+        "local copy".to_owned(),
+    ]];
+    for m in ModelName::ALL {
+        let name = if m == ModelName::DEFAULT {
+            format!("{m} (default)")
+        } else {
+            m.to_string()
+        };
+        let local = match locations.find(m) {
+            Some(f) => format!("{} ({})", f.path.display(), f.place),
+            None => "-".to_owned(),
+        };
+        rows.push([
+            name,
+            m.encoder().to_owned(),
+            m.approx_size().to_owned(),
+            local,
+        ]);
+    }
+    let widths: Vec<usize> = (0..3)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        out.push_str(&format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        ));
+    }
+    match locations.data_dir() {
+        Some(d) => out.push_str(&format!("downloads go to {}\n", d.display())),
+        None => out.push_str("no download folder: set DDCOLOR_WEIGHTS_DIR or HOME\n"),
+    }
+    out
+}
