@@ -433,3 +433,54 @@ fn pipeline_resize_mode_parse_and_display() {
     }
     assert_eq!(ResizeMode::default(), ResizeMode::Bilinear);
 }
+
+#[test]
+fn table_srgb_companding_matches_the_formula() {
+    use ddcolor::pipeline::color::{linear_to_srgb, linear_to_srgb_exact};
+    let mut worst = 0f32;
+    for i in 0..=200_000u32 {
+        let v = i as f32 / 200_000.0;
+        worst = worst.max((linear_to_srgb(v) - linear_to_srgb_exact(v)).abs());
+    }
+    for v in [
+        -1.0f32,
+        0.0,
+        0.003_130_8,
+        0.003_131,
+        0.5,
+        0.999_999,
+        1.0,
+        2.0,
+        f32::NAN,
+    ] {
+        let (a, b) = (linear_to_srgb(v), linear_to_srgb_exact(v));
+        assert!(
+            (a - b).abs() < 1e-6 || (a.is_nan() && b.is_nan()),
+            "{v}: {a} vs {b}"
+        );
+    }
+    assert!(worst < 1e-6, "max error {worst}");
+}
+
+#[test]
+fn table_srgb_decoding_and_lab_match_the_formulas() {
+    use ddcolor::pipeline::color::{srgb_to_linear, srgb_to_linear_exact};
+    let mut worst = 0f32;
+    for i in 0..=200_000u32 {
+        let v = i as f32 / 200_000.0;
+        worst = worst.max((srgb_to_linear(v) - srgb_to_linear_exact(v)).abs());
+    }
+    assert!(worst < 1e-6, "decode max error {worst}");
+    // L through the cube-root table, against f64 formulas
+    for i in 0..=1000u32 {
+        let v = i as f32 / 1000.0;
+        let lin = srgb_to_linear_exact(v) as f64;
+        let want = if lin > 0.008856 {
+            116.0 * lin.cbrt() - 16.0
+        } else {
+            903.3 * lin
+        };
+        let got = rgb_to_l([v, v, v]) as f64;
+        assert!((got - want).abs() < 2e-4, "{v}: L {got} vs {want}");
+    }
+}

@@ -79,6 +79,17 @@ fn clip01(x: f32) -> f32 {
 #[inline]
 pub fn srgb_to_linear(v: f32) -> f32 {
     let v = clip01(v);
+    // (NaN takes this branch and stays NaN)
+    if !(v > 0.04045) {
+        v / 12.92
+    } else {
+        SRGB_DECODE.eval(v)
+    }
+}
+
+/// [`srgb_to_linear`] by the formula (for tests of the table).
+pub fn srgb_to_linear_exact(v: f32) -> f32 {
+    let v = clip01(v);
     if v <= 0.04045 {
         v / 12.92
     } else {
@@ -86,9 +97,9 @@ pub fn srgb_to_linear(v: f32) -> f32 {
     }
 }
 
-/// sRGB companding, linear -> encoded (input clipped to [0, 1]).
+/// sRGB companding, linear -> encoded (input clipped to [0, 1]), by the formula.
 #[inline]
-pub fn linear_to_srgb(v: f32) -> f32 {
+pub fn linear_to_srgb_exact(v: f32) -> f32 {
     let v = clip01(v);
     if v <= 0.003_130_8 {
         12.92 * v
@@ -97,10 +108,82 @@ pub fn linear_to_srgb(v: f32) -> f32 {
     }
 }
 
+/// A smooth function on `[2^lo, 1]` read from a table indexed by the argument's own float
+/// bits: `2^per_octave_log2` points per octave (within an octave a float is linear in its
+/// bits), interpolated linearly. A few loads and a multiply instead of `powf`/`cbrt`, which
+/// were most of the cost of converting a large scan.
+struct BitTable {
+    lo_bits: u32,
+    shift: u32,
+    values: Vec<f32>,
+}
+
+impl BitTable {
+    fn new(lo_exp: i32, per_octave_log2: u32, f: impl Fn(f64) -> f64) -> Self {
+        let lo_bits = ((127 + lo_exp) as u32) << 23;
+        let shift = 23 - per_octave_log2;
+        let n = (((1.0f32.to_bits() - lo_bits) >> shift) + 2) as usize;
+        let values = (0..n)
+            .map(|i| f(f32::from_bits(lo_bits + ((i as u32) << shift)) as f64) as f32)
+            .collect();
+        Self {
+            lo_bits,
+            shift,
+            values,
+        }
+    }
+
+    /// `f(v)` for `v` in `[2^lo, 1]` (the caller keeps it there).
+    #[inline(always)]
+    fn eval(&self, v: f32) -> f32 {
+        let rel = v.to_bits().wrapping_sub(self.lo_bits);
+        let i = ((rel >> self.shift) as usize).min(self.values.len() - 2);
+        let frac = (rel & ((1 << self.shift) - 1)) as f32 * (1.0 / (1u32 << self.shift) as f32);
+        let (t0, t1) = (self.values[i], self.values[i + 1]);
+        t0 + (t1 - t0) * frac
+    }
+}
+
+/// Encoded sRGB from linear on [2^-9, 1] (the knee is at 0.0031308 > 2^-9): within 5e-7.
+static SRGB_ENCODE: std::sync::LazyLock<BitTable> =
+    std::sync::LazyLock::new(|| BitTable::new(-9, 8, |x| 1.055 * x.powf(1.0 / 2.4) - 0.055));
+
+/// Linear from encoded sRGB on [2^-5, 1] (the knee is at 0.04045 > 2^-5): within 5e-7.
+static SRGB_DECODE: std::sync::LazyLock<BitTable> =
+    std::sync::LazyLock::new(|| BitTable::new(-5, 10, |x| ((x + 0.055) / 1.055).powf(2.4)));
+
+/// Cube root on [2^-7, 1] (Lab's threshold 0.008856 > 2^-7): within 1e-7.
+static CBRT: std::sync::LazyLock<BitTable> =
+    std::sync::LazyLock::new(|| BitTable::new(-7, 10, f64::cbrt));
+
+/// `cbrt` for `t` in (0.008856, 1] from the table, beyond 1 (super-white) by the formula.
+#[inline(always)]
+fn cbrt_unit(t: f32) -> f32 {
+    if t <= 1.0 {
+        CBRT.eval(t)
+    } else {
+        t.cbrt()
+    }
+}
+
+/// sRGB companding, linear -> encoded (input clipped to [0, 1]), to within 5e-7: the power
+/// function read from a table of 256 points per octave, indexed by the float's own bits (within
+/// an octave the value is linear in them) and interpolated linearly. `powf` was most of the
+/// cost of composing a large scan.
+#[inline]
+pub fn linear_to_srgb(v: f32) -> f32 {
+    let v = clip01(v);
+    // (NaN takes this branch too and stays NaN, as with the formula)
+    if !(v > 0.003_130_8) {
+        return 12.92 * v;
+    }
+    SRGB_ENCODE.eval(v)
+}
+
 #[inline]
 fn lab_f(t: f32) -> f32 {
     if t > T_THRESH {
-        t.cbrt()
+        cbrt_unit(t)
     } else {
         SLOPE * t + OFFSET
     }
@@ -119,7 +202,7 @@ fn lab_f_inv(f: f32) -> f32 {
 #[inline]
 fn l_from_y(y: f32) -> f32 {
     if y > T_THRESH {
-        116.0 * y.cbrt() - 16.0
+        116.0 * cbrt_unit(y) - 16.0
     } else {
         KAPPA * y
     }
