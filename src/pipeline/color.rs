@@ -80,7 +80,7 @@ fn clip01(x: f32) -> f32 {
 pub fn srgb_to_linear(v: f32) -> f32 {
     let v = clip01(v);
     // (NaN takes this branch and stays NaN)
-    if !(v > 0.04045) {
+    if v <= 0.04045 || v.is_nan() {
         v / 12.92
     } else {
         SRGB_DECODE.eval(v)
@@ -174,7 +174,7 @@ fn cbrt_unit(t: f32) -> f32 {
 pub fn linear_to_srgb(v: f32) -> f32 {
     let v = clip01(v);
     // (NaN takes this branch too and stays NaN, as with the formula)
-    if !(v > 0.003_130_8) {
+    if v <= 0.003_130_8 || v.is_nan() {
         return 12.92 * v;
     }
     SRGB_ENCODE.eval(v)
