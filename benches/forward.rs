@@ -55,6 +55,28 @@ fn pre_post(c: &mut Criterion) {
             b.iter(|| pipeline::compose(&prepared.l, w, h, &ab, size, mode))
         });
     }
+    // what the batch writer runs: straight to an 8-bit RGB image
+    let gray = image::DynamicImage::ImageLuma8(
+        image::GrayImage::from_raw(
+            w as u32,
+            h as u32,
+            rgb.iter().step_by(3).map(|v| (v * 255.0) as u8).collect(),
+        )
+        .unwrap(),
+    );
+    let keep = pipeline::Keep::of(&gray);
+    g.bench_function("compose_image/8-bit/bilinear", |b| {
+        b.iter(|| {
+            pipeline::compose_image(
+                &prepared,
+                &ab,
+                size,
+                ResizeMode::Bilinear,
+                pipeline::Gamut::Auto,
+                &keep,
+            )
+        })
+    });
     g.finish();
 }
 
