@@ -21,7 +21,7 @@ use super::redis::{
     IO_TIMEOUT,
 };
 use super::spec::{ensure_crypto_provider, redact, CacheOptions};
-use super::util::{lock, new_token, Secrets};
+use super::util::{new_token, Secrets};
 use super::{Cache, CacheError, CacheKey, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 
 /// A Redis Cluster (see the module docs).
@@ -156,30 +156,7 @@ impl ClusterCache {
         what: &str,
         mut f: impl FnMut(&mut ClusterConnection, bool) -> RedisResult<T>,
     ) -> Result<T, CacheError> {
-        let mut guard = lock(&self.conn);
-        let mut attempt = 0;
-        loop {
-            let conn = match guard.as_mut() {
-                Some(c) => c,
-                None => match self.connect() {
-                    Ok(c) => guard.insert(c),
-                    Err(e) => return Err(self.err(what, &e)),
-                },
-            };
-            match f(conn, attempt > 0) {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let conn_err = is_connection_error(&e);
-                    if conn_err {
-                        *guard = None;
-                    }
-                    if !conn_err || attempt > 0 {
-                        return Err(self.err(what, &e));
-                    }
-                    attempt += 1;
-                }
-            }
-        }
+        super::redis::with_retry(&self.conn, || self.connect(), &mut f, |e| self.err(what, e))
     }
 
     fn masters(&self, what: &str) -> Result<Vec<(String, u16)>, CacheError> {

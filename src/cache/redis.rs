@@ -50,6 +50,42 @@ pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
+/// Run `f` on the connection in `slot`, connecting first if needed. A connection error drops
+/// the connection and retries once on a fresh one (`f`'s second argument says it is a retry);
+/// a server that refuses or times out a fresh connection gets no second try: fail fast.
+/// Shared by the single-node and the cluster backend.
+pub(crate) fn with_retry<C, T>(
+    slot: &std::sync::Mutex<Option<C>>,
+    connect: impl Fn() -> RedisResult<C>,
+    mut f: impl FnMut(&mut C, bool) -> RedisResult<T>,
+    err: impl Fn(&RedisError) -> CacheError,
+) -> Result<T, CacheError> {
+    let mut guard = lock(slot);
+    let mut attempt = 0;
+    loop {
+        let conn = match guard.as_mut() {
+            Some(c) => c,
+            None => match connect() {
+                Ok(c) => guard.insert(c),
+                Err(e) => return Err(err(&e)),
+            },
+        };
+        match f(conn, attempt > 0) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let conn_err = is_connection_error(&e);
+                if conn_err {
+                    *guard = None;
+                }
+                if !conn_err || attempt > 0 {
+                    return Err(err(&e));
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
 // ---- command bodies shared with the cluster backend ----
 
 pub(crate) fn cmd_put(
@@ -232,32 +268,7 @@ impl RedisCache {
         what: &str,
         mut f: impl FnMut(&mut Connection, bool) -> RedisResult<T>,
     ) -> Result<T, CacheError> {
-        let mut guard = lock(&self.conn);
-        let mut attempt = 0;
-        loop {
-            let conn = match guard.as_mut() {
-                Some(c) => c,
-                None => match self.connect() {
-                    Ok(c) => guard.insert(c),
-                    // A server that refuses or times out a fresh connection gets no second try
-                    // in this call: fail fast.
-                    Err(e) => return Err(self.err(what, &e)),
-                },
-            };
-            match f(conn, attempt > 0) {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let conn_err = is_connection_error(&e);
-                    if conn_err {
-                        *guard = None;
-                    }
-                    if !conn_err || attempt > 0 {
-                        return Err(self.err(what, &e));
-                    }
-                    attempt += 1;
-                }
-            }
-        }
+        with_retry(&self.conn, || self.connect(), &mut f, |e| self.err(what, e))
     }
 
     /// Walk every key under our prefix: `visit` gets each SCAN page's keys.
