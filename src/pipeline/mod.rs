@@ -507,9 +507,21 @@ fn compose_rows<T: Copy + Default + Send>(
         .zip(l.par_chunks(width))
         .enumerate()
         .for_each(|(y, (dst, l_row))| {
+            // the vertical pass once per output row, at model resolution (2 x size values);
+            // per pixel only the horizontal taps remain
+            let (y0, y1, wy0, wy1) = ay.tap(y);
+            let lerp_rows = |plane: &[f32]| -> Vec<f32> {
+                let (r0, r1) = (&plane[y0 * size..][..size], &plane[y1 * size..][..size]);
+                r0.iter()
+                    .zip(r1)
+                    .map(|(&p, &q)| p * wy0 + q * wy1)
+                    .collect()
+            };
+            let (a_row, b_row) = (lerp_rows(a_plane), lerp_rows(b_plane));
             for (x, (px, &lv)) in dst.chunks_exact_mut(channels).zip(l_row).enumerate() {
-                let a = resize::sample_plane(a_plane, size, &ax, &ay, x, y);
-                let b = resize::sample_plane(b_plane, size, &ax, &ay, x, y);
+                let (x0, x1, wx0, wx1) = ax.tap(x);
+                let a = a_row[x0] * wx0 + a_row[x1] * wx1;
+                let b = b_row[x0] * wx0 + b_row[x1] * wx1;
                 put(px, y * width + x, convert([lv, a, b]));
             }
         });
