@@ -65,6 +65,9 @@ fn pre_post(c: &mut Criterion) {
         .unwrap(),
     );
     let keep = pipeline::Keep::of(&gray);
+    g.bench_function("prepare_image/8-bit gray", |b| {
+        b.iter(|| pipeline::prepare_image(&gray, size))
+    });
     g.bench_function("compose_image/8-bit/bilinear", |b| {
         b.iter(|| {
             pipeline::compose_image(

@@ -111,8 +111,7 @@ impl Colorizer {
     /// Colorize one decoded image: 8-bit RGB out, the size of the input.
     pub fn colorize(&self, img: &DynamicImage) -> Result<RgbImage> {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let rgb = pipeline::rgb_f32_from_image(img);
-        let prepared = self.prepare(&rgb, w, h);
+        let prepared = pipeline::prepare_image(img, self.size);
         let ab = self.predict(&[&prepared.model_input])?;
         let out = self.compose(&prepared, &ab[0]);
         Ok(pipeline::to_rgb8(&out, w, h))

@@ -484,3 +484,24 @@ fn table_srgb_decoding_and_lab_match_the_formulas() {
         assert!((got - want).abs() < 2e-4, "{v}: L {got} vs {want}");
     }
 }
+
+#[test]
+fn prepare_image_equals_prepare_on_float_rgb_for_gray_sources() {
+    use ddcolor::pipeline::prepare_image;
+    use image::{DynamicImage, ImageBuffer, Luma, LumaA};
+    let (w, h) = (97u32, 61u32);
+    let v8 = |x: u32, y: u32| ((x * 7 + y * 13) % 256) as u8;
+    let v16 = |x: u32, y: u32| ((x * 977 + y * 4099) % 65536) as u16;
+    let images = [
+        DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y)]))),
+        DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([v8(x, y), 7]))),
+        DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y)]))),
+        DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| LumaA([v16(x, y), 9]))),
+    ];
+    for img in &images {
+        let fast = prepare_image(img, 64);
+        let slow = prepare(&rgb_f32_from_image(img), w as usize, h as usize, 64);
+        assert_close(&fast.l, &slow.l, 1e-4);
+        assert_close(&fast.model_input, &slow.model_input, 1e-5);
+    }
+}

@@ -322,10 +322,9 @@ impl Exec<'_> {
                             keep: Keep::of(&img),
                             meta: d.meta,
                         };
-                        let (w, h) = (img.width() as usize, img.height() as usize);
-                        let rgb = pipeline::rgb_f32_from_image(&img);
+                        let prepared = pipeline::prepare_image(&img, self.colorizer.size());
                         drop(img);
-                        (Ok(self.colorizer.prepare(&rgb, w, h)), carry)
+                        (Ok(prepared), carry)
                     }
                 };
                 Some(Decoded {

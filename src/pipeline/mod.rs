@@ -257,6 +257,104 @@ pub fn prepare(rgb: &[f32], width: usize, height: usize, size: usize) -> Prepare
     }
 }
 
+/// [`prepare`] straight from a decoded image. Gray images (8 or 16 bits, with or without
+/// alpha) take their full-resolution L from a lookup table per sample value and their model
+/// input from samples read in place: no float RGB copy of the scan (288 MB for 6000x4000).
+/// Other layouts go through [`rgb_f32_from_image`] and [`prepare`]. The values equal those of
+/// `prepare(&rgb_f32_from_image(img), ..)`.
+pub fn prepare_image(img: &DynamicImage, size: usize) -> Prepared {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    match img {
+        DynamicImage::ImageLuma8(b) => prepare_gray(b.as_raw(), 1, w, h, size, 256, unit8),
+        DynamicImage::ImageLumaA8(b) => prepare_gray(b.as_raw(), 2, w, h, size, 256, unit8),
+        DynamicImage::ImageLuma16(b) => prepare_gray(b.as_raw(), 1, w, h, size, 65536, unit16),
+        DynamicImage::ImageLumaA16(b) => prepare_gray(b.as_raw(), 2, w, h, size, 65536, unit16),
+        other => prepare(&rgb_f32_from_image(other), w, h, size),
+    }
+}
+
+fn unit8(v: u32) -> f32 {
+    v as f32 / 255.0
+}
+
+fn unit16(v: u32) -> f32 {
+    v as f32 / 65535.0
+}
+
+/// Gray samples (`stride` per pixel, the first is the gray value) with `levels` values, mapped
+/// to [0, 1] by `to_unit`.
+fn prepare_gray<T>(
+    src: &[T],
+    stride: usize,
+    width: usize,
+    height: usize,
+    size: usize,
+    levels: u32,
+    to_unit: fn(u32) -> f32,
+) -> Prepared
+where
+    T: Copy + Into<u32> + Sync,
+{
+    assert!(width > 0 && height > 0, "empty image ({width}x{height})");
+    assert!(size > 0, "model size must be positive");
+    assert_eq!(
+        src.len(),
+        stride * width * height,
+        "buffer does not match {width}x{height}"
+    );
+    // L of every possible sample value, computed as the per-pixel path would
+    let lut: Vec<f32> = (0..levels)
+        .into_par_iter()
+        .map(|i| {
+            let v = to_unit(i);
+            color::rgb_to_l([v, v, v])
+        })
+        .collect();
+    let mut l = vec![0f32; width * height];
+    l.par_chunks_mut(width)
+        .zip(src.par_chunks(stride * width))
+        .for_each(|(dst, row)| {
+            for (d, px) in dst.iter_mut().zip(row.chunks_exact(stride)) {
+                let v: u32 = px[0].into();
+                *d = lut[v as usize];
+            }
+        });
+    // the model input: OpenCV INTER_LINEAR sampling of the unit values, read in place
+    let ax = Axis::opencv_linear(width, size);
+    let ay = Axis::opencv_linear(height, size);
+    let plane = size * size;
+    let mut model_input = vec![0.0f32; 3 * plane];
+    let (r_plane, rest) = model_input.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    r_plane
+        .par_chunks_mut(size)
+        .zip(g_plane.par_chunks_mut(size))
+        .zip(b_plane.par_chunks_mut(size))
+        .enumerate()
+        .for_each(|(y, ((r, g), b))| {
+            let (y0, y1, wy0, wy1) = ay.tap(y);
+            let at = |yy: usize, xx: usize| to_unit(src[(yy * width + xx) * stride].into());
+            for x in 0..size {
+                let (x0, x1, wx0, wx1) = ax.tap(x);
+                let h0 = at(y0, x0) * wx0 + at(y0, x1) * wx1;
+                let h1 = at(y1, x0) * wx0 + at(y1, x1) * wx1;
+                let v = h0 * wy0 + h1 * wy1;
+                let lv = color::rgb_to_l([v, v, v]);
+                let [rv, gv, bv] = color::lab_to_rgb([lv, 0.0, 0.0]);
+                r[x] = rv;
+                g[x] = gv;
+                b[x] = bv;
+            }
+        });
+    Prepared {
+        width,
+        height,
+        l,
+        size,
+        model_input,
+    }
+}
+
 /// Steps 5-6: the model's ab (`2 x size x size`, planar) resized to `width` x `height` with
 /// `mode`, joined with the full-resolution `l` (`height * width`), converted to interleaved RGB
 /// in [0, 1]. The resize is fused into the colour conversion: no full-size ab planes. Colours
