@@ -505,3 +505,18 @@ fn prepare_image_equals_prepare_on_float_rgb_for_gray_sources() {
         assert_close(&fast.model_input, &slow.model_input, 1e-5);
     }
 }
+
+#[test]
+fn eight_bit_rounding_is_round_half_even_on_a_dense_sweep() {
+    let n = 100_000usize;
+    let vals: Vec<f32> = (0..n)
+        .map(|i| -0.01 + 1.02 * i as f32 / n as f32)
+        .chain((0..=510).map(|k| k as f32 / 510.0)) // exact ties k/2 / 255
+        .collect();
+    let rgb: Vec<f32> = vals.iter().flat_map(|&v| [v, v, v]).collect();
+    let img = to_rgb8(&rgb, vals.len(), 1);
+    for (i, &v) in vals.iter().enumerate() {
+        let want = (v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8;
+        assert_eq!(img.as_raw()[3 * i], want, "{v}");
+    }
+}
