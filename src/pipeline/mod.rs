@@ -542,12 +542,82 @@ fn compose_quantised<T: Copy + Default + Send>(
     at: impl Fn(&Alpha, usize) -> T + Sync,
 ) -> Vec<T> {
     let channels = 3 + usize::from(alpha.is_some());
+    if matches!(gamut, Gamut::Clip | Gamut::Auto) {
+        return compose_clip_quantised(planes, channels, alpha, quantise, at);
+    }
     compose_with(planes, gamut, channels, |px, i, rgb| {
         px[..3].copy_from_slice(&rgb.map(&quantise));
         if let Some(a) = alpha {
             px[3] = at(a, i);
         }
     })
+}
+
+/// [`compose_quantised`] for the clip rule, the common case, written without closure layers
+/// per pixel: each row resamples ab and converts to linear RGB into row buffers, then encodes
+/// and quantises. Same arithmetic as `compose_with(.., Gamut::Clip, ..)`, so the same bytes.
+fn compose_clip_quantised<T: Copy + Default + Send>(
+    planes: &Planes,
+    channels: usize,
+    alpha: Option<&Alpha>,
+    quantise: impl Fn(f32) -> T + Sync,
+    at: impl Fn(&Alpha, usize) -> T + Sync,
+) -> Vec<T> {
+    let &Planes {
+        l,
+        width,
+        height,
+        ab,
+        size,
+        mode,
+    } = planes;
+    assert_eq!(
+        l.len(),
+        width * height,
+        "L plane does not match {width}x{height}"
+    );
+    assert_eq!(
+        ab.len(),
+        2 * size * size,
+        "ab does not match 2x{size}x{size}"
+    );
+    let mut out = vec![T::default(); channels * width * height];
+    if out.is_empty() {
+        return out;
+    }
+    let ax = Axis::for_mode(mode, size, width);
+    let ay = Axis::for_mode(mode, size, height);
+    let (a_plane, b_plane) = ab.split_at(size * size);
+    out.par_chunks_mut(channels * width)
+        .zip(l.par_chunks(width))
+        .enumerate()
+        .for_each(|(y, (dst, l_row))| {
+            let (y0, y1, wy0, wy1) = ay.tap(y);
+            let lerp_rows = |plane: &[f32]| -> Vec<f32> {
+                let (r0, r1) = (&plane[y0 * size..][..size], &plane[y1 * size..][..size]);
+                r0.iter()
+                    .zip(r1)
+                    .map(|(&p, &q)| p * wy0 + q * wy1)
+                    .collect()
+            };
+            let (a_row, b_row) = (lerp_rows(a_plane), lerp_rows(b_plane));
+            let mut lin = vec![[0f32; 3]; width];
+            for (x, (px, &lv)) in lin.iter_mut().zip(l_row).enumerate() {
+                let (x0, x1, wx0, wx1) = ax.tap(x);
+                let a = a_row[x0] * wx0 + a_row[x1] * wx1;
+                let b = b_row[x0] * wx0 + b_row[x1] * wx1;
+                *px = color::lab_to_linear(clamp_ab([lv, a, b]));
+            }
+            for (x, (px, rgb)) in dst.chunks_exact_mut(channels).zip(&lin).enumerate() {
+                px[0] = quantise(color::linear_to_srgb(rgb[0]));
+                px[1] = quantise(color::linear_to_srgb(rgb[1]));
+                px[2] = quantise(color::linear_to_srgb(rgb[2]));
+                if let Some(a) = alpha {
+                    px[3] = at(a, y * width + x);
+                }
+            }
+        });
+    out
 }
 
 /// The shared body of the compose functions: one parallel task per row; `put` writes pixel
