@@ -563,49 +563,20 @@ fn compose_clip_quantised<T: Copy + Default + Send>(
     quantise: impl Fn(f32) -> T + Sync,
     at: impl Fn(&Alpha, usize) -> T + Sync,
 ) -> Vec<T> {
-    let &Planes {
-        l,
-        width,
-        height,
-        ab,
-        size,
-        mode,
-    } = planes;
-    assert_eq!(
-        l.len(),
-        width * height,
-        "L plane does not match {width}x{height}"
-    );
-    assert_eq!(
-        ab.len(),
-        2 * size * size,
-        "ab does not match 2x{size}x{size}"
-    );
-    let mut out = vec![T::default(); channels * width * height];
+    let sm = AbSampler::new(planes);
+    let width = sm.width;
+    let mut out = vec![T::default(); channels * width * sm.height];
     if out.is_empty() {
         return out;
     }
-    let ax = Axis::for_mode(mode, size, width);
-    let ay = Axis::for_mode(mode, size, height);
-    let (a_plane, b_plane) = ab.split_at(size * size);
     out.par_chunks_mut(channels * width)
-        .zip(l.par_chunks(width))
+        .zip(sm.l.par_chunks(width))
         .enumerate()
         .for_each(|(y, (dst, l_row))| {
-            let (y0, y1, wy0, wy1) = ay.tap(y);
-            let lerp_rows = |plane: &[f32]| -> Vec<f32> {
-                let (r0, r1) = (&plane[y0 * size..][..size], &plane[y1 * size..][..size]);
-                r0.iter()
-                    .zip(r1)
-                    .map(|(&p, &q)| p * wy0 + q * wy1)
-                    .collect()
-            };
-            let (a_row, b_row) = (lerp_rows(a_plane), lerp_rows(b_plane));
+            let rows = sm.rows(y);
             let mut lin = vec![[0f32; 3]; width];
             for (x, (px, &lv)) in lin.iter_mut().zip(l_row).enumerate() {
-                let (x0, x1, wx0, wx1) = ax.tap(x);
-                let a = a_row[x0] * wx0 + a_row[x1] * wx1;
-                let b = b_row[x0] * wx0 + b_row[x1] * wx1;
+                let (a, b) = sm.at(&rows, x);
                 *px = color::lab_to_linear(clamp_ab([lv, a, b]));
             }
             for (x, (px, rgb)) in dst.chunks_exact_mut(channels).zip(&lin).enumerate() {
@@ -647,54 +618,95 @@ fn compose_rows<T: Copy + Default + Send>(
     convert: impl Fn([f32; 3]) -> [f32; 3] + Sync,
     put: impl Fn(&mut [T], usize, [f32; 3]) + Sync,
 ) -> Vec<T> {
-    let &Planes {
-        l,
-        width,
-        height,
-        ab,
-        size,
-        mode,
-    } = planes;
-    assert_eq!(
-        l.len(),
-        width * height,
-        "L plane does not match {width}x{height}"
-    );
-    assert_eq!(
-        ab.len(),
-        2 * size * size,
-        "ab does not match 2x{size}x{size}"
-    );
-    let mut out = vec![T::default(); channels * width * height];
+    let sm = AbSampler::new(planes);
+    let width = sm.width;
+    let mut out = vec![T::default(); channels * width * sm.height];
     if out.is_empty() {
         return out;
     }
-    let ax = Axis::for_mode(mode, size, width);
-    let ay = Axis::for_mode(mode, size, height);
-    let (a_plane, b_plane) = ab.split_at(size * size);
     out.par_chunks_mut(channels * width)
-        .zip(l.par_chunks(width))
+        .zip(sm.l.par_chunks(width))
         .enumerate()
         .for_each(|(y, (dst, l_row))| {
-            // the vertical pass once per output row, at model resolution (2 x size values);
-            // per pixel only the horizontal taps remain
-            let (y0, y1, wy0, wy1) = ay.tap(y);
-            let lerp_rows = |plane: &[f32]| -> Vec<f32> {
-                let (r0, r1) = (&plane[y0 * size..][..size], &plane[y1 * size..][..size]);
-                r0.iter()
-                    .zip(r1)
-                    .map(|(&p, &q)| p * wy0 + q * wy1)
-                    .collect()
-            };
-            let (a_row, b_row) = (lerp_rows(a_plane), lerp_rows(b_plane));
+            let rows = sm.rows(y);
             for (x, (px, &lv)) in dst.chunks_exact_mut(channels).zip(l_row).enumerate() {
-                let (x0, x1, wx0, wx1) = ax.tap(x);
-                let a = a_row[x0] * wx0 + a_row[x1] * wx1;
-                let b = b_row[x0] * wx0 + b_row[x1] * wx1;
+                let (a, b) = sm.at(&rows, x);
                 put(px, y * width + x, convert([lv, a, b]));
             }
         });
     out
+}
+/// What both compose loops share: the checked planes, the resize axes, and ab resampling
+/// (the vertical pass once per output row at model resolution; per pixel only the two
+/// horizontal taps remain).
+struct AbSampler<'a> {
+    width: usize,
+    height: usize,
+    size: usize,
+    l: &'a [f32],
+    a_plane: &'a [f32],
+    b_plane: &'a [f32],
+    ax: Axis,
+    ay: Axis,
+}
+
+impl<'a> AbSampler<'a> {
+    fn new(planes: &Planes<'a>) -> Self {
+        let &Planes {
+            l,
+            width,
+            height,
+            ab,
+            size,
+            mode,
+        } = planes;
+        assert_eq!(
+            l.len(),
+            width * height,
+            "L plane does not match {width}x{height}"
+        );
+        assert_eq!(
+            ab.len(),
+            2 * size * size,
+            "ab does not match 2x{size}x{size}"
+        );
+        let (a_plane, b_plane) = ab.split_at(size * size);
+        Self {
+            width,
+            height,
+            size,
+            l,
+            a_plane,
+            b_plane,
+            ax: Axis::for_mode(mode, size, width),
+            ay: Axis::for_mode(mode, size, height),
+        }
+    }
+
+    /// The a and b rows at model resolution, interpolated vertically for output row `y`.
+    fn rows(&self, y: usize) -> (Vec<f32>, Vec<f32>) {
+        let (y0, y1, wy0, wy1) = self.ay.tap(y);
+        let size = self.size;
+        let lerp = |plane: &[f32]| -> Vec<f32> {
+            let (r0, r1) = (&plane[y0 * size..][..size], &plane[y1 * size..][..size]);
+            r0.iter()
+                .zip(r1)
+                .map(|(&p, &q)| p * wy0 + q * wy1)
+                .collect()
+        };
+        (lerp(self.a_plane), lerp(self.b_plane))
+    }
+
+    /// a and b at output column `x` from the rows of [`AbSampler::rows`].
+    #[inline(always)]
+    fn at(&self, rows: &(Vec<f32>, Vec<f32>), x: usize) -> (f32, f32) {
+        let (x0, x1, wx0, wx1) = self.ax.tap(x);
+        let (a_row, b_row) = rows;
+        (
+            a_row[x0] * wx0 + a_row[x1] * wx1,
+            b_row[x0] * wx0 + b_row[x1] * wx1,
+        )
+    }
 }
 
 /// Round to the nearest integer, ties to even, for `0 <= x < 2^22`: adding and subtracting
