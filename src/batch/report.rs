@@ -254,17 +254,23 @@ pub struct Progress {
     bar: ProgressBar,
 }
 
+/// A progress bar drawn on stderr only when stderr is a terminal and `quiet` is off: the one
+/// rule for every bar ddcolor shows (batch runs, downloads).
+pub fn stderr_bar(len: Option<u64>, quiet: bool) -> ProgressBar {
+    let visible = !quiet && std::io::stderr().is_terminal();
+    ProgressBar::with_draw_target(
+        len,
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    )
+}
+
 impl Progress {
     pub fn new(total: u64, quiet: bool) -> Self {
-        let visible = !quiet && std::io::stderr().is_terminal();
-        let bar = ProgressBar::with_draw_target(
-            Some(total),
-            if visible {
-                ProgressDrawTarget::stderr()
-            } else {
-                ProgressDrawTarget::hidden()
-            },
-        );
+        let bar = stderr_bar(Some(total), quiet);
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (ETA {eta})",

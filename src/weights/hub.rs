@@ -8,11 +8,11 @@
 //! download it once. Redirects are followed here, so that `HF_TOKEN` goes to the hub only,
 //! never to the storage it redirects to.
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use super::REVISION;
@@ -270,15 +270,8 @@ impl Hub {
         quiet: bool,
     ) -> Result<u64, HubError> {
         let part = part_path(dest);
-        let visible = !quiet && std::io::stderr().is_terminal();
-        let bar = ProgressBar::with_draw_target(
-            None,
-            if visible {
-                ProgressDrawTarget::stderr()
-            } else {
-                ProgressDrawTarget::hidden()
-            },
-        );
+        let bar = crate::batch::report::stderr_bar(None, quiet);
+        let visible = !bar.is_hidden();
         bar.set_style(
             ProgressStyle::with_template(
                 "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
