@@ -34,6 +34,8 @@ fn forward(c: &mut Criterion) {
 }
 
 fn pre_post(c: &mut Criterion) {
+    // as the ddcolor binary runs: freed buffers are reused, not returned and faulted in again
+    ddcolor::alloc::keep_freed_memory();
     // a 6000x4000 gray scan, as 8-bit RGB floats
     let (w, h) = (6000usize, 4000usize);
     let rgb: Vec<f32> = (0..w * h)
@@ -77,6 +79,47 @@ fn pre_post(c: &mut Criterion) {
                 ResizeMode::Bilinear,
                 pipeline::Gamut::Auto,
                 &keep,
+            )
+        })
+    });
+    // an archival master: 16-bit gray, written at 16 bits under the fit rule (Auto), with
+    // an ab that sweeps hues and reaches beyond sRGB (the fit search runs on those pixels)
+    let gray16 = image::DynamicImage::ImageLuma16(
+        image::ImageBuffer::from_raw(
+            w as u32,
+            h as u32,
+            rgb.iter()
+                .step_by(3)
+                .map(|v| (v * 65535.0) as u16)
+                .collect(),
+        )
+        .unwrap(),
+    );
+    let keep16 = pipeline::Keep::of(&gray16);
+    let prepared16 = pipeline::prepare_image(&gray16, size);
+    let ab_sweep: Vec<f32> = (0..2 * size * size)
+        .map(|i| {
+            let (c, p) = (i / (size * size), i % (size * size));
+            let t = p as f32 / (size * size) as f32 * std::f32::consts::TAU * 7.0;
+            if c == 0 {
+                70.0 * t.sin()
+            } else {
+                90.0 * t.cos()
+            }
+        })
+        .collect();
+    g.bench_function("prepare_image/16-bit gray", |b| {
+        b.iter(|| pipeline::prepare_image(&gray16, size))
+    });
+    g.bench_function("compose_image/16-bit/bilinear/fit", |b| {
+        b.iter(|| {
+            pipeline::compose_image(
+                &prepared16,
+                &ab_sweep,
+                size,
+                ResizeMode::Bilinear,
+                pipeline::Gamut::Auto,
+                &keep16,
             )
         })
     });

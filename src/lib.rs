@@ -15,6 +15,7 @@ pub mod imageio;
 pub mod meta;
 pub mod model;
 pub mod pipeline;
+mod simd;
 pub mod weights;
 
 pub use colorizer::Colorizer;

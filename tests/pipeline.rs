@@ -520,3 +520,123 @@ fn eight_bit_rounding_is_round_half_even_on_a_dense_sweep() {
         assert_eq!(img.as_raw()[3 * i], want, "{v}");
     }
 }
+
+#[test]
+fn compose_image_equals_the_per_pixel_rules() {
+    // The row kernels (planar, vectorised, ab resampled once per model row) against the rules
+    // written out per pixel: ab by the axis taps (horizontal, then vertical), then
+    // `lab_to_rgb(clamp_ab(..))` (clip) or `lab_to_rgb_in_gamut` (fit), then round(x * max).
+    // Widths that are not a multiple of the vector length, ab far outside sRGB and not finite.
+    use ddcolor::pipeline::color::lab_to_rgb_in_gamut;
+    use ddcolor::pipeline::{clamp_ab, compose_image, Alpha, Depth, Gamut, Keep, Prepared};
+    let size = 8;
+    let specials = [
+        0.0,
+        180.0,
+        -180.0,
+        127.5,
+        f32::NAN,
+        f32::INFINITY,
+        -95.0,
+        60.0,
+    ];
+    let ab: Vec<f32> = (0..2 * size * size)
+        .map(|i| match i % 11 {
+            0 => specials[(i / 11) % specials.len()],
+            k => ((i * 37 + k * 11) % 200) as f32 - 100.0,
+        })
+        .collect();
+    for (w, h) in [(37usize, 23usize), (5, 3), (16, 9), (64, 17)] {
+        let l: Vec<f32> = (0..w * h)
+            .map(|i| match i % 13 {
+                0 => 0.0,
+                1 => 100.0,
+                _ => ((i * 7919) % 10_000) as f32 / 100.0,
+            })
+            .collect();
+        let prepared = Prepared {
+            width: w,
+            height: h,
+            l: l.clone(),
+            size,
+            model_input: vec![0.0; 3 * size * size],
+        };
+        for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+            let (ax, ay) = (Axis::for_mode(mode, size, w), Axis::for_mode(mode, size, h));
+            let sample = |plane: &[f32], x: usize, y: usize| {
+                let (x0, x1, wx0, wx1) = ax.tap(x);
+                let (y0, y1, wy0, wy1) = ay.tap(y);
+                let row = |r: usize| plane[r * size + x0] * wx0 + plane[r * size + x1] * wx1;
+                row(y0) * wy0 + row(y1) * wy1
+            };
+            let (a_plane, b_plane) = ab.split_at(size * size);
+            for gamut in [Gamut::Clip, Gamut::Fit] {
+                for (depth, alpha) in [
+                    (Depth::Eight, None),
+                    (Depth::Sixteen, None),
+                    (
+                        Depth::Eight,
+                        Some(Alpha::Eight((0..w * h).map(|i| i as u8).collect())),
+                    ),
+                    (
+                        Depth::Sixteen,
+                        Some(Alpha::Sixteen(
+                            (0..w * h).map(|i| (i * 999) as u16).collect(),
+                        )),
+                    ),
+                ] {
+                    let keep = Keep { depth, alpha };
+                    let img = compose_image(&prepared, &ab, size, mode, gamut, &keep);
+                    let max = if depth == Depth::Eight {
+                        255.0
+                    } else {
+                        65535.0
+                    };
+                    let got: Vec<u32> = match depth {
+                        Depth::Eight => img.as_bytes().iter().map(|&v| v as u32).collect(),
+                        Depth::Sixteen => img
+                            .as_bytes()
+                            .chunks_exact(2)
+                            .map(|c| u16::from_ne_bytes([c[0], c[1]]) as u32)
+                            .collect(),
+                    };
+                    let ch = 3 + usize::from(keep.alpha.is_some());
+                    assert_eq!(got.len(), ch * w * h);
+                    for y in 0..h {
+                        for x in 0..w {
+                            let i = y * w + x;
+                            let lab = [l[i], sample(a_plane, x, y), sample(b_plane, x, y)];
+                            let rgb = match gamut {
+                                Gamut::Fit => lab_to_rgb_in_gamut(lab),
+                                _ => lab_to_rgb(clamp_ab(lab)),
+                            };
+                            let q = |v: f32| {
+                                let v = (v * max).round_ties_even().clamp(0.0, max);
+                                if v.is_nan() {
+                                    0
+                                } else {
+                                    v as u32
+                                }
+                            };
+                            let want = rgb.map(q);
+                            let px = &got[ch * i..ch * i + 3];
+                            assert_eq!(
+                                px,
+                                &want[..],
+                                "{w}x{h} {mode} {gamut:?} {depth:?} pixel ({x}, {y}) lab {lab:?}"
+                            );
+                            if let Some(a) = &keep.alpha {
+                                let want_a = match (a, depth) {
+                                    (Alpha::Eight(v), Depth::Eight) => v[i] as u32,
+                                    (Alpha::Sixteen(v), Depth::Sixteen) => v[i] as u32,
+                                    _ => unreachable!(),
+                                };
+                                assert_eq!(got[ch * i + 3], want_a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

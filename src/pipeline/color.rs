@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use crate::simd::multiversion;
+
 /// OpenCV's sRGB (linear) -> XYZ matrix (D65), rows X, Y, Z.
 const RGB_TO_XYZ: [[f64; 3]; 3] = [
     [0.412453, 0.357580, 0.180423],
@@ -111,33 +113,43 @@ pub fn linear_to_srgb_exact(v: f32) -> f32 {
 /// A smooth function on `[2^lo, 1]` read from a table indexed by the argument's own float
 /// bits: `2^per_octave_log2` points per octave (within an octave a float is linear in its
 /// bits), interpolated linearly. A few loads and a multiply instead of `powf`/`cbrt`, which
-/// were most of the cost of converting a large scan.
-struct BitTable {
+/// were most of the cost of converting a large scan. `N` (the table's length, fixed by
+/// `lo` and the density) is a constant so that the index needs no bounds check and a loop of
+/// lookups vectorises (gathers).
+pub(crate) struct BitTable<const N: usize> {
     lo_bits: u32,
     shift: u32,
-    values: Vec<f32>,
+    values: Box<[f32; N]>,
 }
 
-impl BitTable {
+impl<const N: usize> BitTable<N> {
     fn new(lo_exp: i32, per_octave_log2: u32, f: impl Fn(f64) -> f64) -> Self {
         let lo_bits = ((127 + lo_exp) as u32) << 23;
         let shift = 23 - per_octave_log2;
         let n = (((1.0f32.to_bits() - lo_bits) >> shift) + 2) as usize;
-        let values = (0..n)
+        assert_eq!(
+            n, N,
+            "table length for 2^{lo_exp}..1 at 2^{per_octave_log2}/octave"
+        );
+        let values: Vec<f32> = (0..n)
             .map(|i| f(f32::from_bits(lo_bits + ((i as u32) << shift)) as f64) as f32)
             .collect();
         Self {
             lo_bits,
             shift,
-            values,
+            values: values
+                .into_boxed_slice()
+                .try_into()
+                .expect("length checked"),
         }
     }
 
-    /// `f(v)` for `v` in `[2^lo, 1]` (the caller keeps it there).
+    /// `f(v)` for `v` in `[2^lo, 1]` (the caller keeps it there; outside, a finite value of
+    /// no meaning).
     #[inline(always)]
     fn eval(&self, v: f32) -> f32 {
         let rel = v.to_bits().wrapping_sub(self.lo_bits);
-        let i = ((rel >> self.shift) as usize).min(self.values.len() - 2);
+        let i = ((rel >> self.shift) as usize).min(N - 2);
         let frac = (rel & ((1 << self.shift) - 1)) as f32 * (1.0 / (1u32 << self.shift) as f32);
         let (t0, t1) = (self.values[i], self.values[i + 1]);
         t0 + (t1 - t0) * frac
@@ -145,15 +157,15 @@ impl BitTable {
 }
 
 /// Encoded sRGB from linear on [2^-9, 1] (the knee is at 0.0031308 > 2^-9): within 5e-7.
-static SRGB_ENCODE: std::sync::LazyLock<BitTable> =
+static SRGB_ENCODE: std::sync::LazyLock<BitTable<{ 9 * 256 + 2 }>> =
     std::sync::LazyLock::new(|| BitTable::new(-9, 8, |x| 1.055 * x.powf(1.0 / 2.4) - 0.055));
 
 /// Linear from encoded sRGB on [2^-5, 1] (the knee is at 0.04045 > 2^-5): within 5e-7.
-static SRGB_DECODE: std::sync::LazyLock<BitTable> =
+static SRGB_DECODE: std::sync::LazyLock<BitTable<{ 5 * 1024 + 2 }>> =
     std::sync::LazyLock::new(|| BitTable::new(-5, 10, |x| ((x + 0.055) / 1.055).powf(2.4)));
 
 /// Cube root on [2^-7, 1] (Lab's threshold 0.008856 > 2^-7): within 1e-7.
-static CBRT: std::sync::LazyLock<BitTable> =
+static CBRT: std::sync::LazyLock<BitTable<{ 7 * 1024 + 2 }>> =
     std::sync::LazyLock::new(|| BitTable::new(-7, 10, f64::cbrt));
 
 /// `cbrt` for `t` in (0.008856, 1] from the table, beyond 1 (super-white) by the formula.
@@ -172,12 +184,36 @@ fn cbrt_unit(t: f32) -> f32 {
 /// cost of composing a large scan.
 #[inline]
 pub fn linear_to_srgb(v: f32) -> f32 {
+    encode_with(&SRGB_ENCODE, v)
+}
+
+/// [`linear_to_srgb`] with the table passed in, branch-free (both sides are computed and one
+/// is kept), so that a loop of it vectorises.
+#[inline(always)]
+fn encode_with(table: &BitTable<{ 9 * 256 + 2 }>, v: f32) -> f32 {
     let v = clip01(v);
-    // (NaN takes this branch too and stays NaN, as with the formula)
+    let low = 12.92 * v;
+    let high = table.eval(v);
+    // (NaN takes the linear side too and stays NaN, as with the formula)
     if v <= 0.003_130_8 || v.is_nan() {
-        return 12.92 * v;
+        low
+    } else {
+        high
     }
-    SRGB_ENCODE.eval(v)
+}
+
+multiversion! {
+    /// [`linear_to_srgb`] of every value of `v`, in place.
+    fn encode_row(table: &BitTable<{ 9 * 256 + 2 }>, v: &mut [f32]) {
+        for x in v.iter_mut() {
+            *x = encode_with(table, *x);
+        }
+    }
+}
+
+/// [`linear_to_srgb`] of every value of `v`, in place (vectorised; the same values).
+pub fn linear_to_srgb_row(v: &mut [f32]) {
+    encode_row(&SRGB_ENCODE, v);
 }
 
 #[inline]
@@ -260,6 +296,64 @@ pub fn lab_to_linear(lab: [f32; 3]) -> [f32; 3] {
     let g = INV[1][0] * x + INV[1][1] * y + INV[1][2] * z;
     let bl = INV[2][0] * x + INV[2][1] * y + INV[2][2] * z;
     [r, g, bl]
+}
+
+multiversion! {
+    /// [`lab_to_linear`] of the pixels `(l[i], a[i], b[i])` into `r`, `g`, `bl`, with
+    /// [`clamp_ab`](super::clamp_ab) first when `clamp`: planar rows, vectorised.
+    fn lab_row_to_linear(
+        l: &[f32],
+        a: &[f32],
+        b: &[f32],
+        clamp: bool,
+        r: &mut [f32],
+        g: &mut [f32],
+        bl: &mut [f32],
+    ) {
+        let n = l.len();
+        let (a, b, r, g, bl) = (&a[..n], &b[..n], &mut r[..n], &mut g[..n], &mut bl[..n]);
+        if clamp {
+            for i in 0..n {
+                [r[i], g[i], bl[i]] = lab_to_linear(super::clamp_ab([l[i], a[i], b[i]]));
+            }
+        } else {
+            for i in 0..n {
+                [r[i], g[i], bl[i]] = lab_to_linear([l[i], a[i], b[i]]);
+            }
+        }
+    }
+}
+
+/// A row of planar L, a, b to planar *linear* sRGB: with `clamp`, ab first brought into the
+/// Lab range ([`clamp_ab`](super::clamp_ab), the clip rule); without, as predicted. Equal to
+/// [`lab_to_linear`] per pixel.
+///
+/// # Panics
+/// If a slice is shorter than `l`.
+pub fn lab_to_linear_row(
+    l: &[f32],
+    a: &[f32],
+    b: &[f32],
+    clamp: bool,
+    [r, g, bl]: [&mut [f32]; 3],
+) {
+    lab_row_to_linear(l, a, b, clamp, r, g, bl);
+}
+
+/// The out-of-gamut pixels of a row from [`lab_to_linear_row`] (without `clamp`) brought into
+/// sRGB as [`lab_to_rgb_in_gamut`] does, in linear RGB; pixels inside are left as they are.
+///
+/// # Panics
+/// If a slice is shorter than `l`.
+pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3]) {
+    let n = l.len();
+    let (a, b, r, g, bl) = (&a[..n], &b[..n], &mut r[..n], &mut g[..n], &mut bl[..n]);
+    for i in 0..n {
+        let lin = [r[i], g[i], bl[i]];
+        if !in_gamut(lin) {
+            [r[i], g[i], bl[i]] = fit_chroma([l[i], a[i], b[i]], lin);
+        }
+    }
 }
 
 /// Slack on linear RGB for "inside sRGB": the conversion's own float error (white, L = 100 with

@@ -13,12 +13,14 @@ pub mod resize;
 pub mod tone;
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::str::FromStr;
 
 use image::{DynamicImage, ImageBuffer, RgbImage};
 use rayon::prelude::*;
 
 use self::resize::Axis;
+use crate::simd::multiversion;
 
 /// How the model's ab prediction is brought back to the image's size (PyTorch `F.interpolate`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -290,7 +292,7 @@ fn prepare_gray<T>(
     height: usize,
     size: usize,
     levels: u32,
-    to_unit: fn(u32) -> f32,
+    to_unit: impl Fn(u32) -> f32 + Sync,
 ) -> Prepared
 where
     T: Copy + Into<u32> + Sync,
@@ -310,15 +312,16 @@ where
             color::rgb_to_l([v, v, v])
         })
         .collect();
-    let mut l = vec![0f32; width * height];
-    l.par_chunks_mut(width)
-        .zip(src.par_chunks(stride * width))
-        .for_each(|(dst, row)| {
-            for (d, px) in dst.iter_mut().zip(row.chunks_exact(stride)) {
-                let v: u32 = px[0].into();
-                *d = lut[v as usize];
-            }
-        });
+    // written in place, not zeroed first (calloc of 96 MB, then the lookups, cost twice)
+    let mut l = Vec::with_capacity(width * height);
+    if stride == 1 {
+        l.par_extend(src.par_iter().map(|&v| lut[v.into() as usize]));
+    } else {
+        l.par_extend(
+            src.par_chunks_exact(stride)
+                .map(|px| lut[px[0].into() as usize]),
+        );
+    }
     // the model input: OpenCV INTER_LINEAR sampling of the unit values, read in place
     let ax = Axis::opencv_linear(width, size);
     let ay = Axis::opencv_linear(height, size);
@@ -391,7 +394,53 @@ pub fn compose_gamut(
         size,
         mode,
     };
-    compose_with(&planes, gamut, 3, |px, _, rgb| px.copy_from_slice(&rgb))
+    // SAFETY: the closure writes all 3 * width samples of the row (`interleave` checks the
+    // length).
+    unsafe {
+        compose_rows(&planes, gamut, 3, |row, _, dst| {
+            let [r, g, b] = &row.rgb;
+            interleave(dst, r, g, b, None, |v| v);
+        })
+    }
+}
+
+/// Writes every sample of `dst`, a row of `width` pixels of 3 samples (`alpha` = None) or 4
+/// (the fourth from `alpha(x)`), from the planar rows `r`, `g`, `b` through `cast`.
+///
+/// # Panics
+/// If `dst` is not `width` pixels long (`width` = `r.len()`) or `g`, `b` are shorter.
+#[inline(always)]
+fn interleave<S: Copy, T>(
+    dst: &mut [MaybeUninit<T>],
+    r: &[S],
+    g: &[S],
+    b: &[S],
+    alpha: Option<&dyn Fn(usize) -> T>,
+    cast: impl Fn(S) -> T,
+) {
+    let width = r.len();
+    let (g, b) = (&g[..width], &b[..width]);
+    // one loop per pixel size, so that each knows its stride
+    match alpha {
+        None => {
+            assert_eq!(dst.len(), 3 * width, "row of 3-sample pixels");
+            for (((px, &r), &g), &b) in dst.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+                px[0].write(cast(r));
+                px[1].write(cast(g));
+                px[2].write(cast(b));
+            }
+        }
+        Some(alpha) => {
+            assert_eq!(dst.len(), 4 * width, "row of 4-sample pixels");
+            let pixels = dst.chunks_exact_mut(4).zip(r).zip(g).zip(b);
+            for (x, (((px, &r), &g), &b)) in pixels.enumerate() {
+                px[0].write(cast(r));
+                px[1].write(cast(g));
+                px[2].write(cast(b));
+                px[3].write(alpha(x));
+            }
+        }
+    }
 }
 
 /// Full-resolution L, the model's ab and how to bring ab to L's size.
@@ -512,8 +561,8 @@ pub fn compose_image(
     };
     let alpha = keep.alpha.as_ref();
     let gamut = gamut.resolve(keep.depth);
-    let q8 = || compose_quantised(&planes, gamut, alpha, quantise8, Alpha::at8);
-    let q16 = || compose_quantised(&planes, gamut, alpha, quantise16, Alpha::at16);
+    let q8 = || compose_quantised(&planes, gamut, alpha, 255.0, |v| v as u8, Alpha::at8);
+    let q16 = || compose_quantised(&planes, gamut, alpha, 65535.0, |v| v, Alpha::at16);
     let sized = "buffer sized for the image";
     match (keep.depth, alpha.is_some()) {
         (Depth::Eight, false) => {
@@ -531,122 +580,122 @@ pub fn compose_image(
     }
 }
 
-/// [`compose_with`] to samples `quantise`d from [0, 1], with the `alpha` plane (read by `at`)
-/// as a fourth channel when there is one.
-fn compose_quantised<T: Copy + Default + Send>(
+/// [`compose_rows`] to samples `round(x * max)` from [0, 1] (`max` = 255 or 65535, `cast`
+/// to the sample type), with the `alpha` plane (read by `at`) as a fourth channel when there
+/// is one.
+fn compose_quantised<T: Send>(
     planes: &Planes,
     gamut: Gamut,
     alpha: Option<&Alpha>,
+    max: f32,
     // generic, not `fn` pointers: an indirect call per sample cannot be inlined
-    quantise: impl Fn(f32) -> T + Sync,
+    cast: impl Fn(u16) -> T + Sync,
     at: impl Fn(&Alpha, usize) -> T + Sync,
 ) -> Vec<T> {
     let channels = 3 + usize::from(alpha.is_some());
-    if matches!(gamut, Gamut::Clip | Gamut::Auto) {
-        return compose_clip_quantised(planes, channels, alpha, quantise, at);
-    }
-    compose_with(planes, gamut, channels, |px, i, rgb| {
-        px[..3].copy_from_slice(&rgb.map(&quantise));
-        if let Some(a) = alpha {
-            px[3] = at(a, i);
-        }
-    })
-}
-
-/// [`compose_quantised`] for the clip rule, the common case, written without closure layers
-/// per pixel: each row resamples ab and converts to linear RGB into row buffers, then encodes
-/// and quantises. Same arithmetic as `compose_with(.., Gamut::Clip, ..)`, so the same bytes.
-fn compose_clip_quantised<T: Copy + Default + Send>(
-    planes: &Planes,
-    channels: usize,
-    alpha: Option<&Alpha>,
-    quantise: impl Fn(f32) -> T + Sync,
-    at: impl Fn(&Alpha, usize) -> T + Sync,
-) -> Vec<T> {
-    let sm = AbSampler::new(planes);
-    let width = sm.width;
-    let mut out = vec![T::default(); channels * width * sm.height];
-    if out.is_empty() {
-        return out;
-    }
-    out.par_chunks_mut(channels * width)
-        .zip(sm.l.par_chunks(width))
-        .enumerate()
-        .for_each(|(y, (dst, l_row))| {
-            let rows = sm.rows(y);
-            let mut lin = vec![[0f32; 3]; width];
-            for (x, (px, &lv)) in lin.iter_mut().zip(l_row).enumerate() {
-                let (a, b) = sm.at(&rows, x);
-                *px = color::lab_to_linear(clamp_ab([lv, a, b]));
+    // SAFETY: the closure writes all `channels * width` samples of the row (`interleave`
+    // checks the length).
+    unsafe {
+        compose_rows(planes, gamut, channels, |row, y, dst| {
+            for (q, v) in row.q.iter_mut().zip(&row.rgb) {
+                quantise_row(v, max, q);
             }
-            for (x, (px, rgb)) in dst.chunks_exact_mut(channels).zip(&lin).enumerate() {
-                px[0] = quantise(color::linear_to_srgb(rgb[0]));
-                px[1] = quantise(color::linear_to_srgb(rgb[1]));
-                px[2] = quantise(color::linear_to_srgb(rgb[2]));
-                if let Some(a) = alpha {
-                    px[3] = at(a, y * width + x);
+            let [r, g, b] = &row.q;
+            let width = r.len();
+            match alpha {
+                None => interleave(dst, r, g, b, None, &cast),
+                Some(a) => {
+                    let alpha = |x: usize| at(a, y * width + x);
+                    interleave(dst, r, g, b, Some(&alpha), &cast)
                 }
             }
-        });
-    out
+        })
+    }
 }
 
-/// The shared body of the compose functions: one parallel task per row; `put` writes pixel
-/// `i` (row-major index) of `channels` samples from its RGB in [0, 1]. The two gamut rules are
-/// separate instantiations, so the per-pixel conversion stays inlined.
-fn compose_with<T: Copy + Default + Send>(
+/// One output row in the making: ab resampled to the image's width, then R, G, B (linear,
+/// then encoded sRGB in [0, 1]), then quantised. Reused from row to row by each worker.
+struct RowBufs {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    rgb: [Vec<f32>; 3],
+    q: [Vec<u16>; 3],
+}
+
+impl RowBufs {
+    fn new(width: usize) -> Self {
+        let f = || vec![0f32; width];
+        let q = || vec![0u16; width];
+        Self {
+            a: f(),
+            b: f(),
+            rgb: [f(), f(), f()],
+            q: [q(), q(), q()],
+        }
+    }
+}
+
+/// The shared body of the compose functions, one parallel task per row: ab for the row
+/// ([`AbSampler`]), Lab to linear RGB under the `gamut` rule, sRGB encoding, all on planar
+/// rows in vectorised loops; then `emit` writes output row `y` (`channels` samples per pixel)
+/// from the [`RowBufs`]. The result is exactly the per-pixel [`color::lab_to_rgb`] of
+/// [`clamp_ab`] (clip rule) or [`color::lab_to_rgb_in_gamut`] (fit rule).
+///
+/// The output is not zeroed first (a 6000x4000 RGB image is 72 MB of memset, serial).
+///
+/// # Safety
+/// `emit` must initialise every element of the row slice it is given.
+unsafe fn compose_rows<T: Send>(
     planes: &Planes,
     gamut: Gamut,
     channels: usize,
-    put: impl Fn(&mut [T], usize, [f32; 3]) + Sync,
-) -> Vec<T> {
-    match gamut {
-        Gamut::Fit => compose_rows(planes, channels, color::lab_to_rgb_in_gamut, put),
-        // without a bit depth to decide by, Auto is the upstream rule
-        Gamut::Clip | Gamut::Auto => compose_rows(
-            planes,
-            channels,
-            |lab| color::lab_to_rgb(clamp_ab(lab)),
-            put,
-        ),
-    }
-}
-
-fn compose_rows<T: Copy + Default + Send>(
-    planes: &Planes,
-    channels: usize,
-    convert: impl Fn([f32; 3]) -> [f32; 3] + Sync,
-    put: impl Fn(&mut [T], usize, [f32; 3]) + Sync,
+    emit: impl Fn(&mut RowBufs, usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
     let sm = AbSampler::new(planes);
     let width = sm.width;
-    let mut out = vec![T::default(); channels * width * sm.height];
-    if out.is_empty() {
+    let len = channels * width * sm.height;
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
         return out;
     }
-    out.par_chunks_mut(channels * width)
+    // without a bit depth to decide by, Auto is the upstream rule
+    let fit = gamut == Gamut::Fit;
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(channels * width)
         .zip(sm.l.par_chunks(width))
         .enumerate()
-        .for_each(|(y, (dst, l_row))| {
-            let rows = sm.rows(y);
-            for (x, (px, &lv)) in dst.chunks_exact_mut(channels).zip(l_row).enumerate() {
-                let (a, b) = sm.at(&rows, x);
-                put(px, y * width + x, convert([lv, a, b]));
-            }
-        });
+        .for_each_init(
+            || RowBufs::new(width),
+            |row, (y, (dst, l_row))| {
+                sm.row(y, &mut row.a, &mut row.b);
+                let [r, g, b] = &mut row.rgb;
+                color::lab_to_linear_row(l_row, &row.a, &row.b, !fit, [r, g, b]);
+                if fit {
+                    color::fit_gamut_row(l_row, &row.a, &row.b, [r, g, b]);
+                }
+                for v in &mut row.rgb {
+                    color::linear_to_srgb_row(v);
+                }
+                emit(row, y, dst);
+            },
+        );
+    // SAFETY: the chunks cover the first `len` elements, and `emit` initialised each chunk
+    // (the caller's promise); had a row panicked, this line would not be reached.
+    unsafe { out.set_len(len) };
     out
 }
-/// What both compose loops share: the checked planes, the resize axes, and ab resampling
-/// (the vertical pass once per output row at model resolution; per pixel only the two
-/// horizontal taps remain).
+
+/// The model's ab brought to the image's size: each model row is resampled horizontally
+/// once, to the full width (2 x size x width values, 25 MB for a 6000-pixel-wide scan at 512);
+/// an output row is then a blend of two of those rows, a contiguous, vectorised loop with no
+/// gathers per pixel.
 struct AbSampler<'a> {
     width: usize,
     height: usize,
     size: usize,
     l: &'a [f32],
-    a_plane: &'a [f32],
-    b_plane: &'a [f32],
-    ax: Axis,
+    /// a rows then b rows, `width` values each.
+    wide: Vec<f32>,
     ay: Axis,
 }
 
@@ -670,42 +719,53 @@ impl<'a> AbSampler<'a> {
             2 * size * size,
             "ab does not match 2x{size}x{size}"
         );
-        let (a_plane, b_plane) = ab.split_at(size * size);
+        let ax = Axis::for_mode(mode, size, width);
+        let mut wide = vec![0f32; 2 * size * width];
+        if width > 0 {
+            wide.par_chunks_mut(width)
+                .zip(ab.par_chunks(size))
+                .for_each(|(dst, src)| ax.resample_line(src, dst));
+        }
         Self {
             width,
             height,
             size,
             l,
-            a_plane,
-            b_plane,
-            ax: Axis::for_mode(mode, size, width),
+            wide,
             ay: Axis::for_mode(mode, size, height),
         }
     }
 
-    /// The a and b rows at model resolution, interpolated vertically for output row `y`.
-    fn rows(&self, y: usize) -> (Vec<f32>, Vec<f32>) {
+    /// a and b of output row `y`, `width` values each.
+    fn row(&self, y: usize, a: &mut [f32], b: &mut [f32]) {
         let (y0, y1, wy0, wy1) = self.ay.tap(y);
-        let size = self.size;
-        let lerp = |plane: &[f32]| -> Vec<f32> {
-            let (r0, r1) = (&plane[y0 * size..][..size], &plane[y1 * size..][..size]);
-            r0.iter()
-                .zip(r1)
-                .map(|(&p, &q)| p * wy0 + q * wy1)
-                .collect()
-        };
-        (lerp(self.a_plane), lerp(self.b_plane))
+        let (w, size) = (self.width, self.size);
+        let row = |i: usize| &self.wide[i * w..][..w];
+        blend_rows(row(y0), row(y1), wy0, wy1, a);
+        blend_rows(row(size + y0), row(size + y1), wy0, wy1, b);
     }
+}
 
-    /// a and b at output column `x` from the rows of [`AbSampler::rows`].
-    #[inline(always)]
-    fn at(&self, rows: &(Vec<f32>, Vec<f32>), x: usize) -> (f32, f32) {
-        let (x0, x1, wx0, wx1) = self.ax.tap(x);
-        let (a_row, b_row) = rows;
-        (
-            a_row[x0] * wx0 + a_row[x1] * wx1,
-            b_row[x0] * wx0 + b_row[x1] * wx1,
-        )
+multiversion! {
+    /// `out[i] = p[i] * wp + q[i] * wq`.
+    fn blend_rows(p: &[f32], q: &[f32], wp: f32, wq: f32, out: &mut [f32]) {
+        for ((o, &p), &q) in out.iter_mut().zip(p).zip(q) {
+            *o = p * wp + q * wq;
+        }
+    }
+}
+
+multiversion! {
+    /// `round(v * max)`, ties to even, saturating to [0, max]; NaN becomes 0 (`max` < 2^16).
+    fn quantise_row(v: &[f32], max: f32, out: &mut [u16]) {
+        const MAGIC: f32 = 8_388_608.0; // 2^23, as in `round_even_small`
+        for (o, &v) in out.iter_mut().zip(v) {
+            // `max(0.0)` turns NaN into 0; adding 2^23 rounds to a whole number (ties to
+            // even) and leaves it in the low mantissa bits, read off as an integer: no
+            // float-to-int conversion, which Rust saturates and LLVM then does lane by lane
+            let y = (v * max).max(0.0).min(max) + MAGIC;
+            *o = (y.to_bits() - MAGIC.to_bits()) as u16;
+        }
     }
 }
 
@@ -723,12 +783,6 @@ fn round_even_small(x: f32) -> f32 {
 #[inline(always)]
 fn quantise8(v: f32) -> u8 {
     round_even_small((v * 255.0).clamp(0.0, 255.0)) as u8
-}
-
-/// `round(x * 65535)` (ties to even), saturating; NaN becomes 0.
-#[inline(always)]
-fn quantise16(v: f32) -> u16 {
-    round_even_small((v * 65535.0).clamp(0.0, 65535.0)) as u16
 }
 
 /// Interleaved RGB in [0, 1] to 8 bits: `round(x * 255)` (ties to even, as numpy), saturating

@@ -10,6 +10,27 @@
 use rayon::prelude::*;
 
 use super::ResizeMode;
+use crate::simd::multiversion;
+
+multiversion! {
+    fn resample_line(
+        src: &[f32],
+        lo: &[usize],
+        hi: &[usize],
+        w_lo: &[f32],
+        w_hi: &[f32],
+        dst: &mut [f32],
+    ) {
+        assert!(!src.is_empty());
+        // taps are in range by construction; `min` lets the compiler see it (no bounds
+        // check per tap, so the loop vectorises)
+        let last = src.len() - 1;
+        let taps = lo.iter().zip(hi).zip(w_lo).zip(w_hi);
+        for (d, (((&l, &h), &wl), &wh)) in dst.iter_mut().zip(taps) {
+            *d = src[l.min(last)] * wl + src[h.min(last)] * wh;
+        }
+    }
+}
 
 /// Source taps and weights for every output index along one dimension.
 #[derive(Clone, Debug, PartialEq)]
@@ -125,6 +146,17 @@ impl Axis {
     #[inline]
     pub fn tap(&self, i: usize) -> (usize, usize, f32, f32) {
         (self.lo[i], self.hi[i], self.w_lo[i], self.w_hi[i])
+    }
+
+    /// Resamples one line: `dst[i] = src[lo] * w_lo + src[hi] * w_hi` for every output index
+    /// (vectorised: the taps are gathered).
+    ///
+    /// # Panics
+    /// If `src` is not `input_len()` long or `dst` not `len()`.
+    pub fn resample_line(&self, src: &[f32], dst: &mut [f32]) {
+        assert_eq!(src.len(), self.n_in, "source line does not match the axis");
+        assert_eq!(dst.len(), self.len(), "output line does not match the axis");
+        resample_line(src, &self.lo, &self.hi, &self.w_lo, &self.w_hi, dst);
     }
 
     /// Interpolates one value along this axis at output index `i` from `row`, a line of
