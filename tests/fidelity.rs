@@ -3,7 +3,9 @@
 //! orientation, the gamut rule, the "already colour" check, size presets, unusual inputs.
 use std::path::{Path, PathBuf};
 
-use ddcolor::pipeline::color::{lab_to_rgb, lab_to_rgb_in_gamut, rgb_to_l, rgb_to_lab};
+use ddcolor::pipeline::color::{
+    lab_to_linear, lab_to_rgb, lab_to_rgb_in_gamut, rgb_to_l, rgb_to_lab,
+};
 use image::{DynamicImage, GenericImageView, ImageDecoder, ImageReader};
 use serde_json::Value;
 
@@ -449,6 +451,13 @@ fn out_of_range_ab_keeps_its_hue_and_lightness() {
         assert!(
             a.hypot(b) < lab[1].hypot(lab[2]),
             "{lab:?}: chroma not reduced"
+        );
+        // and reduced no more than it must: 1% more chroma along the same hue leaves sRGB
+        // (with its slack of 1e-5 on linear RGB)
+        let more = lab_to_linear([lab[0], a * 1.01, b * 1.01]);
+        assert!(
+            more.iter().any(|v| !(-1e-5..=1.0 + 1e-5).contains(v)),
+            "{lab:?}: {a} {b} is not the largest chroma that fits ({more:?} fits too)"
         );
         // clipping each channel (upstream) moves hue or lightness here
         let [lc, ac, bc] = rgb_to_lab(lab_to_rgb(lab));

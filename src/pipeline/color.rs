@@ -342,17 +342,28 @@ pub fn lab_to_linear_row(
 
 /// The out-of-gamut pixels of a row from [`lab_to_linear_row`] (without `clamp`) brought into
 /// sRGB as [`lab_to_rgb_in_gamut`] does, in linear RGB; pixels inside are left as they are.
+/// The pixels outside are gathered and searched together, in vector lanes.
 ///
 /// # Panics
 /// If a slice is shorter than `l`.
 pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3]) {
     let n = l.len();
     let (a, b, r, g, bl) = (&a[..n], &b[..n], &mut r[..n], &mut g[..n], &mut bl[..n]);
-    for i in 0..n {
-        let lin = [r[i], g[i], bl[i]];
-        if !in_gamut(lin) {
-            [r[i], g[i], bl[i]] = fit_chroma([l[i], a[i], b[i]], lin);
-        }
+    let outside: Vec<usize> = (0..n).filter(|&i| !in_gamut([r[i], g[i], bl[i]])).collect();
+    if outside.is_empty() {
+        return;
+    }
+    let pick = |v: &[f32]| outside.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+    let (ls, mut as_, mut bs) = (pick(l), pick(a), pick(b));
+    let m = outside.len();
+    let mut scratch = vec![0f32; 5 * m];
+    let (lo, rest) = scratch.split_at_mut(m);
+    let (hi, rest) = rest.split_at_mut(m);
+    let (rs, rest) = rest.split_at_mut(m);
+    let (gs, bls) = rest.split_at_mut(m);
+    fit_chroma(&ls, &mut as_, &mut bs, lo, hi, rs, gs, bls);
+    for (k, &i) in outside.iter().enumerate() {
+        [r[i], g[i], bl[i]] = [rs[k], gs[k], bls[k]];
     }
 }
 
@@ -363,13 +374,12 @@ const GAMUT_SLACK: f32 = 1e-5;
 /// Chroma beyond which no sRGB colour lies (the most saturated, pure blue, has about 134):
 /// a prediction is first brought within it, keeping its hue.
 pub const MAX_CHROMA: f32 = 200.0;
-/// The search for the largest chroma that fits stops within this much (linear RGB) of the
-/// gamut's edge (with its slack), about a tenth of a 16-bit step...
-const GAMUT_TOLERANCE: f32 = 1e-6;
-/// ...or after this many steps (regula falsi, Illinois variant: 2-3 on average).
-const GAMUT_STEPS: u32 = 24;
-/// Steps of the downward search for the first chroma scale that fits.
+/// Steps of the downward scan for the first chroma scale that fits (1, 7/8, ..., 1/8)...
 const GAMUT_SCAN: u32 = 8;
+/// ...then halvings of the bracket `[fits, does not]` it leaves (1/8 wide): the scale is
+/// found to 2^-19, a chroma within 4e-4 (at [`MAX_CHROMA`]) of the largest that fits, which
+/// moves linear RGB by about 1e-6, below a 16-bit step.
+const GAMUT_STEPS: u32 = 16;
 
 #[inline]
 fn in_gamut(rgb: [f32; 3]) -> bool {
@@ -397,73 +407,83 @@ pub fn lab_to_rgb_in_gamut(lab: [f32; 3]) -> [f32; 3] {
     if in_gamut(lin) {
         return lin.map(linear_to_srgb);
     }
-    fit_chroma(lab, lin).map(linear_to_srgb)
+    let [l, mut a, mut b] = lab;
+    let (mut lo, mut hi) = (0.0, 0.0);
+    let [mut r, mut g, mut bl] = [0f32; 3];
+    fit_chroma(
+        &[l],
+        std::slice::from_mut(&mut a),
+        std::slice::from_mut(&mut b),
+        std::slice::from_mut(&mut lo),
+        std::slice::from_mut(&mut hi),
+        std::slice::from_mut(&mut r),
+        std::slice::from_mut(&mut g),
+        std::slice::from_mut(&mut bl),
+    );
+    [r, g, bl].map(linear_to_srgb)
 }
 
-/// The out-of-gamut half of [`lab_to_rgb_in_gamut`], in linear RGB: the largest scale `s` in
-/// [0, 1] of (a, b) whose colour fits. Near black and white the colours that fit along one hue
-/// need not form one interval, so the search goes down from the prediction in steps of
-/// 1/[`GAMUT_SCAN`] to the first scale that fits, then refines between it and the step above
-/// by regula falsi (Illinois) on [`gamut_excess`].
-#[inline(never)]
-fn fit_chroma([l, a, b]: [f32; 3], full: [f32; 3]) -> [f32; 3] {
-    let gray = lab_to_linear([l, 0.0, 0.0]);
-    if !(a.is_finite() && b.is_finite()) || gamut_excess(gray) >= 0.0 {
-        // no colour at all, or black/white where no chroma fits
-        return gray;
-    }
-    let c = a.hypot(b);
-    let k = if c > MAX_CHROMA { MAX_CHROMA / c } else { 1.0 };
-    let (a, b) = (a * k, b * k);
-    let at = |s: f32| {
-        let rgb = lab_to_linear([l, s * a, s * b]);
-        (rgb, gamut_excess(rgb))
-    };
-    let (top, mut e_hi) = if k < 1.0 {
-        at(1.0)
-    } else {
-        (full, gamut_excess(full))
-    };
-    if e_hi <= 0.0 {
-        return top;
-    }
-    let mut hi = 1.0f32;
-    // the first step down that fits (gray, at 0, always does)
-    let (mut lo, (mut best, mut e_lo)) = (0.0f32, (gray, gamut_excess(gray)));
-    for i in (1..GAMUT_SCAN).rev() {
-        let s = i as f32 / GAMUT_SCAN as f32;
-        let (rgb, e) = at(s);
-        if e <= 0.0 {
-            (lo, best, e_lo) = (s, rgb, e);
-            break;
+multiversion! {
+    /// The out-of-gamut half of [`lab_to_rgb_in_gamut`] for many pixels at once, into linear
+    /// RGB `r`, `g`, `bl`: the largest scale `s` in [0, 1] of (a, b) whose colour fits. Near
+    /// black and white the colours that fit along one hue need not form one interval, so the
+    /// search goes down from the prediction in steps of 1/[`GAMUT_SCAN`] to the first scale
+    /// that fits, then halves the bracket it leaves [`GAMUT_STEPS`] times and keeps the side
+    /// that fits. Every pixel takes the same steps (no early exit), so the loops run across
+    /// pixels in vector lanes; one pixel alone gives the same result. `a` and `b` are
+    /// overwritten; `lo` and `hi` are scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_chroma(
+        l: &[f32],
+        a: &mut [f32],
+        b: &mut [f32],
+        lo: &mut [f32],
+        hi: &mut [f32],
+        r: &mut [f32],
+        g: &mut [f32],
+        bl: &mut [f32],
+    ) {
+        let n = l.len();
+        let (a, b, lo, hi) = (&mut a[..n], &mut b[..n], &mut lo[..n], &mut hi[..n]);
+        let (r, g, bl) = (&mut r[..n], &mut g[..n], &mut bl[..n]);
+        // ab within MAX_CHROMA along its hue; gray where it is not finite, or where no chroma
+        // fits at all (black and white: gray itself is outside)
+        for i in 0..n {
+            let (ai, bi) = (a[i], b[i]);
+            let gray_out = gamut_excess(lab_to_linear([l[i], 0.0, 0.0])) >= 0.0;
+            let m = ai.abs().max(bi.abs());
+            let (p, q) = (ai / m, bi / m);
+            let c = m * (p * p + q * q).sqrt();
+            let k = if c > MAX_CHROMA { MAX_CHROMA / c } else { 1.0 };
+            let keep = ai.is_finite() && bi.is_finite() && !gray_out;
+            a[i] = if keep { ai * k } else { 0.0 };
+            b[i] = if keep { bi * k } else { 0.0 };
+            lo[i] = 0.0;
+            hi[i] = 1.0;
         }
-        (hi, e_hi) = (s, e);
-    }
-    let mut last_side = 0i8;
-    for _ in 0..GAMUT_STEPS {
-        let s = (lo * e_hi - hi * e_lo) / (e_hi - e_lo);
-        if !(s > lo && s < hi) {
-            break;
-        }
-        let (rgb, e) = at(s);
-        if e.abs() <= GAMUT_TOLERANCE {
-            return rgb;
-        }
-        if e < 0.0 {
-            (lo, e_lo, best) = (s, e, rgb);
-            if last_side == -1 {
-                e_hi *= 0.5;
+        let at = |l: f32, a: f32, b: f32, s: f32| lab_to_linear([l, s * a, s * b]);
+        // the first step down that fits (lo > 0 marks it found; gray, at 0, always fits)
+        for step in (1..=GAMUT_SCAN).rev() {
+            let s = step as f32 / GAMUT_SCAN as f32;
+            for i in 0..n {
+                let fits = gamut_excess(at(l[i], a[i], b[i], s)) <= 0.0;
+                let searching = lo[i] == 0.0;
+                lo[i] = if searching && fits { s } else { lo[i] };
+                hi[i] = if searching && !fits { s } else { hi[i] };
             }
-            last_side = -1;
-        } else {
-            (hi, e_hi) = (s, e);
-            if last_side == 1 {
-                e_lo *= 0.5;
+        }
+        for _ in 0..GAMUT_STEPS {
+            for i in 0..n {
+                let mid = (lo[i] + hi[i]) * 0.5;
+                let fits = gamut_excess(at(l[i], a[i], b[i], mid)) <= 0.0;
+                lo[i] = if fits { mid } else { lo[i] };
+                hi[i] = if fits { hi[i] } else { mid };
             }
-            last_side = 1;
+        }
+        for i in 0..n {
+            [r[i], g[i], bl[i]] = at(l[i], a[i], b[i], lo[i]);
         }
     }
-    best
 }
 
 /// Rows per rayon task: enough work per task that scheduling stays negligible.
