@@ -41,16 +41,21 @@ if [ ! -x "$root/bin/nvcc" ]; then
   echo "cuda-toolchain: no nvcc under $root; remove $prefix and run again" >&2
   exit 1
 fi
-# The wheels ship only libcudart.so.13; the link step looks for the unversioned name.
-if [ -e "$root/lib/libcudart.so.13" ] && [ ! -e "$root/lib/libcudart.so" ]; then
-  ln -s libcudart.so.13 "$root/lib/libcudart.so"
-fi
+# candle-kernels links its MoE kernels against the CUDA runtime (`-lcudart`). Linked as the
+# shared library, the binary would need libcudart.so.13 just to start, and ddcolor must start
+# and run on the CPU on machines without CUDA. So `-lcudart` finds the static runtime here
+# (it loads the driver only when a GPU is first used); the driver and the other CUDA
+# libraries are loaded at run time by cudarc (vendor/cudarc/PATCHED.md).
+link="$prefix/link"
+mkdir -p "$link"
+ln -sfn "$root/lib/libcudart_static.a" "$link/libcudart.a"
 
 cat <<OUT
 export CUDA_ROOT="$root"
 export CUDA_PATH="$root"
 export PATH="$root/bin:\$PATH"
 export LD_LIBRARY_PATH="$root/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export LIBRARY_PATH="$link\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 export CUDA_COMPUTE_CAP="$cap"
 export CUDARC_CUDA_VERSION=13000
 OUT

@@ -2,7 +2,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 /// A device as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +61,7 @@ impl DeviceSpec {
                          `cargo build --release --features cuda` (see README, CUDA build)"
                     ));
                 }
-                Device::new_cuda(n)
+                open_cuda(n)
                     .map(|d| (d, None))
                     .map_err(|e| format!("--device cuda:{n}: cannot open the GPU ({e})"))
             }
@@ -69,7 +69,7 @@ impl DeviceSpec {
                 if !cuda_compiled() {
                     return Ok((Device::Cpu, None));
                 }
-                match Device::new_cuda(0) {
+                match open_cuda(0) {
                     Ok(d) => Ok((d, None)),
                     Err(e) => Ok((
                         Device::Cpu,
@@ -81,11 +81,124 @@ impl DeviceSpec {
     }
 }
 
+/// Open CUDA device `n`. The CUDA libraries are loaded at run time (see
+/// vendor/cudarc/PATCHED.md) and cudarc panics when one is missing, so first ask which are
+/// there, then open the device with panics turned into errors.
+#[cfg(feature = "cuda")]
+fn open_cuda(n: usize) -> Result<Device, String> {
+    use candle_core::cuda::cudarc;
+    // SAFETY: each check only tries to dlopen the library by its usual names (running its
+    // initialisers, as using it would).
+    let libs = unsafe {
+        [
+            (
+                "libcuda (the NVIDIA driver)",
+                cudarc::driver::sys::is_culib_present(),
+            ),
+            ("libcublas", cudarc::cublas::sys::is_culib_present()),
+            ("libcublasLt", cudarc::cublaslt::sys::is_culib_present()),
+            ("libcurand", cudarc::curand::sys::is_culib_present()),
+            ("libnvrtc", cudarc::nvrtc::sys::is_culib_present()),
+            #[cfg(feature = "cudnn")]
+            ("libcudnn", cudarc::cudnn::sys::is_culib_present()),
+        ]
+    };
+    let missing: Vec<&str> = libs.iter().filter(|l| !l.1).map(|l| l.0).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cannot load {} (CUDA {}.x; see LD_LIBRARY_PATH)",
+            missing.join(", "),
+            cudarc_major()
+        ));
+    }
+    match std::panic::catch_unwind(|| Device::new_cuda(n)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(p) => Err(p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the CUDA runtime panicked".into())),
+    }
+}
+
+/// The CUDA major version this build's kernels and library names are for.
+#[cfg(feature = "cuda")]
+fn cudarc_major() -> &'static str {
+    option_env!("CUDARC_CUDA_VERSION")
+        .and_then(|v| v.get(..2))
+        .unwrap_or("13")
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(n: usize) -> Result<Device, String> {
+    Device::new_cuda(n).map_err(|e| e.to_string())
+}
+
 /// A short name for reports: `cpu` or `cuda:N`.
 pub fn describe(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
         candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// `--dtype f32|bf16|f16`: what the model computes in (inputs and outputs stay f32).
+///
+/// f32 is the default everywhere: on the CPU it is the fastest (the hand-written kernels are
+/// f32), and bf16 on a GPU becomes the default only once its whole-pipeline parity has been
+/// measured on one (f16's, measured on the CPU, is within a level: tests/cli.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// GPU only (candle's CPU matrix product has no bf16).
+    Bf16,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            other => Err(format!(
+                "unknown dtype {other:?}; expected f32, bf16 or f16"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+impl Precision {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
+/// The name the reference script uses for a dtype (`fp32`, `bf16`, `fp16`).
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "fp32",
+        DType::BF16 => "bf16",
+        DType::F16 => "fp16",
+        other => other.as_str(),
     }
 }
