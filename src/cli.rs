@@ -82,6 +82,12 @@ pub struct BenchArgs {
     pub runs: usize,
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceSpec,
+    /// f32, bf16 (GPU only) or f16.
+    #[arg(long, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: device::Precision,
+    /// Allow TF32 tensor-core math in f32 matrix products (NVIDIA GPUs; see --tf32 of colorize).
+    #[arg(long)]
+    pub tf32: bool,
     /// CPU threads (default: all cores).
     #[arg(long, value_name = "T")]
     pub threads: Option<usize>,
@@ -124,6 +130,19 @@ pub struct ModelArgs {
     /// auto, cpu, cuda or cuda:N. auto picks CUDA when built with it and a GPU answers.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
+    /// What the model computes in: f32, bf16 (GPU only) or f16. Results differ slightly
+    /// between dtypes, so each has its own cache entries.
+    #[arg(
+        long,
+        env = "DDCOLOR_DTYPE",
+        default_value = "f32",
+        value_name = "DTYPE"
+    )]
+    pub dtype: device::Precision,
+    /// Allow TF32 tensor-core math in f32 matrix products on NVIDIA GPUs (Ampere and later):
+    /// faster, with ~1e-3 relative error per product. Off by default, as in PyTorch.
+    #[arg(long, env = "DDCOLOR_TF32")]
+    pub tf32: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -309,6 +328,8 @@ fn bench(args: &BenchArgs) -> Result<i32, Error> {
     if let Some(n) = note {
         eprintln!("ddcolor: {n}");
     }
+    let dtype = args.dtype.dtype();
+    candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
     let model = match (&args.weights, args.model) {
         (None, None) => {
             let cfg = match args.arch.as_str() {
@@ -316,11 +337,11 @@ fn bench(args: &BenchArgs) -> Result<i32, Error> {
                 "large" | "paper" | "convnext-l" => crate::model::Config::large(),
                 a => return Err(Error::Usage(format!("unknown --arch {a:?}: tiny or large"))),
             };
-            DDColor::random(cfg, &dev)?
+            DDColor::random_as(cfg, &dev, dtype)?
         }
         (w, m) => {
             let path = resolve_weights(w.as_deref(), m.unwrap_or_default(), false)?;
-            DDColor::load(path, &dev)?
+            DDColor::load_as(path, &dev, dtype)?
         }
     };
     let t = crate::colorizer::bench_forward(&model, args.size, args.batch, args.runs)?;
@@ -333,7 +354,7 @@ fn bench(args: &BenchArgs) -> Result<i32, Error> {
             "size": args.size,
             "batch": args.batch,
             "device": device::describe(&dev),
-            "dtype": "fp32",
+            "dtype": device::dtype_name(dtype),
             "threads": threads,
             "median_ms": (t.median_ms * 100.0).round() / 100.0,
             "min_ms": (t.min_ms * 100.0).round() / 100.0,
@@ -368,15 +389,17 @@ pub fn load_model(args: &ModelArgs, quiet: bool) -> Result<DDColor, Error> {
             eprintln!("ddcolor: {note}");
         }
     }
-    let model = DDColor::load(weights, &dev)?;
+    candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
+    let model = DDColor::load_as(weights, &dev, args.dtype.dtype())?;
     if !quiet {
         let c = model.config();
         eprintln!(
-            "ddcolor: loaded {} ({} encoder, {} model) on {}",
+            "ddcolor: loaded {} ({} encoder, {} model) on {}, {}",
             weights.display(),
             c.encoder.name(),
             c.variant(),
-            device::describe(&dev)
+            device::describe(&dev),
+            device::dtype_name(model.dtype())
         );
     }
     Ok(model)

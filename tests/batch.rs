@@ -13,7 +13,7 @@ pub const ALBUM_FILES: usize = 11;
 pub const ALBUM_UNIQUE: usize = 9;
 
 pub fn ddcolor() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddcolor"));
+    let mut c = Command::new(crate::util::ddcolor_bin());
     c.env_remove("DDCOLOR_WEIGHTS").env_remove("DDCOLOR_CACHE");
     c
 }

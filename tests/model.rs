@@ -306,3 +306,45 @@ fn the_reordered_linear_tail_equals_the_upstream_order() {
         assert!(d < 1e-4, "{case}: {d}");
     }
 }
+
+#[test]
+fn half_precision_tracks_the_f32_model() {
+    // f16 on the CPU (bf16 needs a GPU: candle's CPU matmul has no bf16, which must be said
+    // plainly); the same model on CUDA in bf16 and f16 runs in tests/gpu.rs.
+    let io = io();
+    let model = DDColor::load_as(golden("ddcolor-test.safetensors"), &Device::Cpu, DType::F16)
+        .expect("f16 model");
+    assert_eq!(model.dtype(), DType::F16);
+    let f32_model = DDColor::load(golden("ddcolor-test.safetensors"), &Device::Cpu).unwrap();
+    assert_ne!(
+        model.identity(),
+        f32_model.identity(),
+        "dtype must be in the cache identity"
+    );
+    for case in ["sq", "wide", "batch"] {
+        let want = &io[&format!("{case}.output")];
+        let out = model.forward(&io[&format!("{case}.input")]).unwrap();
+        assert_eq!(
+            out.dtype(),
+            DType::F32,
+            "outputs are f32 whatever the model computes in"
+        );
+        let d = max_abs_diff(&out, want);
+        let scale = max_abs(want);
+        eprintln!("f16 {case}: max |diff| {d} (max |ab| {scale})");
+        // f16 rounds to 2^-11 relative; through the network that grows to ~2.5e-3 of the
+        // output range here: allow 6e-3
+        assert!(
+            d <= 6e-3 * scale,
+            "{case}: f16 max |diff| {d} vs max |ab| {scale}"
+        );
+    }
+    let err = DDColor::load_as(
+        golden("ddcolor-test.safetensors"),
+        &Device::Cpu,
+        DType::BF16,
+    )
+    .expect_err("bf16 on the CPU is refused")
+    .to_string();
+    assert!(err.contains("bf16") && err.contains("GPU"), "{err}");
+}

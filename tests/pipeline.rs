@@ -7,8 +7,6 @@ use ddcolor::pipeline::{
     check_model_size, compose, prepare, rgb_f32_from_image, to_rgb8, ResizeMode,
 };
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden");
-
 fn assert_close(got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "lengths differ");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -28,7 +26,7 @@ fn resize_row(src: &[f32], ax: &Axis) -> Vec<f32> {
 
 #[test]
 fn pipeline_prepare_matches_golden_model_input() {
-    let img = image::open(format!("{GOLDEN}/e2e-gray.png")).expect("decode e2e-gray.png");
+    let img = image::open(crate::util::golden("e2e-gray.png")).expect("decode e2e-gray.png");
     let (w, h) = (img.width() as usize, img.height() as usize);
     assert_eq!((w, h), (150, 100));
     let rgb = rgb_f32_from_image(&img);
@@ -40,7 +38,7 @@ fn pipeline_prepare_matches_golden_model_input() {
     assert_eq!(prep.model_input.len(), 3 * 64 * 64);
 
     let tensors = candle_core::safetensors::load(
-        format!("{GOLDEN}/e2e-model-input.safetensors"),
+        crate::util::golden("e2e-model-input.safetensors"),
         &candle_core::Device::Cpu,
     )
     .expect("load golden model input");
@@ -68,7 +66,7 @@ fn pipeline_prepare_matches_golden_model_input() {
 
 #[test]
 fn pipeline_full_resolution_l_is_lightness_of_each_pixel() {
-    let img = image::open(format!("{GOLDEN}/e2e-gray.png")).expect("decode e2e-gray.png");
+    let img = image::open(crate::util::golden("e2e-gray.png")).expect("decode e2e-gray.png");
     let luma = img.to_luma8();
     let rgb = rgb_f32_from_image(&img);
     let prep = prepare(&rgb, 150, 100, 64);

@@ -4,6 +4,8 @@ mod batch_redis;
 mod cache;
 mod cli;
 mod fidelity;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod hub_server;
 mod model;
 mod ops;

@@ -4,18 +4,22 @@ use std::path::PathBuf;
 
 use candle_core::Tensor;
 
-/// `../shared/golden`, beside the repository.
-pub fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/golden")
-        .join(name)
+/// `../shared`, beside the repository, or `$DDCOLOR_SHARED` (a test binary run on another
+/// machine, as scripts/gpu-check.sh does, where the build-time path does not exist).
+pub fn shared() -> PathBuf {
+    std::env::var_os("DDCOLOR_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
 }
 
-/// `../shared/fixtures`, beside the repository.
+/// `../shared/golden`.
+pub fn golden(name: &str) -> PathBuf {
+    shared().join("golden").join(name)
+}
+
+/// `../shared/fixtures`.
 pub fn fixtures(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name)
+    shared().join("fixtures").join(name)
 }
 
 /// Largest absolute difference of two tensors of the same shape.
@@ -43,4 +47,11 @@ pub fn max_abs(a: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+/// The ddcolor binary under test: the one cargo built, or `$DDCOLOR_BIN` (see [`shared`]).
+pub fn ddcolor_bin() -> PathBuf {
+    std::env::var_os("DDCOLOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ddcolor")))
 }

@@ -40,7 +40,7 @@ impl Sandbox {
 
     /// `ddcolor` with this sandbox's environment and `endpoint` as HF_ENDPOINT.
     fn cmd(&self, endpoint: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ddcolor"));
+        let mut c = Command::new(crate::util::ddcolor_bin());
         c.current_dir(self.path("work"))
             .env("HOME", self.path("home"))
             .env("XDG_DATA_HOME", self.path("data"))

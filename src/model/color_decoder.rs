@@ -249,7 +249,7 @@ impl MultiScaleColorDecoder {
         for (i, x) in scales.iter().enumerate() {
             let (_, _, h, w) = x.dims4()?;
             let pe = position_embedding_sine(h, w, c);
-            pos.push(Tensor::from_vec(pe, (1, h * w, c), x.device())?);
+            pos.push(Tensor::from_vec(pe, (1, h * w, c), x.device())?.to_dtype(x.dtype())?);
             // input_proj(x).flatten(2) + level_embed[i], as [B, HW, C]
             let s = self.input_proj[i]
                 .forward(x)?

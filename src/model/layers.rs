@@ -7,9 +7,11 @@ use super::weights::{LoadError, Vb};
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
 
-/// Move a loaded CPU tensor to the model's device.
+/// Move a finished (folded) f32 CPU weight to the model's device, in the model's dtype.
 pub(crate) fn to_dev(vb: &Vb, t: Tensor, dev: &Device) -> LoadResult<Tensor> {
-    t.to_device(dev).map_err(|e| vb.checkpoint().tensor_err(e))
+    t.to_dtype(vb.dtype())
+        .and_then(|t| t.to_device(dev))
+        .map_err(|e| vb.checkpoint().tensor_err(e))
 }
 
 /// `nn.Linear`, stored transposed (`[in, out]`) so that any `[..., in]` input is one GEMM.

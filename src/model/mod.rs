@@ -14,7 +14,7 @@ pub mod weights;
 
 use std::path::Path;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 pub use config::Config;
 pub use weights::{Checkpoint, LoadError};
@@ -51,11 +51,21 @@ impl DDColor {
     /// Load a checkpoint file (`.pth`, `pytorch_model.bin` or safetensors), inferring the
     /// architecture from its shapes and the head count from a `config.json` beside it.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> std::result::Result<Self, LoadError> {
+        Self::load_as(path, device, DType::F32)
+    }
+
+    /// [`DDColor::load`] with the weights and activations kept in `dtype` (f32, bf16 or f16;
+    /// inputs and outputs stay f32).
+    pub fn load_as(
+        path: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<Self, LoadError> {
         let path = path.as_ref();
         let ck = Checkpoint::open(path)?;
         let heads = config::heads_from_config_json(path)?.unwrap_or(config::DEFAULT_HEADS);
         let cfg = Config::infer(&ck, heads)?;
-        Self::from_checkpoint(&ck, cfg, device)
+        Self::from_checkpoint_as(&ck, cfg, device, dtype)
     }
 
     /// Build from tensors already read, with a known configuration.
@@ -64,10 +74,37 @@ impl DDColor {
         cfg: Config,
         device: &Device,
     ) -> std::result::Result<Self, LoadError> {
-        let vb = ck.root();
+        Self::from_checkpoint_as(ck, cfg, device, DType::F32)
+    }
+
+    /// [`DDColor::from_checkpoint`] in `dtype` (see [`DDColor::load_as`]). The identity, and so
+    /// the cache keys, differ from the f32 model's: a bf16 result is a different result.
+    pub fn from_checkpoint_as(
+        ck: &Checkpoint,
+        cfg: Config,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<Self, LoadError> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(ck.tensor_err(candle_core::Error::Msg(format!(
+                "DDColor runs in f32, bf16 or f16, not {dtype:?}"
+            ))));
+        }
+        if dtype == DType::BF16 && device.is_cpu() {
+            return Err(ck.tensor_err(candle_core::Error::Msg(
+                "bf16 runs on a GPU only (candle's CPU matrix product has no bf16); use f32, \
+                 the fastest on the CPU, or f16"
+                    .into(),
+            )));
+        }
+        let vb = ck.root_as(dtype);
         let dec = vb.pp("decoder");
         let q = cfg.color_decoder.num_queries;
-        let identity = ck.digest(&format!("{cfg:?}"))?;
+        // (f32 keeps the identity it always had)
+        let identity = match dtype {
+            DType::F32 => ck.digest(&format!("{cfg:?}"))?,
+            other => ck.digest(&format!("{cfg:?} dtype={}", other.as_str()))?,
+        };
         let refine_net = Conv2d::load_normed(
             &vb.pp("refine_net").pp(0).pp(0),
             q + 3,
@@ -107,7 +144,16 @@ impl DDColor {
 
     /// The architecture `cfg` with random weights (timing without a checkpoint).
     pub fn random(cfg: Config, device: &Device) -> std::result::Result<Self, LoadError> {
-        Self::from_checkpoint(&Checkpoint::random(), cfg, device)
+        Self::random_as(cfg, device, DType::F32)
+    }
+
+    /// [`DDColor::random`] in `dtype`.
+    pub fn random_as(
+        cfg: Config,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<Self, LoadError> {
+        Self::from_checkpoint_as(&Checkpoint::random(), cfg, device, dtype)
     }
 
     /// SHA-256 (hex) of the weights and configuration: two models with the same identity give
@@ -122,6 +168,11 @@ impl DDColor {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// What the weights and activations are kept in (inputs and outputs are f32).
+    pub fn dtype(&self) -> DType {
+        self.mean.dtype()
     }
 
     fn check_input(x: &Tensor) -> Result<()> {
@@ -146,7 +197,10 @@ impl DDColor {
     /// upstream order and matches this to float rounding.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Self::check_input(x)?;
-        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let x = x
+            .to_dtype(self.dtype())?
+            .broadcast_sub(&self.mean)?
+            .broadcast_div(&self.std)?;
         let hooks = self.encoder.forward(&x)?;
         let scales = self.decoder.scales(&hooks)?;
         let emb = self.color_decoder.color_embeddings(&scales)?; // [B, Q, C]
@@ -198,7 +252,8 @@ impl DDColor {
             1,
             ops::Act::Identity,
             ops::Act::Identity,
-        )
+        )?
+        .to_dtype(DType::F32)
     }
 
     /// [`DDColor::forward`], handing each intermediate to `trace` under the name the golden
@@ -209,7 +264,10 @@ impl DDColor {
         trace: &mut dyn FnMut(&str, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
         Self::check_input(x)?;
-        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let x = x
+            .to_dtype(self.dtype())?
+            .broadcast_sub(&self.mean)?
+            .broadcast_div(&self.std)?;
         let hooks = self.encoder.forward(&x)?;
         for (i, t) in hooks.iter().enumerate() {
             trace(&format!("encoder.norm{i}"), t)?;
@@ -227,6 +285,8 @@ impl DDColor {
         let out = self.color_decoder.forward(&scales, &img)?;
         trace("decoder.color_decoder", &out)?;
         // refine_net(cat([out_feat, x], dim=1))
-        self.refine_net.forward(&Tensor::cat(&[&out, &x], 1)?)
+        self.refine_net
+            .forward(&Tensor::cat(&[&out, &x], 1)?)?
+            .to_dtype(DType::F32)
     }
 }

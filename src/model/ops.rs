@@ -32,7 +32,23 @@ pub fn depthwise_conv_nhwc(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor>
         let x = x.contiguous()?;
         return x.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &DepthwiseNhwc { k });
     }
-    // Shift-and-add: one broadcast multiply-add per tap, any device and dtype.
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda()
+        && matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16)
+        && w.dtype() == x.dtype()
+        && b.dtype() == x.dtype()
+    {
+        let x = x.contiguous()?;
+        return x.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &DepthwiseNhwc { k });
+    }
+    depthwise_conv_nhwc_shifted(x, w, b)
+}
+
+/// [`depthwise_conv_nhwc`] from ordinary tensor ops, on any device and dtype: one broadcast
+/// multiply-add per tap (49 kernel launches per layer on a GPU). The reference the kernels are
+/// tested against.
+pub fn depthwise_conv_nhwc_shifted(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let k = w.dim(0)?;
     let (_, h, wd, _) = x.dims4()?;
     let pad = k / 2;
     let xp = x.pad_with_zeros(1, pad, pad)?.pad_with_zeros(2, pad, pad)?;
@@ -85,6 +101,106 @@ impl CustomOp3 for DepthwiseNhwc {
                 depthwise_row(orow, img, wt, bias, y, h, w, c, k);
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda::CudaStorageSlice as S;
+        let dev = &xs.device;
+        let slice = match (&xs.slice, &ws.slice, &bs.slice) {
+            (S::F32(x), S::F32(w), S::F32(b)) => {
+                S::F32(self.launch("depthwise_nhwc_f32", dev, x, xl, w, wl, b, bl)?)
+            }
+            (S::BF16(x), S::BF16(w), S::BF16(b)) => {
+                S::BF16(self.launch("depthwise_nhwc_bf16", dev, x, xl, w, wl, b, bl)?)
+            }
+            (S::F16(x), S::F16(w), S::F16(b)) => {
+                S::F16(self.launch("depthwise_nhwc_f16", dev, x, xl, w, wl, b, bl)?)
+            }
+            _ => {
+                candle_core::bail!("depthwise: input, weight and bias must all be f32, bf16 or f16")
+            }
+        };
+        let out = candle_core::CudaStorage {
+            slice,
+            device: dev.clone(),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+}
+
+/// The PTX of `src/model/kernels.cu`, built by `build.rs` for `CUDA_COMPUTE_CAP`.
+#[cfg(feature = "cuda")]
+const KERNELS_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
+
+#[cfg(feature = "cuda")]
+impl DepthwiseNhwc {
+    /// One launch of `kernels.cu`'s `depthwise_nhwc_<dtype>` over the whole tensor.
+    #[allow(clippy::too_many_arguments)]
+    fn launch<T: candle_core::cuda::cudarc::driver::DeviceRepr>(
+        &self,
+        name: &str,
+        dev: &candle_core::CudaDevice,
+        x: &candle_core::cuda::cudarc::driver::CudaSlice<T>,
+        xl: &Layout,
+        w: &candle_core::cuda::cudarc::driver::CudaSlice<T>,
+        wl: &Layout,
+        b: &candle_core::cuda::cudarc::driver::CudaSlice<T>,
+        bl: &Layout,
+    ) -> Result<candle_core::cuda::cudarc::driver::CudaSlice<T>> {
+        use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda::WrapErr;
+        let (n, h, wd, c) = xl.shape().dims4()?;
+        let k = self.k;
+        let range = |l: &Layout, what: &str| match l.contiguous_offsets() {
+            Some((a, b)) => Ok(a..b),
+            None => candle_core::bail!("{what} must be contiguous"),
+        };
+        let (xr, wr, br) = (
+            range(xl, "depthwise input")?,
+            range(wl, "depthwise weight")?,
+            range(bl, "depthwise bias")?,
+        );
+        if wr.len() != k * k * c || br.len() != c {
+            candle_core::bail!("depthwise weight/bias do not match {c} channels")
+        }
+        let total = n * h * wd * c;
+        let dims: [i32; 5] = [n, h, wd, c, k].map(|v| v as i32);
+        if [n, h, wd, c, k].iter().any(|&v| v > i32::MAX as usize) {
+            candle_core::bail!("depthwise: a dimension does not fit i32")
+        }
+        let func = dev.get_or_load_custom_func(name, "ddcolor_kernels", KERNELS_PTX)?;
+        // SAFETY: every element is written by the kernel before it is read.
+        let dst = unsafe { dev.alloc::<T>(total)? };
+        let (xv, wv, bv) = (x.slice(xr), w.slice(wr), b.slice(br));
+        let mut args = func.builder();
+        args.arg(&xv);
+        args.arg(&wv);
+        args.arg(&bv);
+        args.arg(&dst);
+        for d in &dims {
+            args.arg(d);
+        }
+        // a grid-stride loop: the grid need not cover every element
+        let threads = 256u32;
+        let blocks = total.div_ceil(threads as usize).clamp(1, 65_535 * 8) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the argument list matches the kernel's signature in kernels.cu, and the
+        // buffers hold the sizes checked above.
+        unsafe { args.launch(cfg) }.w()?;
+        Ok(dst)
     }
 }
 
@@ -140,12 +256,20 @@ pub fn layer_norm_last(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<T
             &LayerNormLast { eps: eps as f32 },
         );
     }
+    // statistics in f32 whatever the storage (bf16 has 8 bits of mantissa)
+    let dtype = x.dtype();
+    let (x, w, b) = (
+        x.to_dtype(DType::F32)?,
+        w.to_dtype(DType::F32)?,
+        b.to_dtype(DType::F32)?,
+    );
     let mean = x.mean_keepdim(D::Minus1)?;
     let xc = x.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
     xc.broadcast_div(&(var + eps)?.sqrt()?)?
-        .broadcast_mul(w)?
-        .broadcast_add(b)
+        .broadcast_mul(&w)?
+        .broadcast_add(&b)?
+        .to_dtype(dtype)
 }
 
 struct LayerNormLast {

@@ -310,11 +310,19 @@ impl Checkpoint {
         out
     }
 
-    /// A view with a key prefix, as `VarBuilder::pp` in candle.
+    /// A view with a key prefix, as `VarBuilder::pp` in candle; the model built from it keeps
+    /// its weights in f32.
     pub fn root(&self) -> Vb<'_> {
+        self.root_as(DType::F32)
+    }
+
+    /// [`Checkpoint::root`] for a model that keeps its weights in `dtype` (folding is done in
+    /// f32 first, then each finished weight is converted).
+    pub fn root_as(&self, dtype: DType) -> Vb<'_> {
         Vb {
             ckpt: self,
             prefix: String::new(),
+            dtype,
         }
     }
 }
@@ -353,6 +361,8 @@ fn read_torch_zip(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
 pub struct Vb<'a> {
     ckpt: &'a Checkpoint,
     prefix: String,
+    /// What the model's weights are stored as on the device.
+    dtype: DType,
 }
 
 impl<'a> Vb<'a> {
@@ -366,6 +376,7 @@ impl<'a> Vb<'a> {
         Vb {
             ckpt: self.ckpt,
             prefix,
+            dtype: self.dtype,
         }
     }
 
@@ -383,6 +394,11 @@ impl<'a> Vb<'a> {
 
     pub fn checkpoint(&self) -> &'a Checkpoint {
         self.ckpt
+    }
+
+    /// The dtype the model's weights are kept in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// A float tensor of exactly `shape` (f32, CPU).
