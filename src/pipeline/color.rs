@@ -228,7 +228,7 @@ fn lab_f(t: f32) -> f32 {
 #[inline]
 fn lab_f_inv(f: f32) -> f32 {
     if f <= F_THRESH {
-        (f - OFFSET) / SLOPE
+        (f - OFFSET) * (1.0 / SLOPE)
     } else {
         f * f * f
     }
@@ -282,16 +282,19 @@ pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
 /// lies outside the sRGB gamut.
 #[inline]
 pub fn lab_to_linear(lab: [f32; 3]) -> [f32; 3] {
+    // OpenCV's formula, with its divisions by constants as multiplications by their
+    // reciprocals (within an ulp; six vector divisions were most of the cost of the gamut
+    // search, which evaluates this ~25 times per pixel outside sRGB)
     let [l, a, b] = lab;
     let (y, fy) = if l <= L_THRESH {
-        let y = l / KAPPA;
+        let y = l * (1.0 / KAPPA);
         (y, SLOPE * y + OFFSET)
     } else {
-        let fy = (l + 16.0) / 116.0;
+        let fy = (l + 16.0) * (1.0 / 116.0);
         (fy * fy * fy, fy)
     };
-    let x = lab_f_inv(a / 500.0 + fy);
-    let z = lab_f_inv(fy - b / 200.0);
+    let x = lab_f_inv(a * (1.0 / 500.0) + fy);
+    let z = lab_f_inv(fy - b * (1.0 / 200.0));
     let r = INV[0][0] * x + INV[0][1] * y + INV[0][2] * z;
     let g = INV[1][0] * x + INV[1][1] * y + INV[1][2] * z;
     let bl = INV[2][0] * x + INV[2][1] * y + INV[2][2] * z;
@@ -340,6 +343,19 @@ pub fn lab_to_linear_row(
     lab_row_to_linear(l, a, b, clamp, r, g, bl);
 }
 
+multiversion! {
+    /// `flags[i] = 1` where linear RGB `(r[i], g[i], b[i])` is outside sRGB (with its slack,
+    /// or not a number), as `!in_gamut`.
+    fn outside_flags(r: &[f32], g: &[f32], b: &[f32], flags: &mut [u8]) {
+        let n = flags.len();
+        let (r, g, b) = (&r[..n], &g[..n], &b[..n]);
+        let inside = |v: f32| (-GAMUT_SLACK..=1.0 + GAMUT_SLACK).contains(&v);
+        for i in 0..n {
+            flags[i] = u8::from(!(inside(r[i]) & inside(g[i]) & inside(b[i])));
+        }
+    }
+}
+
 /// The out-of-gamut pixels of a row from [`lab_to_linear_row`] (without `clamp`) brought into
 /// sRGB as [`lab_to_rgb_in_gamut`] does, in linear RGB; pixels inside are left as they are.
 /// The pixels outside are gathered and searched together, in vector lanes.
@@ -349,7 +365,9 @@ pub fn lab_to_linear_row(
 pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3]) {
     let n = l.len();
     let (a, b, r, g, bl) = (&a[..n], &b[..n], &mut r[..n], &mut g[..n], &mut bl[..n]);
-    let outside: Vec<usize> = (0..n).filter(|&i| !in_gamut([r[i], g[i], bl[i]])).collect();
+    let mut flags = vec![0u8; n];
+    outside_flags(r, g, bl, &mut flags);
+    let outside: Vec<usize> = (0..n).filter(|&i| flags[i] != 0).collect();
     if outside.is_empty() {
         return;
     }
