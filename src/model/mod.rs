@@ -175,6 +175,14 @@ impl DDColor {
         self.mean.dtype()
     }
 
+    /// The checked input in the model's dtype, normalised with the checkpoint's statistics.
+    fn normalised_input(&self, x: &Tensor) -> Result<Tensor> {
+        Self::check_input(x)?;
+        x.to_dtype(self.dtype())?
+            .broadcast_sub(&self.mean)?
+            .broadcast_div(&self.std)
+    }
+
     fn check_input(x: &Tensor) -> Result<()> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h % 32 != 0 || w % 32 != 0 || h == 0 || w == 0 {
@@ -196,11 +204,7 @@ impl DDColor {
     /// the C x H x W image feature are never formed. [`DDColor::forward_traced`] computes the
     /// upstream order and matches this to float rounding.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Self::check_input(x)?;
-        let x = x
-            .to_dtype(self.dtype())?
-            .broadcast_sub(&self.mean)?
-            .broadcast_div(&self.std)?;
+        let x = self.normalised_input(x)?;
         let hooks = self.encoder.forward(&x)?;
         let scales = self.decoder.scales(&hooks)?;
         let emb = self.color_decoder.color_embeddings(&scales)?; // [B, Q, C]
@@ -263,11 +267,7 @@ impl DDColor {
         x: &Tensor,
         trace: &mut dyn FnMut(&str, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
-        Self::check_input(x)?;
-        let x = x
-            .to_dtype(self.dtype())?
-            .broadcast_sub(&self.mean)?
-            .broadcast_div(&self.std)?;
+        let x = self.normalised_input(x)?;
         let hooks = self.encoder.forward(&x)?;
         for (i, t) in hooks.iter().enumerate() {
             trace(&format!("encoder.norm{i}"), t)?;

@@ -394,52 +394,57 @@ pub fn compose_gamut(
         size,
         mode,
     };
-    // SAFETY: the closure writes all 3 * width samples of the row (`interleave` checks the
+    // SAFETY: the closure writes all 3 * width samples of the row (`interleave3` checks the
     // length).
     unsafe {
         compose_rows(&planes, gamut, 3, |row, _, dst| {
             let [r, g, b] = &row.rgb;
-            interleave(dst, r, g, b, None, |v| v);
+            interleave3(dst, [r, g, b], |v| v);
         })
     }
 }
 
-/// Writes every sample of `dst`, a row of `width` pixels of 3 samples (`alpha` = None) or 4
-/// (the fourth from `alpha(x)`), from the planar rows `r`, `g`, `b` through `cast`.
+/// Writes every sample of `dst`, a row of `r.len()` pixels of 3 samples, from the planar rows
+/// `r`, `g`, `b` through `cast`.
 ///
 /// # Panics
-/// If `dst` is not `width` pixels long (`width` = `r.len()`) or `g`, `b` are shorter.
+/// If `dst` is not `3 * r.len()` long or `g`, `b` are shorter than `r`.
 #[inline(always)]
-fn interleave<S: Copy, T>(
+fn interleave3<S: Copy, T>(
     dst: &mut [MaybeUninit<T>],
-    r: &[S],
-    g: &[S],
-    b: &[S],
-    alpha: Option<&dyn Fn(usize) -> T>,
+    [r, g, b]: [&[S]; 3],
     cast: impl Fn(S) -> T,
 ) {
     let width = r.len();
     let (g, b) = (&g[..width], &b[..width]);
-    // one loop per pixel size, so that each knows its stride
-    match alpha {
-        None => {
-            assert_eq!(dst.len(), 3 * width, "row of 3-sample pixels");
-            for (((px, &r), &g), &b) in dst.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
-                px[0].write(cast(r));
-                px[1].write(cast(g));
-                px[2].write(cast(b));
-            }
-        }
-        Some(alpha) => {
-            assert_eq!(dst.len(), 4 * width, "row of 4-sample pixels");
-            let pixels = dst.chunks_exact_mut(4).zip(r).zip(g).zip(b);
-            for (x, (((px, &r), &g), &b)) in pixels.enumerate() {
-                px[0].write(cast(r));
-                px[1].write(cast(g));
-                px[2].write(cast(b));
-                px[3].write(alpha(x));
-            }
-        }
+    assert_eq!(dst.len(), 3 * width, "row of 3-sample pixels");
+    for (((px, &r), &g), &b) in dst.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+        px[0].write(cast(r));
+        px[1].write(cast(g));
+        px[2].write(cast(b));
+    }
+}
+
+/// [`interleave3`] with a fourth sample per pixel, `alpha(x)`.
+///
+/// # Panics
+/// If `dst` is not `4 * r.len()` long or `g`, `b` are shorter than `r`.
+#[inline(always)]
+fn interleave4<S: Copy, T>(
+    dst: &mut [MaybeUninit<T>],
+    [r, g, b]: [&[S]; 3],
+    alpha: impl Fn(usize) -> T,
+    cast: impl Fn(S) -> T,
+) {
+    let width = r.len();
+    let (g, b) = (&g[..width], &b[..width]);
+    assert_eq!(dst.len(), 4 * width, "row of 4-sample pixels");
+    let pixels = dst.chunks_exact_mut(4).zip(r).zip(g).zip(b);
+    for (x, (((px, &r), &g), &b)) in pixels.enumerate() {
+        px[0].write(cast(r));
+        px[1].write(cast(g));
+        px[2].write(cast(b));
+        px[3].write(alpha(x));
     }
 }
 
@@ -593,8 +598,8 @@ fn compose_quantised<T: Send>(
     at: impl Fn(&Alpha, usize) -> T + Sync,
 ) -> Vec<T> {
     let channels = 3 + usize::from(alpha.is_some());
-    // SAFETY: the closure writes all `channels * width` samples of the row (`interleave`
-    // checks the length).
+    // SAFETY: the closure writes all `channels * width` samples of the row (`interleave3`
+    // and `interleave4` check the length).
     unsafe {
         compose_rows(planes, gamut, channels, |row, y, dst| {
             for (q, v) in row.q.iter_mut().zip(&row.rgb) {
@@ -603,11 +608,8 @@ fn compose_quantised<T: Send>(
             let [r, g, b] = &row.q;
             let width = r.len();
             match alpha {
-                None => interleave(dst, r, g, b, None, &cast),
-                Some(a) => {
-                    let alpha = |x: usize| at(a, y * width + x);
-                    interleave(dst, r, g, b, Some(&alpha), &cast)
-                }
+                None => interleave3(dst, [r, g, b], &cast),
+                Some(a) => interleave4(dst, [r, g, b], |x| at(a, y * width + x), &cast),
             }
         })
     }
