@@ -152,3 +152,19 @@ fn subpixel_contraction_matches_the_tensor_formulation() {
         }
     }
 }
+
+#[test]
+fn softmax_matches_candle() {
+    // row lengths around the 16-lane split, attention-like scales, a row far from zero
+    for n in [1usize, 7, 16, 17, 100, 1024, 4099] {
+        let x = (Tensor::randn(0f32, 8.0, (3, 5, n), &Device::Cpu).unwrap() + 50.0).unwrap();
+        let got = ops::softmax_last_dim(&x).unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let d = max_abs_diff(&got, &want);
+        assert!(d <= 1e-6, "row of {n}: max |diff| {d}");
+        let sums = got.sum(D::Minus1).unwrap().flatten_all().unwrap();
+        for s in sums.to_vec1::<f32>().unwrap() {
+            assert!((s - 1.0).abs() <= 1e-5, "row of {n} sums to {s}");
+        }
+    }
+}

@@ -4,8 +4,8 @@
 //!
 //! PyTorch keeps sequences first (`[L, B, C]`); here they are batch first (`[B, L, C]`), the
 //! same arithmetic.
+use super::ops::softmax_last_dim;
 use candle_core::{Device, Result, Tensor};
-use candle_nn::ops::softmax_last_dim;
 
 use super::layers::{to_dev, Conv2d, LayerNorm, Linear, LoadResult};
 use super::weights::Vb;
