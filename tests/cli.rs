@@ -35,16 +35,12 @@ pub fn agreement(a: &Path, b: &Path) -> (f64, u8, f64) {
     (within as f64 / n, max, sum as f64 / n)
 }
 
-#[test]
-fn half_precision_pipeline_stays_within_a_level_of_upstream() {
-    // `--dtype f16` on the CPU (the GPU's bf16 and f16 are checked in tests/gpu.rs): the
-    // whole-pipeline 8-bit output next to upstream's f32 result. Measured: 99.94% of the
-    // samples within one level, none off by more than 3, mean 0.16 (f32: see the parity test).
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let weights = golden("ddcolor-test.safetensors");
+/// `ddcolor colorize` of the golden whole-pipeline input `e2e-gray.png` with the golden
+/// checkpoint `weights`, at model size 64, into `out`, with `extra` flags after those.
+pub fn colorize_e2e(out: &Path, weights: &str, extra: &[&str]) -> Output {
     let input = golden("e2e-gray.png");
-    let o = ddcolor(&[
+    let weights = golden(weights);
+    let mut args = vec![
         "colorize",
         input.to_str().unwrap(),
         "--output",
@@ -53,15 +49,26 @@ fn half_precision_pipeline_stays_within_a_level_of_upstream() {
         weights.to_str().unwrap(),
         "--size",
         "64",
-        "--resize",
-        "bilinear",
-        "--device",
-        "cpu",
-        "--dtype",
-        "f16",
-        "--cache",
-        "none",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    ddcolor(&args)
+}
+
+#[test]
+fn half_precision_pipeline_stays_within_a_level_of_upstream() {
+    // `--dtype f16` on the CPU (the GPU's bf16 and f16 are checked in tests/gpu.rs): the
+    // whole-pipeline 8-bit output next to upstream's f32 result. Measured: 99.94% of the
+    // samples within one level, none off by more than 3, mean 0.16 (f32: see the parity test).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let weights = "ddcolor-test.safetensors";
+    let o = colorize_e2e(
+        &out,
+        weights,
+        &[
+            "--resize", "bilinear", "--device", "cpu", "--dtype", "f16", "--cache", "none",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("fp16"),
@@ -79,20 +86,11 @@ fn half_precision_pipeline_stays_within_a_level_of_upstream() {
         within1 * 100.0
     );
     // bf16 on the CPU is refused with the reason, not a crash mid-run
-    let o = ddcolor(&[
-        "colorize",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--dtype",
-        "bf16",
-        "--cache",
-        "none",
-    ]);
+    let o = colorize_e2e(
+        &out,
+        weights,
+        &["--device", "cpu", "--dtype", "bf16", "--cache", "none"],
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("bf16 runs on a GPU only"),
@@ -111,24 +109,9 @@ fn pipeline_parity_with_upstream_for_both_resize_modes() {
         for mode in ["nearest", "bilinear"] {
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join("out");
-            let weights = golden(container);
-            let input = golden("e2e-gray.png");
-            let o = ddcolor(&[
-                "colorize",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--weights",
-                weights.to_str().unwrap(),
-                "--size",
-                "64",
-                "--resize",
-                mode,
-                // the held-out check runs exactly these flags: the default gamut rule must
-                // give upstream's result on 8-bit images
-                "--device",
-                "cpu",
-            ]);
+            // the held-out check runs exactly these flags (colorize_e2e's, then these): the
+            // default gamut rule must give upstream's result on 8-bit images
+            let o = colorize_e2e(&out, container, &["--resize", mode, "--device", "cpu"]);
             assert!(o.status.success(), "{container} {mode}: {}", stderr(&o));
             let got = out.join("e2e-gray.png");
             let want = golden(&format!("e2e-expected-{mode}.png"));

@@ -98,24 +98,13 @@ fn whole_pipeline_on_cuda_stays_within_a_level() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let o = crate::cli::ddcolor(&[
-            "colorize",
-            golden("e2e-gray.png").to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--weights",
-            golden("ddcolor-test.safetensors").to_str().unwrap(),
-            "--size",
-            "64",
-            "--resize",
-            "bilinear",
-            "--device",
-            "cuda",
-            "--dtype",
-            dtype,
-            "--cache",
-            "none",
-        ]);
+        let o = crate::cli::colorize_e2e(
+            &out,
+            "ddcolor-test.safetensors",
+            &[
+                "--resize", "bilinear", "--device", "cuda", "--dtype", dtype, "--cache", "none",
+            ],
+        );
         assert!(
             o.status.success(),
             "{dtype}: {}",
