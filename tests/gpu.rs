@@ -33,12 +33,13 @@ fn depthwise_kernel_matches_the_cpu_kernel() {
         let want = ops::depthwise_conv_nhwc(&x, &wt, &b).unwrap();
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 3e-2), (DType::F16, 4e-3)] {
             let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
-            let got = ops::depthwise_conv_nhwc(&on(&x), &on(&wt), &on(&b))
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_device(&Device::Cpu)
-                .unwrap();
+            let back = |t: Tensor| {
+                t.to_dtype(DType::F32)
+                    .unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+            };
+            let got = back(ops::depthwise_conv_nhwc(&on(&x), &on(&wt), &on(&b)).unwrap());
             let d = max_abs_diff(&got, &want);
             let scale = max_abs(&want);
             assert!(
@@ -46,12 +47,8 @@ fn depthwise_kernel_matches_the_cpu_kernel() {
                 "{dtype:?} {n}x{h}x{w}x{c} k{k}: max |diff| {d} (scale {scale})"
             );
             // and the kernel is what ran: the tensor-op version agrees too
-            let shifted = ops::depthwise_conv_nhwc_shifted(&on(&x), &on(&wt), &on(&b))
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-                .to_device(&Device::Cpu)
-                .unwrap();
+            let shifted =
+                back(ops::depthwise_conv_nhwc_shifted(&on(&x), &on(&wt), &on(&b)).unwrap());
             assert!(max_abs_diff(&shifted, &want) <= tol * scale);
         }
     }

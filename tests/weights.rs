@@ -78,6 +78,14 @@ impl Sandbox {
             .args(extra);
         c.output().unwrap()
     }
+
+    /// `weights fetch paper_tiny`.
+    fn fetch_tiny(&self, endpoint: &str) -> Output {
+        self.cmd(endpoint)
+            .args(["weights", "fetch", "paper_tiny"])
+            .output()
+            .unwrap()
+    }
 }
 
 /// An endpoint on a loopback port that nothing listens on.
@@ -138,11 +146,7 @@ fn fetch_with_token_then_colorize_offline_with_the_fetched_model() {
         },
     );
     // without the token the hub refuses, and the message says what to set
-    let o = sb
-        .cmd(&server.endpoint())
-        .args(["weights", "fetch", "paper_tiny"])
-        .output()
-        .unwrap();
+    let o = sb.fetch_tiny(&server.endpoint());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("401"), "{}", stderr(&o));
     assert!(stderr(&o).contains("HF_TOKEN"), "{}", stderr(&o));
@@ -265,11 +269,7 @@ fn an_interrupted_transfer_resumes_with_a_range_request() {
             ..Faults::default()
         },
     );
-    let o = sb
-        .cmd(&server.endpoint())
-        .args(["weights", "fetch", "paper_tiny"])
-        .output()
-        .unwrap();
+    let o = sb.fetch_tiny(&server.endpoint());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("retrying"), "{}", stderr(&o));
     let cut = server.cut_at().expect("the first transfer was cut");
@@ -299,11 +299,7 @@ fn a_partial_file_from_an_earlier_run_is_resumed() {
         &ck[..100_000],
     )
     .unwrap();
-    let o = sb
-        .cmd(&server.endpoint())
-        .args(["weights", "fetch", "paper_tiny"])
-        .output()
-        .unwrap();
+    let o = sb.fetch_tiny(&server.endpoint());
     assert!(o.status.success(), "{}", stderr(&o));
     let cdn = cdn_requests(&server);
     assert_eq!(cdn.len(), 1, "{cdn:?}");
@@ -322,11 +318,7 @@ fn a_corrupted_transfer_is_rejected_and_leaves_nothing() {
             ..Faults::default()
         },
     );
-    let o = sb
-        .cmd(&server.endpoint())
-        .args(["weights", "fetch", "paper_tiny"])
-        .output()
-        .unwrap();
+    let o = sb.fetch_tiny(&server.endpoint());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("SHA-256"), "{err}");
@@ -394,11 +386,7 @@ fn a_hugging_face_hub_cache_is_used_without_any_download() {
     let o = sb.cmd(&offline).args(["weights", "list"]).output().unwrap();
     assert!(stdout(&o).contains("hub cache"), "{}", stdout(&o));
     // fetch has nothing to do
-    let o = sb
-        .cmd(&offline)
-        .args(["weights", "fetch", "paper_tiny"])
-        .output()
-        .unwrap();
+    let o = sb.fetch_tiny(&offline);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("already here"), "{}", stdout(&o));
     assert!(!sb.model_dir().exists());
@@ -500,10 +488,7 @@ fn offline_the_error_says_which_file_goes_where_and_how_to_get_it() {
     let dest = sb.model_dir().join("pytorch_model.bin");
     for o in [
         sb.colorize(&offline, &["--model", "paper_tiny"]),
-        sb.cmd(&offline)
-            .args(["weights", "fetch", "paper_tiny"])
-            .output()
-            .unwrap(),
+        sb.fetch_tiny(&offline),
     ] {
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         let err = stderr(&o);

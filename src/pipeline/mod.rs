@@ -760,16 +760,19 @@ multiversion! {
 multiversion! {
     /// `round(v * max)`, ties to even, saturating to [0, max]; NaN becomes 0 (`max` < 2^16).
     fn quantise_row(v: &[f32], max: f32, out: &mut [u16]) {
-        const MAGIC: f32 = 8_388_608.0; // 2^23, as in `round_even_small`
         for (o, &v) in out.iter_mut().zip(v) {
             // `max(0.0)` turns NaN into 0; adding 2^23 rounds to a whole number (ties to
             // even) and leaves it in the low mantissa bits, read off as an integer: no
             // float-to-int conversion, which Rust saturates and LLVM then does lane by lane
-            let y = (v * max).max(0.0).min(max) + MAGIC;
-            *o = (y.to_bits() - MAGIC.to_bits()) as u16;
+            let y = (v * max).max(0.0).min(max) + ROUND_MAGIC;
+            *o = (y.to_bits() - ROUND_MAGIC.to_bits()) as u16;
         }
     }
 }
+
+/// 2^23: a float in [0, 2^22) plus this is rounded to a whole number (ties to even), which
+/// sits in the low mantissa bits.
+const ROUND_MAGIC: f32 = 8_388_608.0;
 
 /// Round to the nearest integer, ties to even, for `0 <= x < 2^22`: adding and subtracting
 /// 2^23 leaves the float's default rounding (to nearest, ties to even) to do it. Same result as
@@ -777,8 +780,7 @@ multiversion! {
 /// sample (a quarter of the time of composing a large scan).
 #[inline(always)]
 fn round_even_small(x: f32) -> f32 {
-    const MAGIC: f32 = 8_388_608.0; // 2^23
-    (x + MAGIC) - MAGIC
+    (x + ROUND_MAGIC) - ROUND_MAGIC
 }
 
 /// `round(x * 255)` (ties to even, as numpy), saturating; NaN becomes 0.
