@@ -1,6 +1,8 @@
 //! The hand-written kernels against plain candle formulations.
-use candle_core::{Device, Tensor, D};
-use ddcolor::model::ops;
+use candle_core::{DType, Device, Tensor, D};
+use ddcolor::model::gemm::{self, Channels, Epilogue};
+use ddcolor::model::ops::Act;
+use ddcolor::model::{attention, ops};
 
 use crate::util::max_abs_diff;
 
@@ -75,7 +77,7 @@ fn pixel_shuffle_and_blur_follow_torch() {
 
 #[test]
 fn fused_channel_ops_match_candle() {
-    use ddcolor::model::ops::{add_bias_residual, channel_op, shuffle_blur, Act};
+    use ddcolor::model::ops::{channel_op, shuffle_blur, Act};
     let dev = Device::Cpu;
     let x = Tensor::randn(0f32, 2.0, (2, 5, 3, 4), &dev).unwrap();
     let s = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
@@ -104,10 +106,6 @@ fn fused_channel_ops_match_candle() {
     let fast = channel_op(&xl, None, &b, 2, Act::Identity, Act::Gelu).unwrap();
     let want = xl.broadcast_add(&b).unwrap().gelu_erf().unwrap();
     assert!(max_abs_diff(&fast, &want) < 1e-5);
-    let res = Tensor::randn(0f32, 1.0, (3, 7, 5), &dev).unwrap();
-    let fast = add_bias_residual(&xl, &b, &res).unwrap();
-    let want = (&res + xl.broadcast_add(&b).unwrap()).unwrap();
-    assert!(max_abs_diff(&fast, &want) < 1e-5);
     // pixel shuffle + blur fused
     let x = Tensor::randn(0f32, 1.0, (2, 3 * 16, 5, 6), &dev).unwrap();
     let want = ops::blur_replicate(&ops::pixel_shuffle(&x, 4).unwrap()).unwrap();
@@ -125,10 +123,36 @@ fn im2col_convolution_matches_candle_conv2d() {
     ] {
         let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();
-        let fast = ops::conv2d_same(&x, &wt).unwrap();
-        let want = x.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
+        let scale = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
+        let conv = x.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+        let per_channel = |t: &Tensor| t.reshape((1, o, 1, 1)).unwrap();
+        // conv + bias, ReLU after
+        let fast = ops::conv2d_same(&x, &wt, &Epilogue::bias(&bias, Act::Relu)).unwrap();
+        let want = conv
+            .broadcast_add(&per_channel(&bias))
+            .unwrap()
+            .relu()
+            .unwrap();
         let d = max_abs_diff(&fast, &want);
         assert!(d < 1e-4, "{b}x{c}x{h}x{w} -> {o}, k{k}: {d}");
+        // conv, ReLU, then a per-channel affine (fastai's conv -> ReLU -> BatchNorm)
+        let epi = Epilogue {
+            scale: Some(&scale),
+            shift: &bias,
+            pre: Act::Relu,
+            post: Act::Identity,
+        };
+        let fast = ops::conv2d_same(&x, &wt, &epi).unwrap();
+        let want = conv
+            .relu()
+            .unwrap()
+            .broadcast_mul(&per_channel(&scale))
+            .unwrap()
+            .broadcast_add(&per_channel(&bias))
+            .unwrap();
+        let d = max_abs_diff(&fast, &want);
+        assert!(d < 1e-4, "{b}x{c}x{h}x{w} -> {o}, k{k}, relu+affine: {d}");
     }
 }
 
@@ -167,4 +191,117 @@ fn softmax_matches_candle() {
             assert!((s - 1.0).abs() <= 1e-5, "row of {n} sums to {s}");
         }
     }
+}
+
+#[test]
+fn fused_attention_matches_the_tensor_formula() {
+    // key counts below, at and across the 512-key tile; a large score range (the online
+    // softmax must rescale earlier tiles when a later one holds the maximum); heads with
+    // one query, and more queries than the op splits into blocks
+    for (n, lq, d, l) in [
+        (1usize, 1usize, 4usize, 1usize),
+        (3, 7, 8, 511),
+        (2, 100, 32, 512),
+        (8, 13, 16, 1300),
+        (1, 257, 32, 2049),
+    ] {
+        let q = (Tensor::randn(0f32, 1.0, (n, lq, d), &Device::Cpu).unwrap() * 0.5).unwrap();
+        let k = Tensor::randn(0f32, 3.0, (n, d, l), &Device::Cpu).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (n, d, l), &Device::Cpu).unwrap();
+        let got = attention::attention_channels_first(&q, &k, &v).unwrap();
+        let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k).unwrap()).unwrap();
+        let want = att.matmul(&v.t().unwrap()).unwrap();
+        assert_eq!(got.dims(), &[n, lq, d]);
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff <= 1e-5, "n {n} lq {lq} d {d} l {l}: max |diff| {diff}");
+    }
+    // mismatched shapes are an error, not a panic
+    let q = Tensor::zeros((2, 3, 8), DType::F32, &Device::Cpu).unwrap();
+    let k = Tensor::zeros((2, 4, 10), DType::F32, &Device::Cpu).unwrap();
+    assert!(attention::attention_channels_first(&q, &k, &k).is_err());
+}
+
+#[test]
+fn gemm_with_epilogues_matches_candle() {
+    let dev = Device::Cpu;
+    let r = |dims: &[usize]| Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
+    // plain products: shared and batched sides, transposed views, empty inner dimension
+    let a = r(&[5, 7]);
+    let b = r(&[7, 3]);
+    let want = a.matmul(&b).unwrap();
+    assert!(max_abs_diff(&gemm::matmul(&a, &b).unwrap(), &want) < 1e-5);
+    let at = r(&[7, 5]).t().unwrap();
+    let bt = r(&[3, 7]).t().unwrap();
+    let want = at
+        .contiguous()
+        .unwrap()
+        .matmul(&bt.contiguous().unwrap())
+        .unwrap();
+    assert!(max_abs_diff(&gemm::matmul(&at, &bt).unwrap(), &want) < 1e-5);
+    let a3 = r(&[4, 5, 7]);
+    let want = a3.broadcast_matmul(&b).unwrap();
+    let got = gemm::matmul(&a3, &b).unwrap();
+    assert_eq!(got.dims(), &[4, 5, 3]);
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+    let b3 = r(&[4, 7, 3]);
+    let want = a.broadcast_matmul(&b3).unwrap();
+    assert!(max_abs_diff(&gemm::matmul(&a, &b3).unwrap(), &want) < 1e-5);
+    let want = a3.matmul(&b3).unwrap();
+    assert!(max_abs_diff(&gemm::matmul(&a3, &b3).unwrap(), &want) < 1e-5);
+    let empty = gemm::matmul(&r(&[2, 0]).contiguous().unwrap(), &r(&[0, 3])).unwrap();
+    assert_eq!(empty.to_vec2::<f32>().unwrap(), vec![vec![0f32; 3]; 2]);
+    assert!(gemm::matmul(&a, &a).is_err(), "inner dimensions 7 and 5");
+    assert!(
+        gemm::matmul(&r(&[3, 5, 7]), &r(&[2, 7, 3])).is_err(),
+        "batches 3 and 2"
+    );
+
+    // channels along the columns (x W^T + b): bias + GELU
+    let bias = r(&[3]);
+    let got = gemm::matmul_epilogue(
+        &a3,
+        &b,
+        Channels::Columns,
+        &Epilogue::bias(&bias, Act::Gelu),
+    )
+    .unwrap();
+    let want = a3
+        .broadcast_matmul(&b)
+        .unwrap()
+        .broadcast_add(&bias)
+        .unwrap()
+        .gelu_erf()
+        .unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+    // channels along the rows (W x on [C, H*W] planes), scale and shift, ReLU before
+    let w = r(&[6, 7]);
+    let x = r(&[2, 7, 11]);
+    let (scale, shift) = (r(&[6]), r(&[6]));
+    let epi = Epilogue {
+        scale: Some(&scale),
+        shift: &shift,
+        pre: Act::Relu,
+        post: Act::Identity,
+    };
+    let got = gemm::matmul_epilogue(&w, &x, Channels::Rows, &epi).unwrap();
+    let col = |t: &Tensor| t.reshape((6, 1)).unwrap();
+    let want = w
+        .broadcast_matmul(&x)
+        .unwrap()
+        .relu()
+        .unwrap()
+        .broadcast_mul(&col(&scale))
+        .unwrap()
+        .broadcast_add(&col(&shift))
+        .unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+    assert!(
+        gemm::matmul_epilogue(&w, &x, Channels::Columns, &epi).is_err(),
+        "6 scale values for 11 columns"
+    );
+    // residual: res + a b + bias
+    let res = r(&[5, 3]);
+    let got = gemm::matmul_bias_residual(&a, &b, &bias, &res).unwrap();
+    let want = (a.matmul(&b).unwrap().broadcast_add(&bias).unwrap() + &res).unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-5);
 }

@@ -4,6 +4,7 @@
 //!
 //! PyTorch keeps sequences first (`[L, B, C]`); here they are batch first (`[B, L, C]`), the
 //! same arithmetic.
+use super::attention::attention_channels_first;
 use super::ops::softmax_last_dim;
 use candle_core::{Device, Result, Tensor};
 
@@ -38,20 +39,28 @@ struct MultiheadAttention {
     heads: usize,
 }
 
+/// `in_proj_weight`/`in_proj_bias` split into the q, k and v parts (`[C, C]`, `[C]`, on the CPU).
+fn in_proj_parts(vb: &Vb, c: usize) -> LoadResult<[(Tensor, Tensor); 3]> {
+    let w = vb.get("in_proj_weight", &[3 * c, c])?;
+    let b = vb.get("in_proj_bias", &[3 * c])?;
+    let e = |e| vb.checkpoint().tensor_err(e);
+    let part = |i: usize| -> LoadResult<(Tensor, Tensor)> {
+        Ok((
+            w.narrow(0, i * c, c).map_err(e)?,
+            b.narrow(0, i * c, c).map_err(e)?,
+        ))
+    };
+    Ok([part(0)?, part(1)?, part(2)?])
+}
+
 impl MultiheadAttention {
     fn load(vb: &Vb, c: usize, heads: usize, dev: &Device) -> LoadResult<Self> {
-        let w = vb.get("in_proj_weight", &[3 * c, c])?;
-        let b = vb.get("in_proj_bias", &[3 * c])?;
-        let e = |e| vb.checkpoint().tensor_err(e);
-        let part = |i: usize| -> LoadResult<Linear> {
-            let wi = w.narrow(0, i * c, c).map_err(e)?;
-            let bi = b.narrow(0, i * c, c).map_err(e)?;
-            Linear::from_weight(vb, &wi, bi, dev)
-        };
+        let [q, k, v] = in_proj_parts(vb, c)?;
+        let lin = |(w, b): (Tensor, Tensor)| Linear::from_weight(vb, &w, b, dev);
         Ok(Self {
-            q: part(0)?,
-            k: part(1)?,
-            v: part(2)?,
+            q: lin(q)?,
+            k: lin(k)?,
+            v: lin(v)?,
             out: Linear::load(&vb.pp("out_proj"), c, c, dev)?,
             heads,
         })
@@ -78,22 +87,64 @@ impl MultiheadAttention {
 }
 
 /// `CrossAttentionLayer` (post-norm): `norm(tgt + attn(tgt + query_pos, memory + pos, memory))`.
+///
+/// The memory (a pixel-decoder scale, up to 16k tokens) stays channels first, `[B, C, L]`, as
+/// the 1x1 `input_proj` produces it: the key and value projections are `W [C, C] x [C, L]`,
+/// whose `[C, L]` results split into heads as contiguous `[heads, C/heads, L]` blocks. The
+/// scores are `q_h [Lq, d] x k_h [d, L]` and the output `att [Lq, L] x v_h^T`, so no
+/// `[L, C]` tensor is ever transposed or copied (the query side has only `Lq` = 100 rows).
 #[derive(Debug, Clone)]
 struct CrossAttentionLayer {
-    attn: MultiheadAttention,
+    q: Linear,
+    k: Conv2d, // 1x1 on [B, C, L, 1]
+    v: Conv2d,
+    out: Linear,
+    heads: usize,
     norm: LayerNorm,
 }
 
 impl CrossAttentionLayer {
-    fn forward(
-        &self,
-        tgt: &Tensor,
-        memory: &Tensor,
-        pos: &Tensor,
-        qpos: &Tensor,
-    ) -> Result<Tensor> {
-        let key = memory.broadcast_add(pos)?;
-        let y = self.attn.forward(&(tgt + qpos)?, &key, memory)?;
+    fn load(vb: &Vb, c: usize, heads: usize, dev: &Device) -> LoadResult<Self> {
+        let a = vb.pp("multihead_attn");
+        let [q, k, v] = in_proj_parts(&a, c)?;
+        let conv = |(w, b): (Tensor, Tensor)| {
+            let w = w
+                .reshape((c, c, 1, 1))
+                .map_err(|e| a.checkpoint().tensor_err(e))?;
+            Conv2d::from_parts(&a, w, Some(b), 1, 0, dev)
+        };
+        Ok(Self {
+            q: Linear::from_weight(&a, &q.0, q.1, dev)?,
+            k: conv(k)?,
+            v: conv(v)?,
+            out: Linear::load(&a.pp("out_proj"), c, c, dev)?,
+            heads,
+            norm: LayerNorm::load(&vb.pp("norm"), c, LN_EPS, dev)?,
+        })
+    }
+
+    /// `tgt`, `qpos`: `[B, Lq, C]`; `key` (memory + pos) and `value` (memory): `[B, C, L]`.
+    fn forward(&self, tgt: &Tensor, key: &Tensor, value: &Tensor, qpos: &Tensor) -> Result<Tensor> {
+        let (b, lq, c) = tgt.dims3()?;
+        let l = key.dim(2)?;
+        let (nh, d) = (self.heads, c / self.heads);
+        let scale = 1.0 / (d as f64).sqrt();
+        let q = (self.q.forward(&(tgt + qpos)?)? * scale)?
+            .reshape((b, lq, nh, d))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * nh, lq, d))?;
+        let project = |conv: &Conv2d, x: &Tensor| -> Result<Tensor> {
+            conv.forward(&x.reshape((b, c, l, 1))?)?
+                .reshape((b * nh, d, l))
+        };
+        let k = project(&self.k, key)?;
+        let v = project(&self.v, value)?;
+        let y = attention_channels_first(&q, &k, &v)? // [B*nh, Lq, d]
+            .reshape((b, nh, lq, d))?
+            .transpose(1, 2)?
+            .reshape((b, lq, c))?;
+        let y = self.out.forward(&y)?;
         self.norm.forward(&(tgt + y)?)
     }
 }
@@ -128,8 +179,10 @@ impl FfnLayer {
     }
 }
 
-/// `PositionEmbeddingSine(hidden/2, normalize=True)` for an `h x w` grid, as `[h*w, hidden]`
-/// (y features first, then x; sin and cos interleaved), identical for every image of a batch.
+/// `PositionEmbeddingSine(hidden/2, normalize=True)` for an `h x w` grid, channels first
+/// (`[hidden, h*w]`, identical for every image of a batch): channels `0..hidden/2` depend on the
+/// row only, the rest on the column only (sin and cos interleaved in each half), so each of the
+/// `h + w` distinct feature vectors is computed once and broadcast along its line.
 pub fn position_embedding_sine(h: usize, w: usize, hidden: usize) -> Vec<f32> {
     let npf = hidden / 2;
     let scale = 2.0 * std::f64::consts::PI;
@@ -137,21 +190,25 @@ pub fn position_embedding_sine(h: usize, w: usize, hidden: usize) -> Vec<f32> {
     let dim_t: Vec<f64> = (0..npf)
         .map(|i| 10000f64.powf(2.0 * (i / 2) as f64 / npf as f64))
         .collect();
-    let mut out = vec![0f32; h * w * hidden];
-    for y in 0..h {
-        let ye = (y + 1) as f64 / (h as f64 + eps) * scale;
-        for x in 0..w {
-            let xe = (x + 1) as f64 / (w as f64 + eps) * scale;
-            let row = &mut out[(y * w + x) * hidden..][..hidden];
-            for (i, &d) in dim_t.iter().enumerate() {
-                let (py, px) = (ye / d, xe / d);
-                let (vy, vx) = if i % 2 == 0 {
-                    (py.sin(), px.sin())
-                } else {
-                    (py.cos(), px.cos())
-                };
-                row[i] = vy as f32;
-                row[npf + i] = vx as f32;
+    // feature i of coordinate `pos` (1-based) on an axis of length n
+    let feature = |i: usize, pos: usize, n: usize| -> f32 {
+        let p = pos as f64 / (n as f64 + eps) * scale / dim_t[i];
+        (if i.is_multiple_of(2) {
+            p.sin()
+        } else {
+            p.cos()
+        }) as f32
+    };
+    let mut out = vec![0f32; hidden * h * w];
+    for (ch, plane) in out.chunks_exact_mut(h * w).enumerate() {
+        if ch < npf {
+            for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                row.fill(feature(ch, y + 1, h));
+            }
+        } else {
+            let line: Vec<f32> = (0..w).map(|x| feature(ch - npf, x + 1, w)).collect();
+            for row in plane.chunks_exact_mut(w) {
+                row.copy_from_slice(&line);
             }
         }
     }
@@ -168,7 +225,6 @@ pub struct MultiScaleColorDecoder {
     decoder_norm: LayerNorm,
     query_feat: Tensor,  // [Q, C]
     query_embed: Tensor, // [Q, C]
-    level_embed: Vec<Tensor>,
     input_proj: Vec<Conv2d>,
     color_embed: [Linear; 3],
 }
@@ -181,10 +237,7 @@ impl MultiScaleColorDecoder {
         let mut ffn = Vec::with_capacity(cfg.dec_layers);
         for i in 0..cfg.dec_layers {
             let l = vb.pp("transformer_cross_attention_layers").pp(i);
-            cross.push(CrossAttentionLayer {
-                attn: MultiheadAttention::load(&l.pp("multihead_attn"), c, cfg.num_heads, dev)?,
-                norm: LayerNorm::load(&l.pp("norm"), c, LN_EPS, dev)?,
-            });
+            cross.push(CrossAttentionLayer::load(&l, c, cfg.num_heads, dev)?);
             let l = vb.pp("transformer_self_attention_layers").pp(i);
             selfa.push(SelfAttentionLayer {
                 attn: MultiheadAttention::load(&l.pp("self_attn"), c, cfg.num_heads, dev)?,
@@ -198,27 +251,19 @@ impl MultiScaleColorDecoder {
             });
         }
         let q = cfg.num_queries;
+        // input_proj[i](x) + level_embed[i]: the level embedding is a per-channel constant,
+        // so it joins the conv's bias
         let level = vb.pp("level_embed").get("weight", &[cfg.num_scales, c])?;
-        let level_embed = (0..cfg.num_scales)
-            .map(|i| {
-                let t = level
-                    .get(i)
-                    .and_then(|t| t.reshape((1, 1, c)))
-                    .map_err(|e| vb.checkpoint().tensor_err(e))?;
-                to_dev(vb, t, dev)
-            })
-            .collect::<LoadResult<Vec<_>>>()?;
         let input_proj = (0..cfg.num_scales)
             .map(|i| {
-                Conv2d::load(
-                    &vb.pp("input_proj").pp(i),
-                    cfg.in_channels[i],
-                    c,
-                    1,
-                    1,
-                    0,
-                    dev,
-                )
+                let p = vb.pp("input_proj").pp(i);
+                let w = p.get("weight", &[c, cfg.in_channels[i], 1, 1])?;
+                let b = p.get("bias", &[c])?;
+                let b = level
+                    .get(i)
+                    .and_then(|l| b + l)
+                    .map_err(|e| vb.checkpoint().tensor_err(e))?;
+                Conv2d::from_parts(&p, w, Some(b), 1, 0, dev)
             })
             .collect::<LoadResult<Vec<_>>>()?;
         let ce = vb.pp("color_embed").pp("layers");
@@ -230,7 +275,6 @@ impl MultiScaleColorDecoder {
             decoder_norm: LayerNorm::load(&vb.pp("decoder_norm"), c, LN_EPS, dev)?,
             query_feat: to_dev(vb, vb.pp("query_feat").get("weight", &[q, c])?, dev)?,
             query_embed: to_dev(vb, vb.pp("query_embed").get("weight", &[q, c])?, dev)?,
-            level_embed,
             input_proj,
             color_embed: [
                 Linear::load(&ce.pp(0), c, c, dev)?,
@@ -244,20 +288,16 @@ impl MultiScaleColorDecoder {
     pub fn color_embeddings(&self, scales: &[Tensor; 3]) -> Result<Tensor> {
         let c = self.cfg.hidden_dim;
         let b = scales[0].dim(0)?;
-        let mut src = Vec::with_capacity(3);
-        let mut pos = Vec::with_capacity(3);
+        // per scale, channels first [B, C, HW]: the value (memory) and the key (memory + pos)
+        let mut values = Vec::with_capacity(3);
+        let mut keys = Vec::with_capacity(3);
         for (i, x) in scales.iter().enumerate() {
             let (_, _, h, w) = x.dims4()?;
             let pe = position_embedding_sine(h, w, c);
-            pos.push(Tensor::from_vec(pe, (1, h * w, c), x.device())?.to_dtype(x.dtype())?);
-            // input_proj(x).flatten(2) + level_embed[i], as [B, HW, C]
-            let s = self.input_proj[i]
-                .forward(x)?
-                .reshape((b, c, h * w))?
-                .transpose(1, 2)?
-                .broadcast_add(&self.level_embed[i])?
-                .contiguous()?;
-            src.push(s);
+            let pos = Tensor::from_vec(pe, (1, c, h * w), x.device())?.to_dtype(x.dtype())?;
+            let v = self.input_proj[i].forward(x)?.reshape((b, c, h * w))?;
+            keys.push(v.broadcast_add(&pos)?);
+            values.push(v);
         }
         let q = self.cfg.num_queries;
         let qpos = self
@@ -272,7 +312,7 @@ impl MultiScaleColorDecoder {
             .contiguous()?;
         for i in 0..self.cfg.dec_layers {
             let level = i % self.cfg.num_scales;
-            out = self.cross[i].forward(&out, &src[level], &pos[level], &qpos)?;
+            out = self.cross[i].forward(&out, &keys[level], &values[level], &qpos)?;
             out = self.selfa[i].forward(&out, &qpos)?;
             out = self.ffn[i].forward(&out)?;
         }

@@ -5,6 +5,7 @@
 //! contiguous channel rows. The four hooked features (`norm0..norm3`) are returned in NCHW.
 use candle_core::{Device, Result, Tensor};
 
+use super::gemm::{self, Channels, Epilogue};
 use super::layers::{to_dev, LayerNorm, Linear, LoadResult};
 use super::ops::{self, Act};
 use super::weights::Vb;
@@ -47,8 +48,12 @@ impl Patchify {
             .permute((0, 1, 3, 2, 4, 5))?
             .contiguous()?
             .reshape((b * oh * ow, p * p * c))?;
-        let y = patches.matmul(&self.w_t)?;
-        let y = ops::channel_op(&y, None, &self.b, 1, Act::Identity, Act::Identity)?;
+        let y = gemm::matmul_epilogue(
+            &patches,
+            &self.w_t,
+            Channels::Columns,
+            &Epilogue::bias(&self.b, Act::Identity),
+        )?;
         y.reshape((b, oh, ow, ()))
     }
 }
@@ -94,7 +99,7 @@ impl Block {
         let y = ops::depthwise_conv_nhwc(x, &self.dw_w, &self.dw_b)?;
         let y = self.norm.forward(&y)?;
         let y = self.pwconv1.forward_act(&y, Act::Gelu)?;
-        ops::add_bias_residual(&self.pwconv2.matmul(&y)?, self.pwconv2.bias(), x)
+        self.pwconv2.forward_residual(&y, x)
     }
 }
 

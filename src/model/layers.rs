@@ -2,6 +2,7 @@
 //! spectral norm and BatchNorm folded at load time), eval-mode BatchNorm and LayerNorm.
 use candle_core::{Device, Result, Tensor};
 
+use super::gemm::{self, Channels, Epilogue};
 use super::ops::{self, Act};
 use super::weights::{LoadError, Vb};
 
@@ -43,25 +44,35 @@ impl Linear {
         self.forward_act(x, Act::Identity)
     }
 
-    /// `act(x W^T + b)`, the bias and activation in one parallel pass.
+    /// `act(x W^T + b)`, the bias and activation applied in place after the product.
     pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        let y = self.matmul(x)?;
-        ops::channel_op(&y, None, &self.b, y.rank() - 1, Act::Identity, act)
+        self.on_rows(x, |x2| {
+            gemm::matmul_epilogue(
+                x2,
+                &self.w_t,
+                Channels::Columns,
+                &Epilogue::bias(&self.b, act),
+            )
+        })
     }
 
-    /// `x W^T` without the bias (for callers that fuse the bias into what follows).
-    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+    /// `res + x W^T + b` (a residual branch), accumulated onto `res`.
+    pub fn forward_residual(&self, x: &Tensor, res: &Tensor) -> Result<Tensor> {
+        self.on_rows(x, |x2| {
+            let r = res.reshape((x2.dim(0)?, self.w_t.dim(1)?))?;
+            gemm::matmul_bias_residual(x2, &self.w_t, &self.b, &r)
+        })
+    }
+
+    /// `f` on `x` viewed as `[rows, in]`, its `[rows, out]` result given `x`'s leading dims.
+    fn on_rows(&self, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let dims = x.dims();
         let d_in = dims[dims.len() - 1];
-        let rows = x.elem_count() / d_in;
-        let y = x.reshape((rows, d_in))?.matmul(&self.w_t)?;
+        let rows = x.elem_count() / d_in.max(1);
+        let y = f(&x.reshape((rows, d_in))?)?;
         let mut out = dims.to_vec();
         *out.last_mut().expect("rank >= 1") = self.w_t.dim(1)?;
         y.reshape(out)
-    }
-
-    pub fn bias(&self) -> &Tensor {
-        &self.b
     }
 }
 
@@ -197,26 +208,45 @@ impl Conv2d {
         self.forward_act(x, Act::Identity)
     }
 
-    /// `act(conv(x) + b)`, the bias and activation in one parallel pass.
+    /// `act(conv(x) + b)`, the bias and activation applied in place after the product.
     pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
-        let y = if self.k == 1 && self.stride == 1 && self.padding == 0 {
+        let zeros;
+        let b = match &self.b {
+            Some(b) => b,
+            None => {
+                zeros = Tensor::zeros(self.w.dim(0)?, self.w.dtype(), self.w.device())?;
+                &zeros
+            }
+        };
+        self.forward_epilogue(x, &Epilogue::bias(b, act))
+    }
+
+    /// `bn(relu(conv(x)))` for a convolution without bias (fastai's `conv -> ReLU -> BN`).
+    pub fn forward_relu_affine(&self, x: &Tensor, bn: &ChannelAffine) -> Result<Tensor> {
+        if self.b.is_some() {
+            candle_core::bail!("forward_relu_affine: the convolution has a bias")
+        }
+        let epi = Epilogue {
+            scale: Some(&bn.scale),
+            shift: &bn.shift,
+            pre: Act::Relu,
+            post: Act::Identity,
+        };
+        self.forward_epilogue(x, &epi)
+    }
+
+    fn forward_epilogue(&self, x: &Tensor, epi: &Epilogue) -> Result<Tensor> {
+        if self.k == 1 && self.stride == 1 && self.padding == 0 {
             let (b, c, h, w) = x.dims4()?;
             let o = self.w.dim(0)?;
             let xs = x.reshape((b, c, h * w))?;
-            let y = if b == 1 {
-                self.w.matmul(&xs.squeeze(0)?)?.unsqueeze(0)?
-            } else {
-                self.w.broadcast_left(b)?.matmul(&xs.contiguous()?)?
-            };
-            y.reshape((b, o, h, w))?
+            let y = gemm::matmul_epilogue(&self.w, &xs, Channels::Rows, epi)?;
+            y.reshape((b, o, h, w))
         } else if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
-            ops::conv2d_same(x, &self.w)?
+            ops::conv2d_same(x, &self.w, epi)
         } else {
-            x.conv2d(&self.w, self.padding, self.stride, 1, 1)?
-        };
-        match &self.b {
-            Some(b) => ops::channel_op(&y, None, b, 1, Act::Identity, act),
-            None => act.tensor(&y),
+            let y = x.conv2d(&self.w, self.padding, self.stride, 1, 1)?;
+            ops::channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post)
         }
     }
 

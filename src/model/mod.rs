@@ -4,9 +4,11 @@
 //!
 //! Input: `[B, 3, H, W]` in `[0, 1]` (gray replicated to RGB), H and W multiples of 32.
 //! Output: `[B, 2, H, W]`, the predicted a and b channels in Lab units.
+pub mod attention;
 pub mod color_decoder;
 pub mod config;
 pub mod convnext;
+pub mod gemm;
 pub mod layers;
 pub mod ops;
 pub mod unet;
@@ -228,13 +230,11 @@ impl DDColor {
             let mut p0 = 0;
             while p0 < h * w {
                 let n = band.min(h * w - p0);
-                let rc = ops::channel_op(
-                    &xt.narrow(0, p0, n)?.matmul(&wt)?,
-                    None,
-                    &bias,
-                    1,
-                    ops::Act::Identity,
-                    ops::Act::Relu,
+                let rc = gemm::matmul_epilogue(
+                    &xt.narrow(0, p0, n)?,
+                    &wt,
+                    gemm::Channels::Columns,
+                    &gemm::Epilogue::bias(&bias, ops::Act::Relu),
                 )?;
                 bands.push(ops::subpixel_contract(&rc, &ab, s)?); // [n, O*S]
                 p0 += n;

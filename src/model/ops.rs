@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::gemm::{matmul_epilogue, Channels, Epilogue};
 use crate::simd::multiversion;
 
 fn is_cpu_f32(ts: &[&Tensor]) -> bool {
@@ -14,12 +15,36 @@ fn is_cpu_f32(ts: &[&Tensor]) -> bool {
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
 }
 
-fn contiguous_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+/// `n` floats computed in parallel, `chunk` at a time, by `f(chunk index, chunk)`. Each chunk is
+/// zeroed right before `f` gets it, by the thread that computes it, while it is in cache.
+/// `vec![0.0; n]` zeroes all of it on the calling thread first: a serial pass over memory
+/// (8% of the tiny model's forward pass on two threads) while the pool waits.
+pub(crate) fn par_output<F>(n: usize, chunk: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            c.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: every element of `c` was initialised just above, and `MaybeUninit<f32>`
+            // has the layout of `f32`.
+            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            f(i, c);
+        });
+    // SAFETY: the chunks cover `0..n` and each was initialised above.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// Depthwise `k x k` convolution with zero padding `k/2`, stride 1, on NHWC data.
@@ -92,14 +117,11 @@ impl CustomOp3 for DepthwiseNhwc {
         if wt.len() != k * k * c || bias.len() != c {
             candle_core::bail!("depthwise weight/bias do not match {c} channels")
         }
-        let mut out = vec![0f32; nb * h * w * c];
-        out.par_chunks_mut(w * c)
-            .enumerate()
-            .for_each(|(row, orow)| {
-                let (bi, y) = (row / h, row % h);
-                let img = &x[bi * h * w * c..(bi + 1) * h * w * c];
-                depthwise_row(orow, img, wt, bias, y, h, w, c, k);
-            });
+        let out = par_output(nb * h * w * c, w * c, |row, orow| {
+            let (bi, y) = (row / h, row % h);
+            let img = &x[bi * h * w * c..(bi + 1) * h * w * c];
+            depthwise_row(orow, img, wt, bias, y, h, w, c, k);
+        });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
@@ -297,12 +319,11 @@ impl CustomOp3 for LayerNormLast {
         if w.len() != c || b.len() != c {
             candle_core::bail!("layer norm weight/bias do not match {c} channels")
         }
-        let mut out = vec![0f32; x.len()];
         let eps = self.eps;
-        let rows = (8192 / c.max(1)).max(1);
-        out.par_chunks_mut(c * rows)
-            .zip(x.par_chunks(c * rows))
-            .for_each(|(o, x)| layer_norm_rows(o, x, w, b, eps));
+        let chunk = c * (8192 / c.max(1)).max(1);
+        let out = par_output(x.len(), chunk, |i, o| {
+            layer_norm_rows(o, &x[i * chunk..][..o.len()], w, b, eps)
+        });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
@@ -385,7 +406,7 @@ fn erf(x: f32) -> f32 {
 /// vectorise (the libm call does not): `2^(x log2 e)` split into an integer power, built in
 /// the exponent bits, and a degree-6 polynomial for the fraction in [-0.5, 0.5].
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub(crate) fn exp_neg(x: f32) -> f32 {
     let t = x.max(-87.0) * std::f32::consts::LOG2_E;
     let n = (t + 0.5).floor();
     let f = t - n;
@@ -493,37 +514,33 @@ impl CustomOp3 for ChannelOp {
             ones = vec![1f32; c];
             &ones
         };
-        let mut out = vec![0f32; x.len()];
-        if inner == 1 {
+        let out = if inner == 1 {
             // channels last: each row of `c` values is one pixel
-            let rows = (16384 / c.max(1)).max(1);
-            out.par_chunks_mut(c * rows)
-                .zip(x.par_chunks(c * rows))
-                .for_each(|(o, x)| {
-                    for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                        channel_row(o, x, scale, shift, pre, post);
-                    }
-                });
+            let chunk = c * (16384 / c.max(1)).max(1);
+            par_output(x.len(), chunk, |i, o| {
+                o.copy_from_slice(&x[i * chunk..][..o.len()]);
+                for o in o.chunks_exact_mut(c) {
+                    channel_row(o, scale, shift, pre, post);
+                }
+            })
         } else {
-            out.par_chunks_mut(inner)
-                .zip(x.par_chunks(inner))
-                .enumerate()
-                .for_each(|(row, (o, x))| {
-                    let ch = row % c;
-                    channel_plane(o, x, scale[ch], shift[ch], pre, post);
-                });
-        }
+            par_output(x.len(), inner, |row, o| {
+                o.copy_from_slice(&x[row * inner..][..inner]);
+                let ch = row % c;
+                channel_plane(o, scale[ch], shift[ch], pre, post);
+            })
+        };
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
 
 multiversion! {
-    /// One channels-last row: `o[j] = post(pre(x[j]) * scale[j] + shift[j])`.
-    fn channel_row(o: &mut [f32], x: &[f32], scale: &[f32], shift: &[f32], pre: Act, post: Act) {
+    /// One channels-last row, in place: `o[j] = post(pre(o[j]) * scale[j] + shift[j])`.
+    pub(crate) fn channel_row(o: &mut [f32], scale: &[f32], shift: &[f32], pre: Act, post: Act) {
         macro_rules! go {
             ($pre:expr, $post:expr) => {
-                for (((o, &v), &s), &b) in o.iter_mut().zip(x).zip(scale).zip(shift) {
-                    *o = apply($post, apply($pre, v) * s + b);
+                for ((o, &s), &b) in o.iter_mut().zip(scale).zip(shift) {
+                    *o = apply($post, apply($pre, *o) * s + b);
                 }
             };
         }
@@ -539,12 +556,12 @@ multiversion! {
 }
 
 multiversion! {
-    /// One NCHW channel plane: `o[j] = post(pre(x[j]) * scale + shift)`.
-    fn channel_plane(o: &mut [f32], x: &[f32], scale: f32, shift: f32, pre: Act, post: Act) {
+    /// One NCHW channel plane, in place: `o[j] = post(pre(o[j]) * scale + shift)`.
+    pub(crate) fn channel_plane(o: &mut [f32], scale: f32, shift: f32, pre: Act, post: Act) {
         macro_rules! go {
             ($pre:expr, $post:expr) => {
-                for (o, &v) in o.iter_mut().zip(x) {
-                    *o = apply($post, apply($pre, v) * scale + shift);
+                for o in o.iter_mut() {
+                    *o = apply($post, apply($pre, *o) * scale + shift);
                 }
             };
         }
@@ -555,55 +572,6 @@ multiversion! {
             (Act::Relu, Act::Identity) => go!(Act::Relu, Act::Identity),
             (p, q) => go!(p, q),
         }
-    }
-}
-
-/// `res + y + b` with `b` along the last axis (ConvNeXt's residual after the second pointwise
-/// layer), in one parallel pass.
-pub fn add_bias_residual(y: &Tensor, b: &Tensor, res: &Tensor) -> Result<Tensor> {
-    if is_cpu_f32(&[y, b, res]) && y.dims() == res.dims() {
-        let y = y.contiguous()?;
-        return y.apply_op3_no_bwd(&b.contiguous()?, &res.contiguous()?, &BiasResidual);
-    }
-    res + y.broadcast_add(b)?
-}
-
-struct BiasResidual;
-
-impl CustomOp3 for BiasResidual {
-    fn name(&self) -> &'static str {
-        "bias-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ys: &CpuStorage,
-        yl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-        rs: &CpuStorage,
-        rl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let y = contiguous_slice(ys, yl, "residual input")?;
-        let b = contiguous_slice(bs, bl, "residual bias")?;
-        let r = contiguous_slice(rs, rl, "residual")?;
-        let c = b.len();
-        let rows = (16384 / c.max(1)).max(1);
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(c * rows)
-            .zip(y.par_chunks(c * rows).zip(r.par_chunks(c * rows)))
-            .for_each(|(o, (y, r))| {
-                for ((o, y), r) in o
-                    .chunks_exact_mut(c)
-                    .zip(y.chunks_exact(c))
-                    .zip(r.chunks_exact(c))
-                {
-                    for (((o, &y), &r), &b) in o.iter_mut().zip(y).zip(r).zip(b) {
-                        *o = r + y + b;
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), yl.shape().clone()))
     }
 }
 
@@ -631,24 +599,21 @@ impl candle_core::CustomOp1 for ShuffleBlur {
         let c = cin / (r * r);
         let (oh, ow) = (h * r, w * r);
         let x = contiguous_slice(xs, xl, "shuffle input")?;
-        let mut out = vec![0f32; b * c * oh * ow];
-        out.par_chunks_mut(oh * ow)
-            .enumerate()
-            .for_each(|(plane, o)| {
-                let (bi, ci) = (plane / c, plane % c);
-                // shuffled value at output (y, x): in[bi, ci*r*r + (y%r)*r + x%r, y/r, x/r]
-                let at = |y: usize, xx: usize| {
-                    let ch = ci * r * r + (y % r) * r + xx % r;
-                    x[((bi * cin + ch) * h + y / r) * w + xx / r]
-                };
-                for y in 0..oh {
-                    let yu = y.saturating_sub(1);
-                    for xx in 0..ow {
-                        let xl = xx.saturating_sub(1);
-                        o[y * ow + xx] = 0.25 * (at(yu, xl) + at(yu, xx) + at(y, xl) + at(y, xx));
-                    }
+        let out = par_output(b * c * oh * ow, oh * ow, |plane, o| {
+            let (bi, ci) = (plane / c, plane % c);
+            // shuffled value at output (y, x): in[bi, ci*r*r + (y%r)*r + x%r, y/r, x/r]
+            let at = |y: usize, xx: usize| {
+                let ch = ci * r * r + (y % r) * r + xx % r;
+                x[((bi * cin + ch) * h + y / r) * w + xx / r]
+            };
+            for y in 0..oh {
+                let yu = y.saturating_sub(1);
+                for xx in 0..ow {
+                    let xl = xx.saturating_sub(1);
+                    o[y * ow + xx] = 0.25 * (at(yu, xl) + at(yu, xx) + at(y, xl) + at(y, xx));
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
 }
@@ -656,14 +621,15 @@ impl candle_core::CustomOp1 for ShuffleBlur {
 /// Zero-padded `k x k` stride-1 convolution of NCHW data as one matrix product:
 /// `W [O, C*k*k] x im2col(x) [B, C*k*k, H*W]`. candle 0.11's CPU conv2d is a direct loop;
 /// this puts the work into the parallel GEMM.
-pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+pub fn conv2d_same(x: &Tensor, w: &Tensor, epi: &Epilogue) -> Result<Tensor> {
     let (b, c, h, wd) = x.dims4()?;
     let (o, ci, k, _) = w.dims4()?;
     if ci != c {
         candle_core::bail!("conv2d_same: {c} input channels, weight expects {ci}")
     }
     if !is_cpu_f32(&[x, w]) {
-        return x.conv2d(w, k / 2, 1, 1, 1);
+        let y = x.conv2d(w, k / 2, 1, 1, 1)?;
+        return channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post);
     }
     let wm = w.reshape((o, c * k * k))?;
     // one image at a time: the column matrix is k*k times the input, so memory stays that of
@@ -674,9 +640,12 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
                 .narrow(0, i, 1)?
                 .contiguous()?
                 .apply_op1_no_bwd(&Im2Col { k })?;
-            wm.matmul(&cols.squeeze(0)?) // [O, H*W]
+            matmul_epilogue(&wm, &cols.squeeze(0)?, Channels::Rows, epi) // [O, H*W]
         })
         .collect::<Result<Vec<_>>>()?;
+    if b == 1 {
+        return per_image[0].reshape((1, o, h, wd));
+    }
     Tensor::stack(&per_image, 0)?.reshape((b, o, h, wd))
 }
 
@@ -695,8 +664,7 @@ impl candle_core::CustomOp1 for Im2Col {
         let pad = k / 2;
         let x = contiguous_slice(xs, xl, "im2col input")?;
         let plane = h * w;
-        let mut out = vec![0f32; b * c * k * k * plane];
-        out.par_chunks_mut(plane).enumerate().for_each(|(row, o)| {
+        let out = par_output(b * c * k * k * plane, plane, |row, o| {
             // row = (bi * c + ci) * k * k + ky * k + kx
             let (bc, tap) = (row / (k * k), row % (k * k));
             let (ky, kx) = (tap / k, tap % k);
@@ -768,10 +736,9 @@ impl candle_core::CustomOp2 for SubpixelContract {
         }
         let r = contiguous_slice(rs, rl, "subpixel input")?;
         let a = contiguous_slice(as_, al, "subpixel map")?;
-        let mut out = vec![0f32; n * o * s];
-        out.par_chunks_mut(o * s * 64)
-            .zip(r.par_chunks(cs * 64))
-            .for_each(|(y, rows)| subpixel_rows(y, rows, a, c, s));
+        let out = par_output(n * o * s, o * s * 64, |i, y| {
+            subpixel_rows(y, &r[i * cs * 64..][..y.len() / (o * s) * cs], a, c, s)
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, o * s))))
     }
 }
@@ -814,16 +781,14 @@ impl candle_core::CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = xl.shape().dims().last().copied().unwrap_or(1).max(1);
         let x = contiguous_slice(xs, xl, "softmax input")?;
-        let mut out = vec![0f32; x.len()];
         // rows of a few hundred values: hand rayon tasks of ~16k values
-        let rows = (16_384 / n).max(1);
-        out.par_chunks_mut(rows * n)
-            .zip(x.par_chunks(rows * n))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                    softmax_row(o, x);
-                }
-            });
+        let chunk = n * (16_384 / n).max(1);
+        let out = par_output(x.len(), chunk, |i, o| {
+            let x = &x[i * chunk..][..o.len()];
+            for (o, x) in o.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                softmax_row(o, x);
+            }
+        });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }

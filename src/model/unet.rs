@@ -100,9 +100,8 @@ impl UnetBlockWide {
         let up = self.shuf.forward(up_in)?;
         let skip = self.bn.forward(skip, Act::Identity, Act::Relu)?;
         let cat = Tensor::cat(&[&up, &skip], 1)?;
-        // conv -> ReLU -> BatchNorm
-        self.conv_bn
-            .forward(&self.conv.forward(&cat)?, Act::Relu, Act::Identity)
+        // conv -> ReLU -> BatchNorm, applied to the product in place
+        self.conv.forward_relu_affine(&cat, &self.conv_bn)
     }
 }
 

@@ -1,0 +1,362 @@
+//! Matrix products on the CPU written straight into their output, with what follows them per
+//! channel (bias, folded BatchNorm, activation, a residual) applied to that same buffer.
+//!
+//! candle's CPU matmul zero-fills its output on the calling thread before gemm overwrites it,
+//! and each bias or activation after it allocates, zero-fills and writes one more tensor of the
+//! same size. Here gemm writes into uninitialised memory, the epilogue runs in place in one
+//! parallel pass, and a residual is loaded into the output first so that gemm accumulates onto
+//! it. Other devices and dtypes get the same arithmetic from candle's ops.
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::ops::{channel_op, channel_plane, channel_row, Act};
+
+/// Which axis of the `[.., M, N]` product holds the channels the epilogue is indexed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    /// Channels last (`x W^T`): channel `j` is column `j`.
+    Columns,
+    /// Channels first (`W x` on `[C, H*W]` planes): channel `i` is row `i`.
+    Rows,
+}
+
+/// `post(pre(y) * scale + shift)` per channel of the product `y`; no scale means 1.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub scale: Option<&'a Tensor>,
+    pub shift: &'a Tensor,
+    pub pre: Act,
+    pub post: Act,
+}
+
+impl<'a> Epilogue<'a> {
+    /// `act(y + bias)`.
+    pub fn bias(bias: &'a Tensor, act: Act) -> Self {
+        Self {
+            scale: None,
+            shift: bias,
+            pre: Act::Identity,
+            post: act,
+        }
+    }
+}
+
+/// `a x b` for `a` `[M, K]` or `[B, M, K]` and `b` `[K, N]` or `[B, K, N]` (a rank-2 side, or a
+/// batch of one, is shared by every batch); any strides in the last two dimensions.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    product(a, b, None, None)
+}
+
+/// `epi(a x b)`, the epilogue's channels along `ch`.
+pub fn matmul_epilogue(a: &Tensor, b: &Tensor, ch: Channels, epi: &Epilogue) -> Result<Tensor> {
+    product(a, b, Some((ch, epi)), None)
+}
+
+/// `res + a x b + bias`, `bias` along the columns, `res` of the product's shape.
+pub fn matmul_bias_residual(a: &Tensor, b: &Tensor, bias: &Tensor, res: &Tensor) -> Result<Tensor> {
+    product(
+        a,
+        b,
+        Some((Channels::Columns, &Epilogue::bias(bias, Act::Identity))),
+        Some(res),
+    )
+}
+
+fn product(
+    a: &Tensor,
+    b: &Tensor,
+    epi: Option<(Channels, &Epilogue)>,
+    res: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut vectors = vec![a, b];
+    if let Some((_, e)) = epi {
+        vectors.push(e.shift);
+        vectors.extend(e.scale);
+    }
+    vectors.extend(res);
+    let cpu_f32 = vectors
+        .iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32);
+    if !cpu_f32 {
+        let y = if a.rank() == b.rank() {
+            a.matmul(b)?
+        } else {
+            a.broadcast_matmul(b)?
+        };
+        let y = match epi {
+            None => y,
+            Some((ch, e)) => {
+                let axis = match ch {
+                    Channels::Columns => y.rank() - 1,
+                    Channels::Rows => y.rank() - 2,
+                };
+                channel_op(&y, e.scale, e.shift, axis, e.pre, e.post)?
+            }
+        };
+        return match res {
+            Some(r) => y + r,
+            None => Ok(y),
+        };
+    }
+    let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    let op = Gemm {
+        epi: match epi {
+            None => None,
+            Some((ch, e)) => Some(CpuEpilogue {
+                ch,
+                scale: e.scale.map(vec).transpose()?,
+                shift: vec(e.shift)?,
+                pre: e.pre,
+                post: e.post,
+            }),
+        },
+    };
+    match res {
+        None => a.apply_op2_no_bwd(b, &op),
+        Some(r) => a.apply_op3_no_bwd(b, &r.contiguous()?, &op),
+    }
+}
+
+struct CpuEpilogue {
+    ch: Channels,
+    scale: Option<Vec<f32>>,
+    shift: Vec<f32>,
+    pre: Act,
+    post: Act,
+}
+
+struct Gemm {
+    epi: Option<CpuEpilogue>,
+}
+
+/// One side of a batched product: `batch` matrices of `rows x cols` at `batch_stride` apart.
+struct View<'a> {
+    data: &'a [f32],
+    batch: usize,
+    batch_stride: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    fn new(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Self> {
+        let data = &s.as_slice::<f32>()?[l.start_offset()..];
+        let (d, st) = (l.dims(), l.stride());
+        let (batch, batch_stride, rows, cols, rs, cs) = match *d {
+            [r, c] => (1, 0, r, c, st[0], st[1]),
+            [b, r, c] => (b, if b == 1 { 0 } else { st[0] }, r, c, st[1], st[2]),
+            _ => candle_core::bail!("gemm: {what} must be of rank 2 or 3, got {d:?}"),
+        };
+        let v = Self {
+            data,
+            batch,
+            batch_stride,
+            rows,
+            cols,
+            rs,
+            cs,
+        };
+        // gemm reads through raw pointers: every element it may touch must be in `data`
+        if v.rows > 0 && v.cols > 0 && v.batch > 0 {
+            let last = (v.batch - 1) * v.batch_stride + (v.rows - 1) * v.rs + (v.cols - 1) * v.cs;
+            if last >= data.len() {
+                candle_core::bail!("gemm: {what} layout reaches past its storage")
+            }
+        }
+        Ok(v)
+    }
+}
+
+impl Gemm {
+    fn run(
+        &self,
+        a: View,
+        b: View,
+        res: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        if b.rows != k {
+            candle_core::bail!("gemm: inner dimensions {k} and {} differ", b.rows)
+        }
+        let batch = a.batch.max(b.batch);
+        if (a.batch != 1 && a.batch != batch) || (b.batch != 1 && b.batch != batch) {
+            candle_core::bail!("gemm: batches {} and {} differ", a.batch, b.batch)
+        }
+        let shape: Shape = if a.batch == 1 && b.batch == 1 && batch == 1 {
+            (m, n).into()
+        } else {
+            (batch, m, n).into()
+        };
+        let len = batch * m * n;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let read_dst = match res {
+            Some((rs, rl)) => {
+                let r = super::ops::contiguous_slice(rs, rl, "residual")?;
+                if r.len() != len {
+                    candle_core::bail!("gemm: residual of {} values for {len}", r.len())
+                }
+                let shift = match &self.epi {
+                    Some(e)
+                        if e.ch == Channels::Columns
+                            && e.shift.len() == n
+                            && e.scale.is_none()
+                            && (e.pre, e.post) == (Act::Identity, Act::Identity) =>
+                    {
+                        &e.shift
+                    }
+                    _ => candle_core::bail!("gemm: a residual needs a bias along the columns"),
+                };
+                let rows = (16_384 / n.max(1)).max(1);
+                out.spare_capacity_mut()[..len]
+                    .par_chunks_mut(rows * n.max(1))
+                    .zip(r.par_chunks(rows * n.max(1)))
+                    .for_each(|(o, r)| {
+                        for (o, r) in o.chunks_mut(n).zip(r.chunks(n)) {
+                            for ((o, &r), &b) in o.iter_mut().zip(r).zip(shift) {
+                                o.write(r + b);
+                            }
+                        }
+                    });
+                true
+            }
+            None => false,
+        };
+        if m > 0 && n > 0 {
+            if k == 0 && !read_dst {
+                out.resize(len, 0.0);
+            } else {
+                self.gemm(&a, &b, out.as_mut_ptr(), batch, read_dst);
+                // SAFETY: gemm wrote all `batch * m * n` values (or accumulated onto the
+                // residual, which initialised them).
+                unsafe { out.set_len(len) };
+            }
+        }
+        if !read_dst {
+            if let Some(e) = &self.epi {
+                self.apply(e, &mut out, m, n)?;
+            }
+        }
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    /// `dst[bi] (=|+=) a[bi] b[bi]` for every batch, into `batch` contiguous `m x n` blocks.
+    fn gemm(&self, a: &View, b: &View, dst: *mut f32, batch: usize, read_dst: bool) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let threads = candle_core::utils::get_num_threads();
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // a shared right side and left rows that run on across batches: one product of
+        // batch * m rows (the destination is contiguous, so its rows line up)
+        let (batch, m) = if batch > 1 && b.batch_stride == 0 && a.batch_stride == m * a.rs {
+            (1, batch * m)
+        } else {
+            (batch, m)
+        };
+        for bi in 0..batch {
+            // SAFETY: View::new checked that every (batch, row, column) of `a` and `b` lies in
+            // its storage; `dst` holds `batch * m * n` floats with rows `n` apart.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.add(bi * m * n),
+                    1,
+                    n as isize,
+                    read_dst,
+                    a.data.as_ptr().add(bi * a.batch_stride),
+                    a.cs as isize,
+                    a.rs as isize,
+                    b.data.as_ptr().add(bi * b.batch_stride),
+                    b.cs as isize,
+                    b.rs as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }
+    }
+
+    fn apply(&self, e: &CpuEpilogue, out: &mut [f32], m: usize, n: usize) -> Result<()> {
+        let c = match e.ch {
+            Channels::Columns => n,
+            Channels::Rows => m,
+        };
+        if e.shift.len() != c || e.scale.as_ref().is_some_and(|s| s.len() != c) {
+            candle_core::bail!("gemm: epilogue vectors do not match {c} channels")
+        }
+        let ones;
+        let scale = match &e.scale {
+            Some(s) => s.as_slice(),
+            None => {
+                ones = vec![1f32; c];
+                &ones
+            }
+        };
+        let (shift, pre, post) = (e.shift.as_slice(), e.pre, e.post);
+        if n == 0 {
+            return Ok(());
+        }
+        match e.ch {
+            Channels::Columns => {
+                let rows = (16_384 / n).max(1);
+                out.par_chunks_mut(rows * n).for_each(|o| {
+                    for o in o.chunks_exact_mut(n) {
+                        channel_row(o, scale, shift, pre, post);
+                    }
+                });
+            }
+            Channels::Rows => {
+                out.par_chunks_mut(n).enumerate().for_each(|(row, o)| {
+                    let ch = row % m;
+                    channel_plane(o, scale[ch], shift[ch], pre, post);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl candle_core::CustomOp2 for Gemm {
+    fn name(&self) -> &'static str {
+        "gemm-epilogue"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.run(View::new(a, al, "lhs")?, View::new(b, bl, "rhs")?, None)
+    }
+}
+
+impl candle_core::CustomOp3 for Gemm {
+    fn name(&self) -> &'static str {
+        "gemm-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+        r: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (View::new(a, al, "lhs")?, View::new(b, bl, "rhs")?);
+        self.run(a, b, Some((r, rl)))
+    }
+}
