@@ -8,11 +8,17 @@ use crate::util::max_abs_diff;
 
 #[test]
 fn depthwise_kernel_matches_grouped_conv2d() {
+    // the register-blocked interior path needs 16+ channels and a row wider than k + 3;
+    // channel tails past a multiple of 16, border columns, rows narrower than a kernel
     for (b, h, w, c, k) in [
         (1, 9, 13, 5, 7),
         (2, 4, 3, 8, 7),
         (1, 16, 16, 3, 3),
         (1, 2, 2, 4, 7),
+        (1, 9, 20, 40, 7),
+        (2, 5, 11, 32, 7),
+        (1, 6, 10, 17, 3),
+        (1, 3, 7, 16, 7),
     ] {
         let x = Tensor::randn(0f32, 1.0, (b, h, w, c), &Device::Cpu).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (k, k, c), &Device::Cpu).unwrap();

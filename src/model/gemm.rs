@@ -78,10 +78,14 @@ fn product(
         .iter()
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32);
     if !cpu_f32 {
-        let y = if a.rank() == b.rank() {
-            a.matmul(b)?
-        } else {
-            a.broadcast_matmul(b)?
+        let y = match (a.rank(), b.rank()) {
+            (3, 2) => {
+                let (bn, m, k) = a.dims3()?;
+                a.reshape((bn * m, k))?.matmul(b)?.reshape((bn, m, ()))?
+            }
+            (2, 3) if b.dim(0)? == 1 => a.matmul(&b.squeeze(0)?)?.unsqueeze(0)?,
+            (2, 3) => a.broadcast_left(b.dim(0)?)?.matmul(b)?,
+            _ => a.matmul(b)?,
         };
         let y = match epi {
             None => y,

@@ -228,6 +228,11 @@ impl DepthwiseNhwc {
 
 multiversion! {
     /// One output row `y` of the NHWC depthwise convolution of one image.
+    ///
+    /// Interior columns (every tap inside the row), 16 channels x 4 columns at a time: the
+    /// four accumulators stay in registers across all `k x k` taps and each tap's weights are
+    /// loaded once for the four columns. The border columns and any channels past a multiple
+    /// of 16 take the plain loop. Both add the taps to the bias in the same order.
     #[allow(clippy::too_many_arguments)]
     fn depthwise_row(
         orow: &mut [f32],
@@ -240,26 +245,71 @@ multiversion! {
         c: usize,
         k: usize,
     ) {
+        const V: usize = 16;
+        const P: usize = 4;
         let pad = k / 2;
-        for o in orow.chunks_exact_mut(c) {
-            o.copy_from_slice(bias);
+        // rows of the image that the taps reach
+        let rows = |ky: usize| {
+            let iy = y as isize + ky as isize - pad as isize;
+            (0..h as isize).contains(&iy).then(|| &img[iy as usize * w * c..][..w * c])
+        };
+        // fast columns [fa, fb): all k taps inside the row, a whole number of groups of P
+        let fa = pad.min(w);
+        let interior = (w + pad + 1).saturating_sub(k).saturating_sub(fa);
+        let fb = fa + interior / P * P;
+        let cv = c / V * V;
+        for ox0 in (fa..fb).step_by(P) {
+            for cb in (0..cv).step_by(V) {
+                let b: &[f32; V] = bias[cb..cb + V].try_into().expect("V channels");
+                let mut acc = [*b; P];
+                for ky in 0..k {
+                    let Some(irow) = rows(ky) else { continue };
+                    for kx in 0..k {
+                        let t: &[f32; V] =
+                            wt[(ky * k + kx) * c + cb..][..V].try_into().expect("V taps");
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let ix = ox0 + j + kx - pad;
+                            let i: &[f32; V] =
+                                irow[ix * c + cb..][..V].try_into().expect("V inputs");
+                            for l in 0..V {
+                                acc[l] += i[l] * t[l];
+                            }
+                        }
+                    }
+                }
+                for (j, acc) in acc.iter().enumerate() {
+                    orow[(ox0 + j) * c + cb..][..V].copy_from_slice(acc);
+                }
+            }
+        }
+        // the rest: every channel of the other columns, the channel tail of the fast ones
+        let slow = |ox: usize| -> std::ops::Range<usize> {
+            if (fa..fb).contains(&ox) {
+                cv..c
+            } else {
+                0..c
+            }
+        };
+        for ox in 0..w {
+            let ch = slow(ox);
+            orow[ox * c..][..c][ch.clone()].copy_from_slice(&bias[ch]);
         }
         for ky in 0..k {
-            let iy = y as isize + ky as isize - pad as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            let irow = &img[iy as usize * w * c..][..w * c];
+            let Some(irow) = rows(ky) else { continue };
             for kx in 0..k {
                 let tap = &wt[(ky * k + kx) * c..][..c];
                 // output columns whose input column x + kx - pad lies inside the row
                 let x0 = pad.saturating_sub(kx);
                 let x1 = (w + pad).saturating_sub(kx).min(w);
                 for ox in x0..x1 {
+                    let ch = slow(ox);
+                    if ch.is_empty() {
+                        continue;
+                    }
                     let ix = ox + kx - pad;
-                    let o = &mut orow[ox * c..(ox + 1) * c];
-                    let i = &irow[ix * c..(ix + 1) * c];
-                    for ((o, &i), &t) in o.iter_mut().zip(i).zip(tap) {
+                    let o = &mut orow[ox * c..(ox + 1) * c][ch.clone()];
+                    let i = &irow[ix * c..(ix + 1) * c][ch.clone()];
+                    for ((o, &i), &t) in o.iter_mut().zip(i).zip(&tap[ch]) {
                         *o += i * t;
                     }
                 }
@@ -328,19 +378,31 @@ impl CustomOp3 for LayerNormLast {
     }
 }
 
+/// `sum f(x)` in eight independent f64 lanes (one vector of the widest target), not as one
+/// serial chain of dependent adds, which cost a 4-cycle latency per element.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    const L: usize = 8;
+    let mut lanes = [0f64; L];
+    let chunks = x.chunks_exact(L);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for ch in chunks {
+        for (s, &v) in lanes.iter_mut().zip(ch) {
+            *s += f(v);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 multiversion! {
     /// LayerNorm of consecutive rows of `w.len()` values, statistics in f64.
     fn layer_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        // f64 sums: rows of large, nearly equal values keep their spread
         let c = w.len();
+        let n = c as f64;
         for (o, x) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            // f64 sums: rows of large, nearly equal values keep their spread
-            let n = c as f64;
-            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = x
-                .iter()
-                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
-                .sum::<f64>()
-                / n;
+            let mean = lane_sum(x, |v| v as f64) / n;
+            let var = lane_sum(x, |v| (v as f64 - mean) * (v as f64 - mean)) / n;
             let inv = 1.0 / (var + eps as f64).sqrt();
             for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
                 *o = ((x as f64 - mean) * inv) as f32 * w + b;
