@@ -305,7 +305,19 @@ fn gemm_with_epilogues_matches_candle() {
         gemm::matmul_epilogue(&w, &x, Channels::Columns, &epi).is_err(),
         "6 scale values for 11 columns"
     );
+    // few rows against many columns: split by columns across threads (where there are
+    // several), a transposed right side, accumulation onto a residual
+    let a = r(&[3, 20]);
+    for b in [r(&[20, 1000]), r(&[1000, 20]).t().unwrap()] {
+        let want = a.matmul(&b.contiguous().unwrap()).unwrap();
+        assert!(max_abs_diff(&gemm::matmul(&a, &b).unwrap(), &want) < 1e-4);
+        let (bias, res) = (r(&[1000]), r(&[3, 1000]));
+        let got = gemm::matmul_bias_residual(&a, &b, &bias, &res).unwrap();
+        let want = (want.broadcast_add(&bias).unwrap() + &res).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4);
+    }
     // residual: res + a b + bias
+    let (a, b, bias) = (r(&[5, 7]), r(&[7, 3]), r(&[3]));
     let res = r(&[5, 3]);
     let got = gemm::matmul_bias_residual(&a, &b, &bias, &res).unwrap();
     let want = (a.matmul(&b).unwrap().broadcast_add(&bias).unwrap() + &res).unwrap();

@@ -133,6 +133,21 @@ struct Gemm {
     epi: Option<CpuEpilogue>,
 }
 
+/// A raw pointer handed to the threads of one product, which touch disjoint parts of it.
+#[derive(Clone, Copy)]
+struct Ptr(*mut f32);
+
+// SAFETY: only used for the duration of one product whose threads read shared inputs and
+// write disjoint output ranges.
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+impl Ptr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// One side of a batched product: `batch` matrices of `rows x cols` at `batch_stride` apart.
 struct View<'a> {
     data: &'a [f32],
@@ -261,31 +276,56 @@ impl Gemm {
         } else {
             (batch, m)
         };
+        // gemm parallelises over blocks of rows; a product of few rows (ConvNeXt's last stage:
+        // 64-256 pixels against a 1536x6144 weight) then runs on one thread. Such products are
+        // split by columns instead, one gemm per thread on its own slice of the right side.
+        let parts = if threads > 1 && m <= 128 * threads && n >= 128 * threads {
+            threads
+        } else {
+            1
+        };
+        let cols = n.div_ceil(parts).next_multiple_of(16).min(n);
+        let (dst, lhs, rhs) = (
+            Ptr(dst),
+            Ptr(a.data.as_ptr() as *mut f32),
+            Ptr(b.data.as_ptr() as *mut f32),
+        );
         for bi in 0..batch {
-            // SAFETY: View::new checked that every (batch, row, column) of `a` and `b` lies in
-            // its storage; `dst` holds `batch * m * n` floats with rows `n` apart.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.add(bi * m * n),
-                    1,
-                    n as isize,
-                    read_dst,
-                    a.data.as_ptr().add(bi * a.batch_stride),
-                    a.cs as isize,
-                    a.rs as isize,
-                    b.data.as_ptr().add(bi * b.batch_stride),
-                    b.cs as isize,
-                    b.rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
+            let run = |c0: usize, nc: usize, par: gemm::Parallelism| {
+                // SAFETY: View::new checked that every (batch, row, column) of `a` and `b` lies
+                // in its storage; `dst` holds `batch * m * n` floats with rows `n` apart, and
+                // concurrent calls write disjoint column ranges `c0..c0 + nc`.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        nc,
+                        k,
+                        dst.get().add(bi * m * n + c0),
+                        1,
+                        n as isize,
+                        read_dst,
+                        lhs.get().add(bi * a.batch_stride),
+                        a.cs as isize,
+                        a.rs as isize,
+                        rhs.get().add(bi * b.batch_stride + c0 * b.cs),
+                        b.cs as isize,
+                        b.rs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
+            };
+            if parts == 1 {
+                run(0, n, par);
+            } else {
+                (0..n.div_ceil(cols)).into_par_iter().for_each(|p| {
+                    let c0 = p * cols;
+                    run(c0, cols.min(n - c0), gemm::Parallelism::None)
+                });
             }
         }
     }
