@@ -254,6 +254,9 @@ fn gemm_with_epilogues_matches_candle() {
     assert!(max_abs_diff(&gemm::matmul(&a, &b3).unwrap(), &want) < 1e-5);
     let want = a3.matmul(&b3).unwrap();
     assert!(max_abs_diff(&gemm::matmul(&a3, &b3).unwrap(), &want) < 1e-5);
+    // a batch of one stays a batch
+    let got = gemm::matmul(&r(&[1, 5, 7]), &b).unwrap();
+    assert_eq!(got.dims(), &[1, 5, 3]);
     let empty = gemm::matmul(&r(&[2, 0]).contiguous().unwrap(), &r(&[0, 3])).unwrap();
     assert_eq!(empty.to_vec2::<f32>().unwrap(), vec![vec![0f32; 3]; 2]);
     assert!(gemm::matmul(&a, &a).is_err(), "inner dimensions 7 and 5");

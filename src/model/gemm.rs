@@ -151,6 +151,8 @@ impl Ptr {
 /// One side of a batched product: `batch` matrices of `rows x cols` at `batch_stride` apart.
 struct View<'a> {
     data: &'a [f32],
+    /// Rank 3 (a batch dimension, possibly of one).
+    batched: bool,
     batch: usize,
     batch_stride: usize,
     rows: usize,
@@ -170,6 +172,7 @@ impl<'a> View<'a> {
         };
         let v = Self {
             data,
+            batched: d.len() == 3,
             batch,
             batch_stride,
             rows,
@@ -203,10 +206,10 @@ impl Gemm {
         if (a.batch != 1 && a.batch != batch) || (b.batch != 1 && b.batch != batch) {
             candle_core::bail!("gemm: batches {} and {} differ", a.batch, b.batch)
         }
-        let shape: Shape = if a.batch == 1 && b.batch == 1 && batch == 1 {
-            (m, n).into()
-        } else {
+        let shape: Shape = if a.batched || b.batched {
             (batch, m, n).into()
+        } else {
+            (m, n).into()
         };
         let len = batch * m * n;
         let mut out: Vec<f32> = Vec::with_capacity(len);
