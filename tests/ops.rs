@@ -167,20 +167,25 @@ fn subpixel_contraction_matches_the_tensor_formulation() {
     let dev = Device::Cpu;
     let (n, c, s, o) = (37, 6, 16, 2);
     let r = Tensor::randn(0f32, 1.0, (n, c * s), &dev).unwrap();
+    let bias = Tensor::randn(0f32, 1.0, c * s, &dev).unwrap();
     let a = Tensor::randn(0f32, 1.0, (o, c), &dev).unwrap();
-    let fast = ops::subpixel_contract(&r, &a, s).unwrap();
-    // y[p, o*S + s] = sum_c a[o, c] r[p, c*S + s]
+    let fast = ops::subpixel_contract(&r, &bias, &a, s).unwrap();
+    // y[p, o*S + s] = sum_c a[o, c] relu(r[p, c*S + s] + bias[c*S + s])
     let rv = r.to_vec2::<f32>().unwrap();
+    let bv = bias.to_vec1::<f32>().unwrap();
     let av = a.to_vec2::<f32>().unwrap();
     let fv = fast.to_vec2::<f32>().unwrap();
     for p in 0..n {
         for oi in 0..o {
             for si in 0..s {
-                let want: f32 = (0..c).map(|ci| av[oi][ci] * rv[p][ci * s + si]).sum();
+                let want: f32 = (0..c)
+                    .map(|ci| av[oi][ci] * (rv[p][ci * s + si] + bv[ci * s + si]).max(0.0))
+                    .sum();
                 assert!((fv[p][oi * s + si] - want).abs() < 1e-4);
             }
         }
     }
+    assert!(ops::subpixel_contract(&r, &bias.narrow(0, 0, 5).unwrap(), &a, s).is_err());
 }
 
 #[test]

@@ -223,20 +223,17 @@ impl DDColor {
         let (wt, bias) = self.decoder.last_shuf.weight_t_and_bias()?;
         let mut per_image = Vec::with_capacity(b);
         for bi in 0..b {
-            let xt = scales[2].get(bi)?.flatten_from(1)?.t()?.contiguous()?; // [h*w, C_in]
+            // [h*w, C_in], a transposed view: the products read it with its strides
+            let xt = scales[2].get(bi)?.flatten_from(1)?.t()?;
             let ab = a.get(bi)?; // [O, C]
             let mut bands = Vec::new();
             let band = TAIL_BAND_PIXELS.max(1);
             let mut p0 = 0;
             while p0 < h * w {
                 let n = band.min(h * w - p0);
-                let rc = gemm::matmul_epilogue(
-                    &xt.narrow(0, p0, n)?,
-                    &wt,
-                    gemm::Channels::Columns,
-                    &gemm::Epilogue::bias(&bias, ops::Act::Relu),
-                )?;
-                bands.push(ops::subpixel_contract(&rc, &ab, s)?); // [n, O*S]
+                // the conv's bias and ReLU are applied inside the contraction, as it reads
+                let y = gemm::matmul(&xt.narrow(0, p0, n)?, &wt)?;
+                bands.push(ops::subpixel_contract(&y, &bias, &ab, s)?); // [n, O*S]
                 p0 += n;
             }
             per_image.push(Tensor::cat(&bands, 0)?.t()?.reshape((o * s, h, w))?);

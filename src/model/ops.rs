@@ -753,20 +753,31 @@ impl candle_core::CustomOp1 for Im2Col {
     }
 }
 
-/// `y[p, o*S + s] = sum_c a[o, c] * r[p, c*S + s]`: contract the channels of a pre-shuffle
-/// feature (`r`: `[N, C*S]`, sub-pixel `s` of channel `c` at column `c*S + s`) with a small
-/// `[O, C]` map, keeping the `S` sub-pixels apart. This is the DDColor tail's
-/// `bqc,bchw->bqhw` product and `refine_net`, moved in front of the pixel shuffle.
-pub fn subpixel_contract(r: &Tensor, a: &Tensor, s: usize) -> Result<Tensor> {
-    if is_cpu_f32(&[r, a]) {
-        return r
-            .contiguous()?
-            .apply_op2_no_bwd(&a.contiguous()?, &SubpixelContract { s });
-    }
+/// `y[p, o*S + s] = sum_c a[o, c] * relu(r[p, c*S + s] + bias[c*S + s])`: contract the
+/// channels of a pre-shuffle feature (`r`: `[N, C*S]`, sub-pixel `s` of channel `c` at column
+/// `c*S + s`; its bias and ReLU applied as it is read) with a small `[O, C]` map, keeping the
+/// `S` sub-pixels apart. This is the DDColor tail's `bqc,bchw->bqhw` product and
+/// `refine_net`, moved in front of the pixel shuffle.
+pub fn subpixel_contract(r: &Tensor, bias: &Tensor, a: &Tensor, s: usize) -> Result<Tensor> {
     let (n, cs) = r.dims2()?;
     let (o, c) = a.dims2()?;
+    if c * s != cs || bias.elem_count() != cs {
+        candle_core::bail!(
+            "subpixel_contract: {cs} columns and a bias of {} for {c} channels x {s}",
+            bias.elem_count()
+        )
+    }
+    if is_cpu_f32(&[r, bias, a]) {
+        return r.contiguous()?.apply_op3_no_bwd(
+            &bias.contiguous()?,
+            &a.contiguous()?,
+            &SubpixelContract { s },
+        );
+    }
     // [N, C, S] -> [N, S, C] x [C, O] -> [N, S, O] -> [N, O, S]
-    r.reshape((n, c, cs / c))?
+    r.broadcast_add(bias)?
+        .relu()?
+        .reshape((n, c, s))?
         .transpose(1, 2)?
         .contiguous()?
         .broadcast_matmul(&a.t()?)?
@@ -778,7 +789,7 @@ struct SubpixelContract {
     s: usize,
 }
 
-impl candle_core::CustomOp2 for SubpixelContract {
+impl CustomOp3 for SubpixelContract {
     fn name(&self) -> &'static str {
         "subpixel-contract"
     }
@@ -787,33 +798,45 @@ impl candle_core::CustomOp2 for SubpixelContract {
         &self,
         rs: &CpuStorage,
         rl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
         as_: &CpuStorage,
         al: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, cs) = rl.shape().dims2()?;
         let (o, c) = al.shape().dims2()?;
         let s = self.s;
-        if c * s != cs {
-            candle_core::bail!("subpixel_contract: {cs} columns is not {c} channels x {s}")
-        }
         let r = contiguous_slice(rs, rl, "subpixel input")?;
+        let bias = contiguous_slice(bs, bl, "subpixel bias")?;
         let a = contiguous_slice(as_, al, "subpixel map")?;
         let out = par_output(n * o * s, o * s * 64, |i, y| {
-            subpixel_rows(y, &r[i * cs * 64..][..y.len() / (o * s) * cs], a, c, s)
+            subpixel_rows(
+                y,
+                &r[i * cs * 64..][..y.len() / (o * s) * cs],
+                bias,
+                a,
+                c,
+                s,
+            )
         });
         Ok((CpuStorage::F32(out), Shape::from((n, o * s))))
     }
 }
 
 multiversion! {
-    /// [`subpixel_contract`] for consecutive pixel rows.
-    fn subpixel_rows(y: &mut [f32], rows: &[f32], a: &[f32], c: usize, s: usize) {
+    /// [`subpixel_contract`] for consecutive pixel rows (`y` zeroed).
+    fn subpixel_rows(y: &mut [f32], rows: &[f32], bias: &[f32], a: &[f32], c: usize, s: usize) {
         let o = a.len() / c;
+        let mut v = vec![0f32; s];
         for (y, row) in y.chunks_exact_mut(o * s).zip(rows.chunks_exact(c * s)) {
-            for (oi, yo) in y.chunks_exact_mut(s).enumerate() {
-                let ao = &a[oi * c..(oi + 1) * c];
-                for (&w, rc) in ao.iter().zip(row.chunks_exact(s)) {
-                    for (y, &v) in yo.iter_mut().zip(rc) {
+            for (ci, (rc, bc)) in row.chunks_exact(s).zip(bias.chunks_exact(s)).enumerate() {
+                // the channel's S sub-pixels, biased and rectified once for all O outputs
+                for ((v, &x), &b) in v.iter_mut().zip(rc).zip(bc) {
+                    *v = (x + b).max(0.0);
+                }
+                for (oi, yo) in y.chunks_exact_mut(s).enumerate() {
+                    let w = a[oi * c + ci];
+                    for (y, &v) in yo.iter_mut().zip(&v) {
                         *y += w * v;
                     }
                 }

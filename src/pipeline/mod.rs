@@ -603,6 +603,8 @@ fn compose_quantised<T: Send>(
     unsafe {
         compose_rows(planes, gamut, channels, |row, y, dst| {
             for (q, v) in row.q.iter_mut().zip(&row.rgb) {
+                // allocated on a worker's first quantised row (the float compose needs none)
+                q.resize(v.len(), 0);
                 quantise_row(v, max, q);
             }
             let [r, g, b] = &row.q;
@@ -627,12 +629,11 @@ struct RowBufs {
 impl RowBufs {
     fn new(width: usize) -> Self {
         let f = || vec![0f32; width];
-        let q = || vec![0u16; width];
         Self {
             a: f(),
             b: f(),
             rgb: [f(), f(), f()],
-            q: [q(), q(), q()],
+            q: Default::default(),
         }
     }
 }
