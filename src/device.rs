@@ -4,6 +4,8 @@ use std::str::FromStr;
 
 use candle_core::{DType, Device};
 
+use crate::keywords::keyword_enum;
+
 /// A device as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
@@ -157,30 +159,11 @@ pub enum Precision {
     F16,
 }
 
-impl FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Self::F32),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
-            other => Err(format!(
-                "unknown dtype {other:?}; expected f32, bf16 or f16"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-            Self::F16 => "f16",
-        })
-    }
-}
+keyword_enum!(Precision, "dtype", {
+    F32 => "f32" | "fp32" | "float32",
+    Bf16 => "bf16" | "bfloat16",
+    F16 => "f16" | "fp16" | "float16" | "half",
+});
 
 impl Precision {
     /// The candle dtype.

@@ -12,6 +12,7 @@ pub mod colorizer;
 pub mod device;
 pub mod error;
 pub mod imageio;
+mod keywords;
 pub mod meta;
 pub mod model;
 pub mod pipeline;

@@ -433,6 +433,29 @@ fn pipeline_resize_mode_parse_and_display() {
 }
 
 #[test]
+fn keywords_parse_with_aliases_and_name_what_was_expected() {
+    use ddcolor::device::Precision;
+    use ddcolor::pipeline::Gamut;
+    assert_eq!(" FP16 ".parse::<Precision>(), Ok(Precision::F16));
+    assert_eq!("half".parse::<Precision>(), Ok(Precision::F16));
+    assert_eq!("bfloat16".parse::<Precision>(), Ok(Precision::Bf16));
+    for p in [Precision::F32, Precision::Bf16, Precision::F16] {
+        assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+    }
+    assert_eq!(
+        "f64".parse::<Precision>(),
+        Err("unknown dtype \"f64\"; expected f32, bf16 or f16".to_string())
+    );
+    for g in [Gamut::Auto, Gamut::Fit, Gamut::Clip] {
+        assert_eq!(g.to_string().parse::<Gamut>(), Ok(g));
+    }
+    let err = "wide".parse::<Gamut>().unwrap_err();
+    assert!(err.contains("expected auto, fit or clip"), "{err}");
+    let err = "bicubic".parse::<ResizeMode>().unwrap_err();
+    assert!(err.contains("expected nearest or bilinear"), "{err}");
+}
+
+#[test]
 fn table_srgb_companding_matches_the_formula() {
     use ddcolor::pipeline::color::{linear_to_srgb, linear_to_srgb_exact};
     let mut worst = 0f32;

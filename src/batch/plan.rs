@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::report::Status;
 use super::walk::Input;
+use crate::keywords::keyword_enum;
 
 /// `--format`: the output's container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,21 +24,13 @@ pub enum OutputFormat {
     Webp,
 }
 
-impl std::str::FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "same" => Ok(Self::Same),
-            "png" => Ok(Self::Png),
-            "jpg" | "jpeg" => Ok(Self::Jpeg),
-            "tif" | "tiff" => Ok(Self::Tiff),
-            "webp" => Ok(Self::Webp),
-            _ => Err(format!(
-                "unknown format {s:?}; expected same, png, jpg, tiff or webp"
-            )),
-        }
-    }
-}
+keyword_enum!(OutputFormat, "format", {
+    Same => "same",
+    Png => "png",
+    Jpeg => "jpg" | "jpeg",
+    Tiff => "tiff" | "tif",
+    Webp => "webp",
+});
 
 impl OutputFormat {
     fn extension(self) -> Option<&'static str> {

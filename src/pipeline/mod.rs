@@ -12,14 +12,13 @@ pub mod color;
 pub mod resize;
 pub mod tone;
 
-use std::fmt;
 use std::mem::MaybeUninit;
-use std::str::FromStr;
 
 use image::{DynamicImage, ImageBuffer, RgbImage};
 use rayon::prelude::*;
 
 use self::resize::Axis;
+use crate::keywords::keyword_enum;
 use crate::simd::multiversion;
 
 /// How the model's ab prediction is brought back to the image's size (PyTorch `F.interpolate`).
@@ -33,28 +32,7 @@ pub enum ResizeMode {
     Bilinear,
 }
 
-impl FromStr for ResizeMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "nearest" => Ok(Self::Nearest),
-            "bilinear" => Ok(Self::Bilinear),
-            _ => Err(format!(
-                "unknown resize mode {s:?}; expected \"nearest\" or \"bilinear\""
-            )),
-        }
-    }
-}
-
-impl fmt::Display for ResizeMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Nearest => "nearest",
-            Self::Bilinear => "bilinear",
-        })
-    }
-}
+keyword_enum!(ResizeMode, "resize mode", { Nearest => "nearest", Bilinear => "bilinear" });
 
 /// What becomes of a predicted colour that sRGB cannot show (the model's ab is unbounded:
 /// upstream issue #54 reports b near -180, beyond the Lab range).
@@ -103,30 +81,7 @@ pub fn clamp_ab(lab: [f32; 3]) -> [f32; 3] {
     }
 }
 
-impl FromStr for Gamut {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "fit" => Ok(Self::Fit),
-            "clip" => Ok(Self::Clip),
-            _ => Err(format!(
-                "unknown gamut mode {s:?}; expected \"auto\", \"fit\" or \"clip\""
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Gamut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Fit => "fit",
-            Self::Clip => "clip",
-        })
-    }
-}
+keyword_enum!(Gamut, "gamut mode", { Auto => "auto", Fit => "fit", Clip => "clip" });
 
 /// The model's input granularity: the encoder downsamples by 32.
 pub const SIZE_MULTIPLE: usize = 32;
