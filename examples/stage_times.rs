@@ -1,5 +1,7 @@
-//! Where the forward pass spends its time: wall time between the intermediates that
-//! `forward_traced` reports, for a released architecture with random weights.
+//! Where the forward pass spends its time, for a released architecture with random weights:
+//! the parts of `forward` (`forward_staged`), then the wall time between the intermediates
+//! that `forward_traced` reports (the upstream order, whose tail forms the full-resolution
+//! feature and query maps that `forward` never does).
 //!
 //! `cargo run --release --example stage_times -- [tiny|large] [SIZE]`
 use std::time::Instant;
@@ -17,6 +19,15 @@ fn main() -> anyhow::Result<()> {
     let model = DDColor::random(cfg, &Device::Cpu)?;
     let x = Tensor::rand(0f32, 1.0, (1, 3, size, size), &Device::Cpu)?;
     model.forward(&x)?; // warm-up
+    for _ in 0..2 {
+        let mut last = Instant::now();
+        model.forward_staged(&x, &mut |name| {
+            let now = Instant::now();
+            println!("{name:>24}: {:7.1} ms", (now - last).as_secs_f64() * 1e3);
+            last = now;
+        })?;
+        println!();
+    }
     for _ in 0..2 {
         let t0 = Instant::now();
         let mut last = t0;

@@ -206,10 +206,23 @@ impl DDColor {
     /// the C x H x W image feature are never formed. [`DDColor::forward_traced`] computes the
     /// upstream order and matches this to float rounding.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_staged(x, &mut |_| {})
+    }
+
+    /// [`DDColor::forward`], calling `stage` as each of its parts finishes: `"encoder"`,
+    /// `"pixel decoder"`, `"colour decoder"`, `"tail"` (for timing; `examples/stage_times.rs`).
+    pub fn forward_staged(
+        &self,
+        x: &Tensor,
+        stage: &mut dyn FnMut(&'static str),
+    ) -> Result<Tensor> {
         let x = self.normalised_input(x)?;
         let hooks = self.encoder.forward(&x)?;
+        stage("encoder");
         let scales = self.decoder.scales(&hooks)?;
+        stage("pixel decoder");
         let emb = self.color_decoder.color_embeddings(&scales)?; // [B, Q, C]
+        stage("colour decoder");
         let (b, _, _) = emb.dims3()?;
         let o = self.cfg.num_output_channels;
         // A = W_q @ emb: [B, O, C]
@@ -246,7 +259,7 @@ impl DDColor {
             .broadcast_left(b)?
             .matmul(&x.reshape((b, 3, hh * ww))?)?
             .reshape((b, o, hh, ww))?;
-        ops::channel_op(
+        let out = ops::channel_op(
             &(img + xt)?,
             None,
             &self.refine_b,
@@ -254,7 +267,9 @@ impl DDColor {
             ops::Act::Identity,
             ops::Act::Identity,
         )?
-        .to_dtype(DType::F32)
+        .to_dtype(DType::F32)?;
+        stage("tail");
+        Ok(out)
     }
 
     /// [`DDColor::forward`], handing each intermediate to `trace` under the name the golden
