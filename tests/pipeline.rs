@@ -456,7 +456,7 @@ fn keywords_parse_with_aliases_and_name_what_was_expected() {
 }
 
 #[test]
-fn table_srgb_companding_matches_the_formula() {
+fn srgb_companding_matches_the_formula() {
     use ddcolor::pipeline::color::{linear_to_srgb, linear_to_srgb_exact};
     let mut worst = 0f32;
     for i in 0..=200_000u32 {
@@ -481,6 +481,48 @@ fn table_srgb_companding_matches_the_formula() {
         );
     }
     assert!(worst < 1e-6, "max error {worst}");
+}
+
+#[test]
+fn srgb_encoding_is_within_2e7_of_the_formula_and_the_row_kernel_agrees_bit_for_bit() {
+    use ddcolor::pipeline::color::{linear_to_srgb, linear_to_srgb_row};
+    // every float of the power-law side, (0.0031308, 1], against the formula in f64
+    let (lo, hi) = (0.003_130_8f32.to_bits() + 1, 1f32.to_bits());
+    let mut worst = (0f64, 0f32);
+    for bits in lo..=hi {
+        let v = f32::from_bits(bits);
+        let exact = 1.055 * f64::from(v).powf(1.0 / 2.4) - 0.055;
+        let err = (f64::from(linear_to_srgb(v)) - exact).abs();
+        if err > worst.0 {
+            worst = (err, v);
+        }
+    }
+    assert!(worst.0 < 2e-7, "max error {} at {}", worst.0, worst.1);
+
+    // the vector kernel gives the scalar function's values: a stride through all bit
+    // patterns (negatives, subnormals, the knee, super-whites, infinities, NaNs), in a row
+    // whose length is not a multiple of the vector width
+    let mut values: Vec<f32> = (0..=u32::MAX).step_by(4099).map(f32::from_bits).collect();
+    values.extend([
+        0.0,
+        -0.0,
+        0.003_130_8,
+        0.003_130_9,
+        1.0,
+        1.000_001,
+        f32::NAN,
+    ]);
+    values.truncate(values.len() / 16 * 16 + 7);
+    let mut row = values.clone();
+    linear_to_srgb_row(&mut row);
+    for (v, y) in values.iter().zip(&row) {
+        let want = linear_to_srgb(*v);
+        assert!(
+            y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
+            "{v:e} ({:#x}): row {y:e}, scalar {want:e}",
+            v.to_bits()
+        );
+    }
 }
 
 #[test]

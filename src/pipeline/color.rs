@@ -156,10 +156,6 @@ impl<const N: usize> BitTable<N> {
     }
 }
 
-/// Encoded sRGB from linear on [2^-9, 1] (the knee is at 0.0031308 > 2^-9): within 5e-7.
-static SRGB_ENCODE: std::sync::LazyLock<BitTable<{ 9 * 256 + 2 }>> =
-    std::sync::LazyLock::new(|| BitTable::new(-9, 8, |x| 1.055 * x.powf(1.0 / 2.4) - 0.055));
-
 /// Linear from encoded sRGB on [2^-5, 1] (the knee is at 0.04045 > 2^-5): within 5e-7.
 static SRGB_DECODE: std::sync::LazyLock<BitTable<{ 5 * 1024 + 2 }>> =
     std::sync::LazyLock::new(|| BitTable::new(-5, 10, |x| ((x + 0.055) / 1.055).powf(2.4)));
@@ -178,42 +174,137 @@ fn cbrt_unit(t: f32) -> f32 {
     }
 }
 
-/// sRGB companding, linear -> encoded (input clipped to [0, 1]), to within 5e-7: the power
-/// function read from a table of 256 points per octave, indexed by the float's own bits (within
-/// an octave the value is linear in them) and interpolated linearly. `powf` was most of the
-/// cost of composing a large scan.
+/// sRGB companding, linear -> encoded (input clipped to [0, 1]), to within 1.5e-7 of the
+/// formula (checked over every float of the power-law side), with no table gathers:
+/// `v = 2^e m` with `m` in [1, 2) gives `v^(1/2.4) = 2^(5e/12) m^(5/12)`, a polynomial in `m`
+/// ([`ENCODE_POLY`]) times one of ten per-octave factors ([`ENCODE_OCTAVE`], one register on
+/// AVX-512). Two table reads per value (a gather each, in vector code) were half the cost of
+/// composing a large scan on CPUs with slow gathers.
 #[inline]
 pub fn linear_to_srgb(v: f32) -> f32 {
-    encode_with(&SRGB_ENCODE, v)
-}
-
-/// [`linear_to_srgb`] with the table passed in, branch-free (both sides are computed and one
-/// is kept), so that a loop of it vectorises.
-#[inline(always)]
-fn encode_with(table: &BitTable<{ 9 * 256 + 2 }>, v: f32) -> f32 {
     let v = clip01(v);
-    let low = 12.92 * v;
-    let high = table.eval(v);
+    let bits = v.to_bits();
+    // the octave, e + 9 for e = -9..=0 (the power-law side starts at 0.0031308 > 2^-9); other
+    // indices only occur where the linear side is taken
+    let octave = ENCODE_OCTAVE[((bits >> 23).wrapping_sub(127 - 9) & 15) as usize];
+    let t = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000) - 1.5;
+    let mut p = ENCODE_POLY[7];
+    for &c in ENCODE_POLY[..7].iter().rev() {
+        p = p.mul_add(t, c);
+    }
+    // (the fit overshoots 1 by an ulp at 1)
+    let high = (octave * p).mul_add(1.055, -0.055).min(1.0);
     // (NaN takes the linear side too and stays NaN, as with the formula)
-    if v <= 0.003_130_8 || v.is_nan() {
-        low
+    if v <= SRGB_KNEE || v.is_nan() {
+        12.92 * v
     } else {
         high
     }
 }
 
+/// Linear value below which sRGB encoding is linear.
+const SRGB_KNEE: f32 = 0.003_130_8;
+
+/// `m^(5/12)` for `m` in [1, 2), as coefficients of `t = m - 1.5` from the constant term up
+/// (Chebyshev fit of degree 7; 1.5e-7 relative, float rounding included).
+const ENCODE_POLY: [f32; 8] = [
+    1.184_053_7,
+    3.289_037e-1,
+    -6.395_671_5e-2,
+    2.250_561_3e-2,
+    -9.625_546e-3,
+    4.580_285_4e-3,
+    -2.744_525_2e-3,
+    1.501_874e-3,
+];
+
+/// `2^(5e/12)` for the octaves `e = -9..=0` at index `e + 9`; 16 entries so that the AVX-512
+/// path holds them in one register (the others are never used).
+const ENCODE_OCTAVE: [f32; 16] = [
+    7.432_544e-2,
+    9.921_256_5e-2,
+    1.324_329e-1,
+    1.767_766_9e-1,
+    2.359_685_7e-1,
+    3.149_802_7e-1,
+    4.204_482e-1,
+    5.612_31e-1,
+    7.491_535_5e-1,
+    1.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+];
+
 multiversion! {
-    /// [`linear_to_srgb`] of every value of `v`, in place.
-    fn encode_row(table: &BitTable<{ 9 * 256 + 2 }>, v: &mut [f32]) {
+    /// [`linear_to_srgb`] of every value of `v`, in place (AVX2: the octave factor by gather).
+    fn encode_row(v: &mut [f32]) {
         for x in v.iter_mut() {
-            *x = encode_with(table, *x);
+            *x = linear_to_srgb(*x);
         }
     }
 }
 
-/// [`linear_to_srgb`] of every value of `v`, in place (vectorised; the same values).
+/// [`linear_to_srgb`] of every value of `v`, in place: vectorised, the same values bit for bit.
 pub fn linear_to_srgb_row(v: &mut [f32]) {
-    encode_row(&SRGB_ENCODE, v);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { encode_row_avx512(v) };
+    }
+    encode_row(v);
+}
+
+/// [`linear_to_srgb`] sixteen values at a time, the octave factor picked from a register by a
+/// permute: the same operations in the same order (fused multiply-adds where it has
+/// `mul_add`), so the same values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn encode_row_avx512(v: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let octaves = _mm512_loadu_ps(ENCODE_OCTAVE.as_ptr());
+    let poly = ENCODE_POLY.map(|c| _mm512_set1_ps(c));
+    let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
+    let knee = _mm512_set1_ps(SRGB_KNEE);
+    let mantissa = _mm512_set1_epi32(0x007f_ffff);
+    let unit = _mm512_set1_epi32(0x3f80_0000);
+    let bias = _mm512_set1_epi32(127 - 9);
+    for chunk in v.chunks_mut(16) {
+        let mask: __mmask16 = if chunk.len() == 16 {
+            !0
+        } else {
+            (1 << chunk.len()) - 1
+        };
+        // SAFETY: the mask covers `chunk.len()` values from its start.
+        let x = unsafe { _mm512_maskz_loadu_ps(mask, chunk.as_ptr()) };
+        // clamp(x, 0, 1) keeping NaN: max/min return their second operand on NaN
+        let x = _mm512_min_ps(one, _mm512_max_ps(zero, x));
+        let bits = _mm512_castps_si512(x);
+        let index = _mm512_sub_epi32(_mm512_srli_epi32::<23>(bits), bias);
+        // (the permute reads the low 4 bits of the index: `& 15` above)
+        let octave = _mm512_permutexvar_ps(index, octaves);
+        let m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(bits, mantissa), unit));
+        let t = _mm512_sub_ps(m, _mm512_set1_ps(1.5));
+        let mut p = poly[7];
+        for &c in poly[..7].iter().rev() {
+            p = _mm512_fmadd_ps(p, t, c);
+        }
+        let high = _mm512_fmadd_ps(
+            _mm512_mul_ps(octave, p),
+            _mm512_set1_ps(1.055),
+            _mm512_set1_ps(-0.055),
+        );
+        let high = _mm512_min_ps(high, one);
+        let low = _mm512_mul_ps(_mm512_set1_ps(12.92), x);
+        // not above the knee, or unordered (NaN): the linear side
+        let linear = _mm512_cmp_ps_mask::<_CMP_NGT_UQ>(x, knee);
+        let y = _mm512_mask_blend_ps(linear, high, low);
+        // SAFETY: as the load.
+        unsafe { _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, y) };
+    }
 }
 
 #[inline]
@@ -286,19 +377,44 @@ pub fn lab_to_linear(lab: [f32; 3]) -> [f32; 3] {
     // reciprocals (within an ulp; six vector divisions were most of the cost of the gamut
     // search, which evaluates this ~25 times per pixel outside sRGB)
     let [l, a, b] = lab;
-    let (y, fy) = if l <= L_THRESH {
-        let y = l * (1.0 / KAPPA);
-        (y, SLOPE * y + OFFSET)
-    } else {
-        let fy = (l + 16.0) * (1.0 / 116.0);
-        (fy * fy * fy, fy)
-    };
-    let x = lab_f_inv(a * (1.0 / 500.0) + fy);
-    let z = lab_f_inv(fy - b * (1.0 / 200.0));
-    let r = INV[0][0] * x + INV[0][1] * y + INV[0][2] * z;
-    let g = INV[1][0] * x + INV[1][1] * y + INV[1][2] * z;
-    let bl = INV[2][0] * x + INV[2][1] * y + INV[2][2] * z;
-    [r, g, bl]
+    LabRow::of(l).linear(a, b)
+}
+
+/// What [`lab_to_linear`] derives from L alone: `f(Y)` and the Y column of the matrix, for
+/// evaluating many (a, b) at one L (the gamut search).
+#[derive(Clone, Copy)]
+struct LabRow {
+    fy: f32,
+    /// `INV[c][1] * Y` for R, G, B.
+    y: [f32; 3],
+}
+
+impl LabRow {
+    #[inline(always)]
+    fn of(l: f32) -> Self {
+        let (y, fy) = if l <= L_THRESH {
+            let y = l * (1.0 / KAPPA);
+            (y, SLOPE * y + OFFSET)
+        } else {
+            let fy = (l + 16.0) * (1.0 / 116.0);
+            (fy * fy * fy, fy)
+        };
+        Self {
+            fy,
+            y: [INV[0][1] * y, INV[1][1] * y, INV[2][1] * y],
+        }
+    }
+
+    /// Linear RGB of (L, a, b), exactly [`lab_to_linear`].
+    #[inline(always)]
+    fn linear(&self, a: f32, b: f32) -> [f32; 3] {
+        let x = lab_f_inv(a * (1.0 / 500.0) + self.fy);
+        let z = lab_f_inv(self.fy - b * (1.0 / 200.0));
+        let r = INV[0][0] * x + self.y[0] + INV[0][2] * z;
+        let g = INV[1][0] * x + self.y[1] + INV[1][2] * z;
+        let bl = INV[2][0] * x + self.y[2] + INV[2][2] * z;
+        [r, g, bl]
+    }
 }
 
 multiversion! {
@@ -345,14 +461,17 @@ pub fn lab_to_linear_row(
 
 multiversion! {
     /// `flags[i] = 1` where linear RGB `(r[i], g[i], b[i])` is outside sRGB (with its slack,
-    /// or not a number), as `!in_gamut`.
-    fn outside_flags(r: &[f32], g: &[f32], b: &[f32], flags: &mut [u8]) {
+    /// or not a number), as `!in_gamut`; `any` is set if one is.
+    fn outside_flags(r: &[f32], g: &[f32], b: &[f32], flags: &mut [u8], any: &mut bool) {
         let n = flags.len();
         let (r, g, b) = (&r[..n], &g[..n], &b[..n]);
         let inside = |v: f32| (-GAMUT_SLACK..=1.0 + GAMUT_SLACK).contains(&v);
+        let mut seen = 0u8;
         for i in 0..n {
             flags[i] = u8::from(!(inside(r[i]) & inside(g[i]) & inside(b[i])));
+            seen |= flags[i];
         }
+        *any = seen != 0;
     }
 }
 
@@ -366,24 +485,51 @@ pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3
     let n = l.len();
     let (a, b, r, g, bl) = (&a[..n], &b[..n], &mut r[..n], &mut g[..n], &mut bl[..n]);
     let mut flags = vec![0u8; n];
-    outside_flags(r, g, bl, &mut flags);
-    let outside: Vec<usize> = (0..n).filter(|&i| flags[i] != 0).collect();
-    if outside.is_empty() {
+    let mut any = false;
+    outside_flags(r, g, bl, &mut flags, &mut any);
+    if !any {
+        // most rows of most photographs
         return;
     }
-    let pick = |v: &[f32]| outside.iter().map(|&i| v[i]).collect::<Vec<f32>>();
-    let (ls, mut as_, mut bs) = (pick(l), pick(a), pick(b));
-    let m = outside.len();
-    let mut scratch = vec![0f32; 5 * m];
-    let (lo, rest) = scratch.split_at_mut(m);
-    let (hi, rest) = rest.split_at_mut(m);
-    let (rs, rest) = rest.split_at_mut(m);
-    let (gs, bls) = rest.split_at_mut(m);
-    fit_chroma(&ls, &mut as_, &mut bs, lo, hi, rs, gs, bls);
-    for (k, &i) in outside.iter().enumerate() {
-        [r[i], g[i], bl[i]] = [rs[k], gs[k], bls[k]];
+    // the pixels outside, FIT_LANES at a time (the last block padded with gray, which fits)
+    let mut block = GRAY.map(|v| [v; FIT_LANES]);
+    let mut at = [0usize; FIT_LANES];
+    let mut k = 0;
+    let mut fitted = [[0f32; FIT_LANES]; 3];
+    let mut flush = |block: &[[f32; FIT_LANES]; 3], at: &[usize], k: usize| {
+        fit_chroma(block, &mut fitted);
+        let [rs, gs, bls] = &fitted;
+        for j in 0..k {
+            [r[at[j]], g[at[j]], bl[at[j]]] = [rs[j], gs[j], bls[j]];
+        }
+    };
+    for (chunk, f) in flags.chunks(FIT_LANES).enumerate() {
+        if f.iter().all(|&f| f == 0) {
+            continue;
+        }
+        for (j, _) in f.iter().enumerate().filter(|(_, &f)| f != 0) {
+            let i = chunk * FIT_LANES + j;
+            [block[0][k], block[1][k], block[2][k]] = [l[i], a[i], b[i]];
+            at[k] = i;
+            k += 1;
+            if k == FIT_LANES {
+                flush(&block, &at, k);
+                k = 0;
+            }
+        }
+    }
+    if k > 0 {
+        for (c, v) in block.iter_mut().zip(GRAY) {
+            c[k..].fill(v);
+        }
+        flush(&block, &at, k);
     }
 }
+
+/// Pixels per block of the gamut search: one AVX-512 register per quantity.
+const FIT_LANES: usize = 64;
+/// L, a, b of the padding: a gray inside sRGB.
+const GRAY: [f32; 3] = [50.0, 0.0, 0.0];
 
 /// Slack on linear RGB for "inside sRGB": the conversion's own float error (white, L = 100 with
 /// a = b = 0, comes out at 1.000005 with OpenCV's matrices). What the final clip then removes
@@ -425,49 +571,34 @@ pub fn lab_to_rgb_in_gamut(lab: [f32; 3]) -> [f32; 3] {
     if in_gamut(lin) {
         return lin.map(linear_to_srgb);
     }
-    let [l, mut a, mut b] = lab;
-    let (mut lo, mut hi) = (0.0, 0.0);
-    let [mut r, mut g, mut bl] = [0f32; 3];
-    fit_chroma(
-        &[l],
-        std::slice::from_mut(&mut a),
-        std::slice::from_mut(&mut b),
-        std::slice::from_mut(&mut lo),
-        std::slice::from_mut(&mut hi),
-        std::slice::from_mut(&mut r),
-        std::slice::from_mut(&mut g),
-        std::slice::from_mut(&mut bl),
-    );
+    // one pixel in lane 0 of a block of gray
+    let mut block = GRAY.map(|v| [v; FIT_LANES]);
+    for (c, v) in block.iter_mut().zip(lab) {
+        c[0] = v;
+    }
+    let mut fitted = [[0f32; FIT_LANES]; 3];
+    fit_chroma(&block, &mut fitted);
+    let [r, g, bl] = fitted.map(|c| c[0]);
     [r, g, bl].map(linear_to_srgb)
 }
 
 multiversion! {
-    /// The out-of-gamut half of [`lab_to_rgb_in_gamut`] for many pixels at once, into linear
-    /// RGB `r`, `g`, `bl`: the largest scale `s` in [0, 1] of (a, b) whose colour fits. Near
-    /// black and white the colours that fit along one hue need not form one interval, so the
-    /// search goes down from the prediction in steps of 1/[`GAMUT_SCAN`] to the first scale
-    /// that fits, then halves the bracket it leaves [`GAMUT_STEPS`] times and keeps the side
-    /// that fits. Every pixel takes the same steps (no early exit), so the loops run across
-    /// pixels in vector lanes; one pixel alone gives the same result. `a` and `b` are
-    /// overwritten; `lo` and `hi` are scratch.
-    #[allow(clippy::too_many_arguments)]
-    fn fit_chroma(
-        l: &[f32],
-        a: &mut [f32],
-        b: &mut [f32],
-        lo: &mut [f32],
-        hi: &mut [f32],
-        r: &mut [f32],
-        g: &mut [f32],
-        bl: &mut [f32],
-    ) {
-        let n = l.len();
-        let (a, b, lo, hi) = (&mut a[..n], &mut b[..n], &mut lo[..n], &mut hi[..n]);
-        let (r, g, bl) = (&mut r[..n], &mut g[..n], &mut bl[..n]);
+    /// The out-of-gamut half of [`lab_to_rgb_in_gamut`] for [`FIT_LANES`] pixels at once
+    /// (planar L, a, b), into linear RGB: the largest scale `s` in [0, 1] of (a, b) whose
+    /// colour fits. Near black and white the colours that fit along one hue need not form one
+    /// interval, so the search goes down from the prediction in steps of 1/[`GAMUT_SCAN`] to
+    /// the first scale that fits, then halves the bracket it leaves [`GAMUT_STEPS`] times and
+    /// keeps the side that fits. Every pixel takes the same steps (no early exit), so the
+    /// loops run across the block's pixels in vector lanes, which stay in registers through
+    /// all the steps; a pixel gives the same result in any lane, beside any other.
+    fn fit_chroma(lab: &[[f32; FIT_LANES]; 3], out: &mut [[f32; FIT_LANES]; 3]) {
+        const N: usize = FIT_LANES;
+        let [l, a0, b0] = lab;
+        let (mut a, mut b) = ([0f32; N], [0f32; N]);
         // ab within MAX_CHROMA along its hue; gray where it is not finite, or where no chroma
         // fits at all (black and white: gray itself is outside)
-        for i in 0..n {
-            let (ai, bi) = (a[i], b[i]);
+        for i in 0..N {
+            let (ai, bi) = (a0[i], b0[i]);
             let gray_out = gamut_excess(lab_to_linear([l[i], 0.0, 0.0])) >= 0.0;
             let m = ai.abs().max(bi.abs());
             let (p, q) = (ai / m, bi / m);
@@ -476,30 +607,43 @@ multiversion! {
             let keep = ai.is_finite() && bi.is_finite() && !gray_out;
             a[i] = if keep { ai * k } else { 0.0 };
             b[i] = if keep { bi * k } else { 0.0 };
-            lo[i] = 0.0;
-            hi[i] = 1.0;
         }
-        let at = |l: f32, a: f32, b: f32, s: f32| lab_to_linear([l, s * a, s * b]);
+        let (mut lo, mut hi) = ([0f32; N], [1f32; N]);
+        // what depends on L alone, as planes (an array of LabRow does not vectorise)
+        let (mut fy, mut y) = ([0f32; N], [[0f32; N]; 3]);
+        for i in 0..N {
+            let row = LabRow::of(l[i]);
+            fy[i] = row.fy;
+            [y[0][i], y[1][i], y[2][i]] = row.y;
+        }
+        let at = |i: usize, s: f32| {
+            let row = LabRow {
+                fy: fy[i],
+                y: [y[0][i], y[1][i], y[2][i]],
+            };
+            row.linear(s * a[i], s * b[i])
+        };
         // the first step down that fits (lo > 0 marks it found; gray, at 0, always fits)
         for step in (1..=GAMUT_SCAN).rev() {
             let s = step as f32 / GAMUT_SCAN as f32;
-            for i in 0..n {
-                let fits = gamut_excess(at(l[i], a[i], b[i], s)) <= 0.0;
+            for i in 0..N {
+                let fits = gamut_excess(at(i, s)) <= 0.0;
                 let searching = lo[i] == 0.0;
                 lo[i] = if searching && fits { s } else { lo[i] };
                 hi[i] = if searching && !fits { s } else { hi[i] };
             }
         }
         for _ in 0..GAMUT_STEPS {
-            for i in 0..n {
+            for i in 0..N {
                 let mid = (lo[i] + hi[i]) * 0.5;
-                let fits = gamut_excess(at(l[i], a[i], b[i], mid)) <= 0.0;
+                let fits = gamut_excess(at(i, mid)) <= 0.0;
                 lo[i] = if fits { mid } else { lo[i] };
                 hi[i] = if fits { hi[i] } else { mid };
             }
         }
-        for i in 0..n {
-            [r[i], g[i], bl[i]] = at(l[i], a[i], b[i], lo[i]);
+        let [r, g, bl] = out;
+        for i in 0..N {
+            [r[i], g[i], bl[i]] = at(i, lo[i]);
         }
     }
 }

@@ -521,8 +521,28 @@ pub fn compose_image(
     };
     let alpha = keep.alpha.as_ref();
     let gamut = gamut.resolve(keep.depth);
-    let q8 = || compose_quantised(&planes, gamut, alpha, 255.0, |v| v as u8, Alpha::at8);
-    let q16 = || compose_quantised(&planes, gamut, alpha, 65535.0, |v| v, Alpha::at16);
+    let q8 = || {
+        compose_quantised(
+            &planes,
+            gamut,
+            alpha,
+            255.0,
+            |v| v as u8,
+            Alpha::at8,
+            rgb8_row,
+        )
+    };
+    let q16 = || {
+        compose_quantised(
+            &planes,
+            gamut,
+            alpha,
+            65535.0,
+            |v| v,
+            Alpha::at16,
+            rgb16_row,
+        )
+    };
     let sized = "buffer sized for the image";
     match (keep.depth, alpha.is_some()) {
         (Depth::Eight, false) => {
@@ -540,9 +560,12 @@ pub fn compose_image(
     }
 }
 
+/// Writes a row of interleaved RGB samples from encoded planar R, G, B rows.
+type RgbRow<T> = fn(&[f32], &[f32], &[f32], &mut [MaybeUninit<T>]);
+
 /// [`compose_rows`] to samples `round(x * max)` from [0, 1] (`max` = 255 or 65535, `cast`
 /// to the sample type), with the `alpha` plane (read by `at`) as a fourth channel when there
-/// is one.
+/// is one; `rgb` writes a row without alpha in one pass ([`rgb8_row`], [`rgb16_row`]).
 fn compose_quantised<T: Send>(
     planes: &Planes,
     gamut: Gamut,
@@ -551,24 +574,40 @@ fn compose_quantised<T: Send>(
     // generic, not `fn` pointers: an indirect call per sample cannot be inlined
     cast: impl Fn(u16) -> T + Sync,
     at: impl Fn(&Alpha, usize) -> T + Sync,
+    rgb: RgbRow<T>,
 ) -> Vec<T> {
     let channels = 3 + usize::from(alpha.is_some());
     // SAFETY: the closure writes all `channels * width` samples of the row (`interleave3`
     // and `interleave4` check the length).
     unsafe {
         compose_rows(planes, gamut, channels, |row, y, dst| {
+            let Some(a) = alpha else {
+                let [r, g, b] = &row.rgb;
+                return rgb(r, g, b, dst);
+            };
             for (q, v) in row.q.iter_mut().zip(&row.rgb) {
-                // allocated on a worker's first quantised row (the float compose needs none)
+                // allocated on a worker's first row with alpha
                 q.resize(v.len(), 0);
                 quantise_row(v, max, q);
             }
             let [r, g, b] = &row.q;
             let width = r.len();
-            match alpha {
-                None => interleave3(dst, [r, g, b], &cast),
-                Some(a) => interleave4(dst, [r, g, b], |x| at(a, y * width + x), &cast),
-            }
+            interleave4(dst, [r, g, b], |x| at(a, y * width + x), &cast);
         })
+    }
+}
+
+multiversion! {
+    /// A row of 8-bit RGB, [`quantise`]d from the planar rows and interleaved in one pass.
+    fn rgb8_row(r: &[f32], g: &[f32], b: &[f32], dst: &mut [MaybeUninit<u8>]) {
+        interleave3(dst, [r, g, b], |v| quantise(v, 255.0) as u8);
+    }
+}
+
+multiversion! {
+    /// A row of 16-bit RGB, [`quantise`]d from the planar rows and interleaved in one pass.
+    fn rgb16_row(r: &[f32], g: &[f32], b: &[f32], dst: &mut [MaybeUninit<u16>]) {
+        interleave3(dst, [r, g, b], |v| quantise(v, 65535.0));
     }
 }
 
@@ -714,16 +753,22 @@ multiversion! {
 }
 
 multiversion! {
-    /// `round(v * max)`, ties to even, saturating to [0, max]; NaN becomes 0 (`max` < 2^16).
+    /// [`quantise`] of every value of `v` into `out`.
     fn quantise_row(v: &[f32], max: f32, out: &mut [u16]) {
         for (o, &v) in out.iter_mut().zip(v) {
-            // `max(0.0)` turns NaN into 0; adding 2^23 rounds to a whole number (ties to
-            // even) and leaves it in the low mantissa bits, read off as an integer: no
-            // float-to-int conversion, which Rust saturates and LLVM then does lane by lane
-            let y = (v * max).max(0.0).min(max) + ROUND_MAGIC;
-            *o = (y.to_bits() - ROUND_MAGIC.to_bits()) as u16;
+            *o = quantise(v, max);
         }
     }
+}
+
+/// `round(v * max)`, ties to even, saturating to [0, max]; NaN becomes 0 (`max` < 2^16).
+#[inline(always)]
+fn quantise(v: f32, max: f32) -> u16 {
+    // `max(0.0)` turns NaN into 0; adding 2^23 rounds to a whole number (ties to even) and
+    // leaves it in the low mantissa bits, read off as an integer: no float-to-int conversion,
+    // which Rust saturates and LLVM then does lane by lane
+    let y = (v * max).max(0.0).min(max) + ROUND_MAGIC;
+    (y.to_bits() - ROUND_MAGIC.to_bits()) as u16
 }
 
 /// 2^23: a float in [0, 2^22) plus this is rounded to a whole number (ties to even), which
