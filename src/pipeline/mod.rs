@@ -612,7 +612,8 @@ multiversion! {
 }
 
 /// One output row in the making: ab resampled to the image's width, then R, G, B (linear,
-/// then encoded sRGB in [0, 1]), then quantised. Reused from row to row by each worker.
+/// then encoded sRGB in [0, 1]), then quantised (rows with alpha; without, quantising and
+/// interleaving are one pass). Reused from row to row by each worker.
 struct RowBufs {
     a: Vec<f32>,
     b: Vec<f32>,
