@@ -2,7 +2,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use ddcolor::model::gemm::{self, Channels, Epilogue};
 use ddcolor::model::ops::Act;
-use ddcolor::model::{attention, ops};
+use ddcolor::model::{attention, ops, winograd};
 
 use crate::util::max_abs_diff;
 
@@ -119,13 +119,18 @@ fn fused_channel_ops_match_candle() {
 }
 
 #[test]
-fn im2col_convolution_matches_candle_conv2d() {
+fn im2col_and_winograd_convolutions_match_candle_conv2d() {
     let dev = Device::Cpu;
+    // odd and even sides (Winograd's 2x2 tiles overhang odd ones), 1x1 planes, batches, more
+    // channels than a vector
     for (b, c, h, w, o, k) in [
         (1, 5, 7, 9, 4, 3),
         (2, 3, 4, 4, 6, 3),
         (1, 2, 6, 5, 3, 5),
         (1, 3, 1, 1, 2, 3),
+        (1, 40, 12, 10, 33, 3),
+        (2, 17, 5, 2, 19, 3),
+        (1, 4, 2, 35, 3, 3),
     ] {
         let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap();
@@ -133,15 +138,26 @@ fn im2col_convolution_matches_candle_conv2d() {
         let scale = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
         let conv = x.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
         let per_channel = |t: &Tensor| t.reshape((1, o, 1, 1)).unwrap();
+        let u = (k == 3).then(|| winograd::weight(&wt).unwrap());
+        let fast = |epi: &Epilogue| {
+            let mut outs = vec![("im2col", ops::conv2d_same(&x, &wt, epi).unwrap())];
+            if let Some(u) = &u {
+                outs.push(("winograd", winograd::conv3x3(&x, u, epi).unwrap()));
+            }
+            outs
+        };
+        // float rounding, in another order than candle's, grows with the terms per output
+        let tol = 1e-4 * ((c * k * k) as f32 / 50.0).max(1.0);
         // conv + bias, ReLU after
-        let fast = ops::conv2d_same(&x, &wt, &Epilogue::bias(&bias, Act::Relu)).unwrap();
         let want = conv
             .broadcast_add(&per_channel(&bias))
             .unwrap()
             .relu()
             .unwrap();
-        let d = max_abs_diff(&fast, &want);
-        assert!(d < 1e-4, "{b}x{c}x{h}x{w} -> {o}, k{k}: {d}");
+        for (name, got) in fast(&Epilogue::bias(&bias, Act::Relu)) {
+            let d = max_abs_diff(&got, &want);
+            assert!(d < tol, "{name} {b}x{c}x{h}x{w} -> {o}, k{k}: {d}");
+        }
         // conv, ReLU, then a per-channel affine (fastai's conv -> ReLU -> BatchNorm)
         let epi = Epilogue {
             scale: Some(&scale),
@@ -149,7 +165,6 @@ fn im2col_convolution_matches_candle_conv2d() {
             pre: Act::Relu,
             post: Act::Identity,
         };
-        let fast = ops::conv2d_same(&x, &wt, &epi).unwrap();
         let want = conv
             .relu()
             .unwrap()
@@ -157,8 +172,13 @@ fn im2col_convolution_matches_candle_conv2d() {
             .unwrap()
             .broadcast_add(&per_channel(&bias))
             .unwrap();
-        let d = max_abs_diff(&fast, &want);
-        assert!(d < 1e-4, "{b}x{c}x{h}x{w} -> {o}, k{k}, relu+affine: {d}");
+        for (name, got) in fast(&epi) {
+            let d = max_abs_diff(&got, &want);
+            assert!(
+                d < tol,
+                "{name} {b}x{c}x{h}x{w} -> {o}, k{k}, relu+affine: {d}"
+            );
+        }
     }
 }
 

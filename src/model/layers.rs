@@ -5,6 +5,7 @@ use candle_core::{Device, Result, Tensor};
 use super::gemm::{self, Channels, Epilogue};
 use super::ops::{self, Act};
 use super::weights::{LoadError, Vb};
+use super::winograd;
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
 
@@ -121,6 +122,8 @@ pub struct Conv2d {
     k: usize,
     stride: usize,
     padding: usize,
+    /// For a 3x3 "same" convolution of an f32 CPU model: the Winograd-transformed weight.
+    winograd: Option<Tensor>,
 }
 
 impl Conv2d {
@@ -144,8 +147,15 @@ impl Conv2d {
             Some(b) => Some(to_dev(vb, b, dev)?),
             None => None,
         };
+        let w = to_dev(vb, w, dev)?;
+        let winograd = if k == 3 && stride == 1 && padding == 1 && ops::is_cpu_f32(&[&w]) {
+            Some(winograd::weight(&w).map_err(e)?)
+        } else {
+            None
+        };
         Ok(Self {
-            w: to_dev(vb, w, dev)?,
+            w,
+            winograd,
             b,
             k,
             stride,
@@ -242,6 +252,8 @@ impl Conv2d {
             let xs = x.reshape((b, c, h * w))?;
             let y = gemm::matmul_epilogue(&self.w, &xs, Channels::Rows, epi)?;
             y.reshape((b, o, h, w))
+        } else if let Some(u) = self.winograd.as_ref().filter(|_| ops::is_cpu_f32(&[x])) {
+            winograd::conv3x3(x, u, epi)
         } else if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
             ops::conv2d_same(x, &self.w, epi)
         } else {

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod ops;
 pub mod unet;
 pub mod weights;
+pub mod winograd;
 
 use std::path::Path;
 

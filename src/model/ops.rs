@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::gemm::{matmul_epilogue, Channels, Epilogue};
 use crate::simd::multiversion;
 
-fn is_cpu_f32(ts: &[&Tensor]) -> bool {
+pub(crate) fn is_cpu_f32(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
 }
