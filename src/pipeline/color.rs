@@ -503,12 +503,15 @@ pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3
             [r[at[j]], g[at[j]], bl[at[j]]] = [rs[j], gs[j], bls[j]];
         }
     };
-    for (chunk, f) in flags.chunks(FIT_LANES).enumerate() {
-        if f.iter().all(|&f| f == 0) {
-            continue;
-        }
-        for (j, _) in f.iter().enumerate().filter(|(_, &f)| f != 0) {
-            let i = chunk * FIT_LANES + j;
+    for (chunk, f) in flags.chunks(16).enumerate() {
+        // the flags of 16 pixels as bits, then one step per pixel outside
+        let mut bits = f
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (j, &f)| m | (u32::from(f) << j));
+        while bits != 0 {
+            let i = chunk * 16 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
             [block[0][k], block[1][k], block[2][k]] = [l[i], a[i], b[i]];
             at[k] = i;
             k += 1;
@@ -617,18 +620,25 @@ multiversion! {
             fy[i] = t.fy;
             [y[0][i], y[1][i], y[2][i]] = t.y;
         }
-        let at = |i: usize, s: f32| {
-            let t = LightnessTerms {
-                fy: fy[i],
-                y: [y[0][i], y[1][i], y[2][i]],
-            };
-            t.linear(s * a[i], s * b[i])
+        // the test of the search: lab_to_linear with a/500 and b/200 formed once, inside sRGB
+        // with its slack, in few operations (it runs 24 times per pixel)
+        let (da, db): ([f32; N], [f32; N]) = (
+            std::array::from_fn(|i| a[i] * (1.0 / 500.0)),
+            std::array::from_fn(|i| b[i] * (1.0 / 200.0)),
+        );
+        let fits = |i: usize, s: f32| {
+            let x = lab_f_inv(fy[i] + s * da[i]);
+            let z = lab_f_inv(fy[i] - s * db[i]);
+            let r = INV[0][0] * x + y[0][i] + INV[0][2] * z;
+            let g = INV[1][0] * x + y[1][i] + INV[1][2] * z;
+            let bl = INV[2][0] * x + y[2][i] + INV[2][2] * z;
+            r.min(g).min(bl) >= -GAMUT_SLACK && r.max(g).max(bl) <= 1.0 + GAMUT_SLACK
         };
         // the first step down that fits (lo > 0 marks it found; gray, at 0, always fits)
         for step in (1..=GAMUT_SCAN).rev() {
             let s = step as f32 / GAMUT_SCAN as f32;
             for i in 0..N {
-                let fits = gamut_excess(at(i, s)) <= 0.0;
+                let fits = fits(i, s);
                 let searching = lo[i] == 0.0;
                 lo[i] = if searching && fits { s } else { lo[i] };
                 hi[i] = if searching && !fits { s } else { hi[i] };
@@ -637,11 +647,19 @@ multiversion! {
         for _ in 0..GAMUT_STEPS {
             for i in 0..N {
                 let mid = (lo[i] + hi[i]) * 0.5;
-                let fits = gamut_excess(at(i, mid)) <= 0.0;
+                let fits = fits(i, mid);
                 lo[i] = if fits { mid } else { lo[i] };
                 hi[i] = if fits { hi[i] } else { mid };
             }
         }
+        // the result by lab_to_linear itself
+        let at = |i: usize, s: f32| {
+            let t = LightnessTerms {
+                fy: fy[i],
+                y: [y[0][i], y[1][i], y[2][i]],
+            };
+            t.linear(s * a[i], s * b[i])
+        };
         let [r, g, bl] = out;
         for i in 0..N {
             [r[i], g[i], bl[i]] = at(i, lo[i]);
