@@ -408,8 +408,14 @@ impl LightnessTerms {
     /// Linear RGB of (L, a, b), exactly [`lab_to_linear`].
     #[inline(always)]
     fn linear(&self, a: f32, b: f32) -> [f32; 3] {
-        let x = lab_f_inv(a * (1.0 / 500.0) + self.fy);
-        let z = lab_f_inv(self.fy - b * (1.0 / 200.0));
+        self.linear_scaled(a * (1.0 / 500.0), b * (1.0 / 200.0))
+    }
+
+    /// [`Self::linear`] from `a / 500` and `b / 200`.
+    #[inline(always)]
+    fn linear_scaled(&self, a500: f32, b200: f32) -> [f32; 3] {
+        let x = lab_f_inv(a500 + self.fy);
+        let z = lab_f_inv(self.fy - b200);
         let r = INV[0][0] * x + self.y[0] + INV[0][2] * z;
         let g = INV[1][0] * x + self.y[1] + INV[1][2] * z;
         let bl = INV[2][0] * x + self.y[2] + INV[2][2] * z;
@@ -626,12 +632,12 @@ multiversion! {
             std::array::from_fn(|i| a[i] * (1.0 / 500.0)),
             std::array::from_fn(|i| b[i] * (1.0 / 200.0)),
         );
+        let terms = |i: usize| LightnessTerms {
+            fy: fy[i],
+            y: [y[0][i], y[1][i], y[2][i]],
+        };
         let fits = |i: usize, s: f32| {
-            let x = lab_f_inv(fy[i] + s * da[i]);
-            let z = lab_f_inv(fy[i] - s * db[i]);
-            let r = INV[0][0] * x + y[0][i] + INV[0][2] * z;
-            let g = INV[1][0] * x + y[1][i] + INV[1][2] * z;
-            let bl = INV[2][0] * x + y[2][i] + INV[2][2] * z;
+            let [r, g, bl] = terms(i).linear_scaled(s * da[i], s * db[i]);
             r.min(g).min(bl) >= -GAMUT_SLACK && r.max(g).max(bl) <= 1.0 + GAMUT_SLACK
         };
         // the first step down that fits (lo > 0 marks it found; gray, at 0, always fits)
@@ -653,16 +659,9 @@ multiversion! {
             }
         }
         // the result by lab_to_linear itself
-        let at = |i: usize, s: f32| {
-            let t = LightnessTerms {
-                fy: fy[i],
-                y: [y[0][i], y[1][i], y[2][i]],
-            };
-            t.linear(s * a[i], s * b[i])
-        };
         let [r, g, bl] = out;
         for i in 0..N {
-            [r[i], g[i], bl[i]] = at(i, lo[i]);
+            [r[i], g[i], bl[i]] = terms(i).linear(lo[i] * a[i], lo[i] * b[i]);
         }
     }
 }
