@@ -585,6 +585,44 @@ fn eight_bit_rounding_is_round_half_even_on_a_dense_sweep() {
 }
 
 #[test]
+fn gamut_fit_of_a_row_equals_the_per_pixel_rule_in_dense_and_sparse_patches() {
+    // fit_gamut_row searches windows mostly outside sRGB in place and gathers scattered
+    // pixels into blocks: both must give lab_to_rgb_in_gamut's colour, pixels inside untouched
+    use ddcolor::pipeline::color::{
+        fit_gamut_row, lab_to_linear_row, lab_to_rgb_in_gamut, linear_to_srgb,
+    };
+    let n = 64 * 3 + 21;
+    let outside = |i: usize| match i / 64 {
+        0 => true,                 // a whole window outside
+        1 => !i.is_multiple_of(4), // three quarters
+        2 => i.is_multiple_of(8),  // scattered
+        _ => i.is_multiple_of(3),  // the short tail
+    };
+    let l: Vec<f32> = (0..n).map(|i| 2.0 + (i * 37 % 96) as f32).collect();
+    let (a, b): (Vec<f32>, Vec<f32>) = (0..n)
+        .map(|i| {
+            if outside(i) {
+                (110.0 - (i % 50) as f32, -120.0 + (i % 30) as f32)
+            } else {
+                (3.0, -2.0)
+            }
+        })
+        .unzip();
+    let (mut r, mut g, mut bl) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    lab_to_linear_row(&l, &a, &b, false, [&mut r, &mut g, &mut bl]);
+    fit_gamut_row(&l, &a, &b, [&mut r, &mut g, &mut bl]);
+    let mut fitted = 0;
+    for i in 0..n {
+        let want = lab_to_rgb_in_gamut([l[i], a[i], b[i]]);
+        let got = [r[i], g[i], bl[i]].map(linear_to_srgb);
+        assert_eq!(got, want, "pixel {i}: lab {:?}", [l[i], a[i], b[i]]);
+        fitted += usize::from(want != lab_to_rgb([l[i], a[i], b[i]]));
+    }
+    // the pattern does put pixels outside sRGB (the clip rule differs there)
+    assert!(fitted > 64 + 48, "only {fitted} pixels were outside sRGB");
+}
+
+#[test]
 fn compose_image_equals_the_per_pixel_rules() {
     // The row kernels (planar, vectorised, ab resampled once per model row) against the rules
     // written out per pixel: ab by the axis taps (horizontal, then vertical), then

@@ -501,29 +501,55 @@ pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3
     let mut block = GRAY.map(|v| [v; FIT_LANES]);
     let mut at = [0usize; FIT_LANES];
     let mut k = 0;
-    let mut fitted = [[0f32; FIT_LANES]; 3];
-    let mut flush = |block: &[[f32; FIT_LANES]; 3], at: &[usize], k: usize| {
+    let mut rgb = [r, g, bl];
+    // the block's first `at.len()` lanes back to the pixels `at`
+    let flush = |block: &[[f32; FIT_LANES]; 3], at: &[usize], rgb: &mut [&mut [f32]; 3]| {
+        let mut fitted = [[0f32; FIT_LANES]; 3];
         fit_chroma(block, &mut fitted);
-        let [rs, gs, bls] = &fitted;
-        for j in 0..k {
-            [r[at[j]], g[at[j]], bl[at[j]]] = [rs[j], gs[j], bls[j]];
+        for (dst, src) in rgb.iter_mut().zip(&fitted) {
+            for (&i, &v) in at.iter().zip(src) {
+                dst[i] = v;
+            }
         }
     };
-    for (chunk, f) in flags.chunks(16).enumerate() {
-        // the flags of 16 pixels as bits, then one step per pixel outside
-        let mut bits = f
-            .iter()
-            .enumerate()
-            .fold(0u32, |m, (j, &f)| m | (u32::from(f) << j));
-        while bits != 0 {
-            let i = chunk * 16 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            [block[0][k], block[1][k], block[2][k]] = [l[i], a[i], b[i]];
-            at[k] = i;
-            k += 1;
-            if k == FIT_LANES {
-                flush(&block, &at, k);
-                k = 0;
+    for (w, fw) in flags.chunks(FIT_LANES).enumerate() {
+        let w0 = w * FIT_LANES;
+        let outside = fw.iter().map(|&f| u32::from(f)).sum::<u32>() as usize;
+        if outside == 0 {
+            continue;
+        }
+        if fw.len() == FIT_LANES && 4 * outside >= 3 * FIT_LANES {
+            // mostly outside (colours outside sRGB come in patches): the window as it stands
+            // is the block, and the pixels inside keep their values
+            let mut win = [[0f32; FIT_LANES]; 3];
+            for (dst, src) in win.iter_mut().zip([l, a, b]) {
+                dst.copy_from_slice(&src[w0..][..FIT_LANES]);
+            }
+            let mut fitted = [[0f32; FIT_LANES]; 3];
+            fit_chroma(&win, &mut fitted);
+            for (dst, src) in rgb.iter_mut().zip(&fitted) {
+                for ((d, &v), &f) in dst[w0..][..FIT_LANES].iter_mut().zip(src).zip(fw) {
+                    *d = if f != 0 { v } else { *d };
+                }
+            }
+            continue;
+        }
+        for (chunk, f) in fw.chunks(16).enumerate() {
+            // the flags of 16 pixels as bits, then one step per pixel outside
+            let mut bits = f
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (j, &f)| m | (u32::from(f) << j));
+            while bits != 0 {
+                let i = w0 + chunk * 16 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                [block[0][k], block[1][k], block[2][k]] = [l[i], a[i], b[i]];
+                at[k] = i;
+                k += 1;
+                if k == FIT_LANES {
+                    flush(&block, &at, &mut rgb);
+                    k = 0;
+                }
             }
         }
     }
@@ -531,7 +557,7 @@ pub fn fit_gamut_row(l: &[f32], a: &[f32], b: &[f32], [r, g, bl]: [&mut [f32]; 3
         for (c, v) in block.iter_mut().zip(GRAY) {
             c[k..].fill(v);
         }
-        flush(&block, &at, k);
+        flush(&block, &at[..k], &mut rgb);
     }
 }
 
