@@ -578,7 +578,9 @@ pub const MAX_CHROMA: f32 = 200.0;
 const GAMUT_SCAN: u32 = 8;
 /// ...then halvings of the bracket `[fits, does not]` it leaves (1/8 wide): the scale is
 /// found to 2^-19, a chroma within 4e-4 (at [`MAX_CHROMA`]) of the largest that fits, which
-/// moves linear RGB by about 1e-6, below a 16-bit step.
+/// moves linear RGB by about 1e-6: the encoded colour lands within two 16-bit steps of that
+/// of the exact scale (1.7 at worst over 10,000 random colours outside sRGB; the test
+/// below).
 const GAMUT_STEPS: u32 = 16;
 
 #[inline]
@@ -742,4 +744,70 @@ fn map_pixels(src: &[f32], width: usize, f: fn([f32; 3]) -> [f32; 3]) -> Vec<f32
             }
         });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gamut search written plainly, one pixel at a time, with 40 halvings: the chroma
+    /// scale to float precision.
+    fn reference_fit(lab: [f32; 3]) -> [f32; 3] {
+        let [l, a0, b0] = lab;
+        let inside = |s: f32, a: f32, b: f32| in_gamut(lab_to_linear([l, s * a, s * b]));
+        let c = a0.hypot(b0);
+        let k = if c > MAX_CHROMA { MAX_CHROMA / c } else { 1.0 };
+        let (a, b) = (a0 * k, b0 * k);
+        let (mut lo, mut hi) = (0f32, 1f32);
+        for step in (1..=GAMUT_SCAN).rev() {
+            let s = step as f32 / GAMUT_SCAN as f32;
+            if inside(s, a, b) {
+                lo = s;
+                break;
+            }
+            hi = s;
+        }
+        for _ in 0..40 {
+            let mid = (lo + hi) * 0.5;
+            if inside(mid, a, b) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lab_to_linear([l, lo * a, lo * b]).map(linear_to_srgb)
+    }
+
+    #[test]
+    fn the_gamut_search_lands_within_two_16_bit_steps_of_the_exact_scale() {
+        let mut seed = 0x2545_f491_u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as f32 / u32::MAX as f32
+        };
+        let mut worst = 0f32;
+        let mut outside = 0;
+        for _ in 0..20_000 {
+            let lab = [
+                2.0 + 96.0 * next(),
+                300.0 * next() - 150.0,
+                300.0 * next() - 150.0,
+            ];
+            if in_gamut(lab_to_linear(lab)) {
+                continue;
+            }
+            outside += 1;
+            let (got, want) = (lab_to_rgb_in_gamut(lab), reference_fit(lab));
+            for (g, w) in got.iter().zip(want) {
+                worst = worst.max((g - w).abs());
+            }
+        }
+        assert!(outside > 10_000, "{outside}");
+        assert!(
+            worst <= 2.0 / 65535.0,
+            "max difference {worst} (> two 16-bit steps)"
+        );
+    }
 }
