@@ -102,18 +102,8 @@ fn product(
             None => Ok(y),
         };
     }
-    let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     let op = Gemm {
-        epi: match epi {
-            None => None,
-            Some((ch, e)) => Some(CpuEpilogue {
-                ch,
-                scale: e.scale.map(vec).transpose()?,
-                shift: vec(e.shift)?,
-                pre: e.pre,
-                post: e.post,
-            }),
-        },
+        epi: epi.map(|(ch, e)| CpuEpilogue::of(ch, e)).transpose()?,
     };
     match res {
         None => a.apply_op2_no_bwd(b, &op),
@@ -121,12 +111,43 @@ fn product(
     }
 }
 
-struct CpuEpilogue {
+/// An [`Epilogue`] read into host vectors, for the CPU kernels that apply it.
+pub(crate) struct CpuEpilogue {
     ch: Channels,
     scale: Option<Vec<f32>>,
     shift: Vec<f32>,
     pre: Act,
     post: Act,
+}
+
+impl CpuEpilogue {
+    pub(crate) fn of(ch: Channels, e: &Epilogue) -> Result<Self> {
+        let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        Ok(Self {
+            ch,
+            scale: e.scale.map(vec).transpose()?,
+            shift: vec(e.shift)?,
+            pre: e.pre,
+            post: e.post,
+        })
+    }
+
+    /// Fails unless the vectors hold `c` channels.
+    pub(crate) fn check(&self, c: usize) -> Result<()> {
+        if self.shift.len() != c || self.scale.as_ref().is_some_and(|s| s.len() != c) {
+            candle_core::bail!(
+                "epilogue vectors of {} do not match {c} channels",
+                self.shift.len()
+            )
+        }
+        Ok(())
+    }
+
+    /// Channel `c`'s epilogue on its plane `o`, in place.
+    pub(crate) fn plane(&self, c: usize, o: &mut [f32]) {
+        let scale = self.scale.as_ref().map_or(1.0, |s| s[c]);
+        channel_plane(o, scale, self.shift[c], self.pre, self.post);
+    }
 }
 
 struct Gemm {
@@ -338,9 +359,7 @@ impl Gemm {
             Channels::Columns => n,
             Channels::Rows => m,
         };
-        if e.shift.len() != c || e.scale.as_ref().is_some_and(|s| s.len() != c) {
-            candle_core::bail!("gemm: epilogue vectors do not match {c} channels")
-        }
+        e.check(c)?;
         let ones;
         let scale = match &e.scale {
             Some(s) => s.as_slice(),
@@ -363,10 +382,9 @@ impl Gemm {
                 });
             }
             Channels::Rows => {
-                out.par_chunks_mut(n).enumerate().for_each(|(row, o)| {
-                    let ch = row % m;
-                    channel_plane(o, scale[ch], shift[ch], pre, post);
-                });
+                out.par_chunks_mut(n)
+                    .enumerate()
+                    .for_each(|(row, o)| e.plane(row % m, o));
             }
         }
         Ok(())

@@ -684,7 +684,7 @@ impl candle_core::CustomOp1 for ShuffleBlur {
 /// `W [O, C*k*k] x im2col(x) [B, C*k*k, H*W]`. candle 0.11's CPU conv2d is a direct loop;
 /// this puts the work into the parallel GEMM.
 pub fn conv2d_same(x: &Tensor, w: &Tensor, epi: &Epilogue) -> Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
+    let (_, c, h, wd) = x.dims4()?;
     let (o, ci, k, _) = w.dims4()?;
     if ci != c {
         candle_core::bail!("conv2d_same: {c} input channels, weight expects {ci}")
@@ -694,21 +694,26 @@ pub fn conv2d_same(x: &Tensor, w: &Tensor, epi: &Epilogue) -> Result<Tensor> {
         return channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post);
     }
     let wm = w.reshape((o, c * k * k))?;
-    // one image at a time: the column matrix is k*k times the input, so memory stays that of
-    // one image whatever the batch
-    let per_image = (0..b)
-        .map(|i| {
-            let cols = x
-                .narrow(0, i, 1)?
-                .contiguous()?
-                .apply_op1_no_bwd(&Im2Col { k })?;
-            matmul_epilogue(&wm, &cols.squeeze(0)?, Channels::Rows, epi) // [O, H*W]
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // the column matrix is k*k times the input
+    per_image(x, |x| {
+        let cols = x.apply_op1_no_bwd(&Im2Col { k })?;
+        // [O, H*W]
+        matmul_epilogue(&wm, &cols.squeeze(0)?, Channels::Rows, epi)?.reshape((1, o, h, wd))
+    })
+}
+
+/// `f` of each image of the batch `x` (`[B, ...]`), given as a contiguous batch of one and
+/// returning one: the convolutions' scratch (column matrix, Winograd transforms) then follows
+/// one image, not the batch.
+pub(crate) fn per_image(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let b = x.dim(0)?;
     if b == 1 {
-        return per_image[0].reshape((1, o, h, wd));
+        return f(&x.contiguous()?);
     }
-    Tensor::stack(&per_image, 0)?.reshape((b, o, h, wd))
+    let images = (0..b)
+        .map(|i| f(&x.narrow(0, i, 1)?.contiguous()?))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&images, 0)
 }
 
 struct Im2Col {

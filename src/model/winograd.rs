@@ -12,8 +12,8 @@
 //! halve, so the result matches the direct convolution to float rounding.
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::gemm::{self, Epilogue};
-use super::ops::{channel_plane, contiguous_slice, par_output, Act};
+use super::gemm::{self, Channels, CpuEpilogue, Epilogue};
+use super::ops::{contiguous_slice, par_output, per_image};
 use crate::simd::multiversion;
 
 /// Transformed weights `U = G g G^T` of a `[O, C, 3, 3]` kernel: `[16, O, C]`, index
@@ -55,41 +55,22 @@ pub fn weight(w: &Tensor) -> Result<Tensor> {
 /// `epi(conv3x3(x, w))` with `u = weight(w)` (`[16, O, C]`), for `x` `[B, C, H, W]` on the CPU
 /// in f32; one image at a time, so memory follows one image whatever the batch.
 pub fn conv3x3(x: &Tensor, u: &Tensor, epi: &Epilogue) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
+    let (_, c, h, w) = x.dims4()?;
     let (_, o, uc) = u.dims3()?;
     if uc != c {
         candle_core::bail!("winograd: {c} input channels, weight expects {uc}")
     }
-    let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     let out = Output {
         h,
         w,
-        scale: epi.scale.map(vec).transpose()?,
-        shift: vec(epi.shift)?,
-        pre: epi.pre,
-        post: epi.post,
+        epi: CpuEpilogue::of(Channels::Rows, epi)?,
     };
-    if out.shift.len() != o || out.scale.as_ref().is_some_and(|s| s.len() != o) {
-        candle_core::bail!(
-            "winograd: an epilogue for {} channels, not {o}",
-            out.shift.len()
-        )
-    }
-    let per_image = (0..b)
-        .map(|i| {
-            // [C, 16, T] -> the 16 matrices [C, T] as a view, multiplied in one batched GEMM
-            let v = x
-                .narrow(0, i, 1)?
-                .contiguous()?
-                .apply_op1_no_bwd(&Input)?
-                .permute((1, 0, 2))?;
-            gemm::matmul(u, &v)?.apply_op1_no_bwd(&out)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if b == 1 {
-        return per_image[0].unsqueeze(0);
-    }
-    Tensor::stack(&per_image, 0)
+    out.epi.check(o)?;
+    per_image(x, |x| {
+        // [C, 16, T] -> the 16 matrices [C, T] as a view, multiplied in one batched GEMM
+        let v = x.apply_op1_no_bwd(&Input)?.permute((1, 0, 2))?;
+        gemm::matmul(u, &v)?.apply_op1_no_bwd(&out)?.unsqueeze(0)
+    })
 }
 
 fn tiles(h: usize, w: usize) -> (usize, usize) {
@@ -181,10 +162,7 @@ multiversion! {
 struct Output {
     h: usize,
     w: usize,
-    scale: Option<Vec<f32>>,
-    shift: Vec<f32>,
-    pre: Act,
-    post: Act,
+    epi: CpuEpilogue,
 }
 
 impl CustomOp1 for Output {
@@ -198,8 +176,7 @@ impl CustomOp1 for Output {
         let (h, w) = (self.h, self.w);
         let out = par_output(o * h * w, h * w, |oi, y| {
             output_plane(m, o, t, oi, h, w, y);
-            let scale = self.scale.as_ref().map_or(1.0, |s| s[oi]);
-            channel_plane(y, scale, self.shift[oi], self.pre, self.post);
+            self.epi.plane(oi, y);
         });
         Ok((CpuStorage::F32(out), Shape::from((o, h, w))))
     }
