@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use ddcolor::batch::{self, walk, BatchOptions};
+use ddcolor::batch::index::Index;
+use ddcolor::batch::{self, walk, BatchOptions, LazyModel};
 use ddcolor::cache::{self, CacheOptions};
 use ddcolor::model::DDColor;
 use ddcolor::pipeline::ResizeMode;
@@ -63,7 +64,7 @@ fn main() {
     let album = tmp.path().join("album");
     replicate(&album, files);
     let model = DDColor::load(shared("golden/ddcolor-test.safetensors"), &Device::Cpu).unwrap();
-    let colorizer = Colorizer::new(model, size, ResizeMode::Bilinear).unwrap();
+    let colorizer = LazyModel::ready(Colorizer::new(model, size, ResizeMode::Bilinear).unwrap());
 
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for r in 0..runs {
@@ -80,13 +81,20 @@ fn main() {
                 quiet: true,
                 ..BatchOptions::default()
             };
-            let found = walk::discover(
-                std::slice::from_ref(&album),
-                &walk::WalkOptions::default(),
-                &out,
-            );
+            let sources = walk::Sources {
+                roots: vec![album.clone()],
+                ..walk::Sources::default()
+            };
             let t = Instant::now();
-            let outcome = batch::run(&colorizer, cache.as_ref(), found, &opts, None);
+            let outcome = batch::run(
+                &colorizer,
+                cache.as_ref(),
+                &Index::disabled(),
+                &sources,
+                &opts,
+                None,
+            )
+            .unwrap();
             times.push(t.elapsed());
             let s = &outcome.summary;
             assert_eq!(s.failed, 0, "{}", s.render());

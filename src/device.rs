@@ -51,22 +51,27 @@ pub const fn cuda_compiled() -> bool {
 }
 
 impl DeviceSpec {
+    /// What can be refused without opening the device (which a run does only when an image
+    /// needs the model): CUDA asked of a build without it.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Self::Cuda(n) if !cuda_compiled() => Err(format!(
+                "--device cuda:{n}: this ddcolor was built without CUDA; rebuild with \
+                 `cargo build --release --features cuda` (see README, CUDA)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Open the device. `Auto` never fails: without CUDA it returns the CPU and, when CUDA was
     /// compiled in but no GPU answered, a note saying why.
     pub fn open(self) -> Result<(Device, Option<String>), String> {
+        self.check()?;
         match self {
             Self::Cpu => Ok((Device::Cpu, None)),
-            Self::Cuda(n) => {
-                if !cuda_compiled() {
-                    return Err(format!(
-                        "--device cuda:{n}: this ddcolor was built without CUDA; rebuild with \
-                         `cargo build --release --features cuda` (see README, CUDA build)"
-                    ));
-                }
-                open_cuda(n)
-                    .map(|d| (d, None))
-                    .map_err(|e| format!("--device cuda:{n}: cannot open the GPU ({e})"))
-            }
+            Self::Cuda(n) => open_cuda(n)
+                .map(|d| (d, None))
+                .map_err(|e| format!("--device cuda:{n}: cannot open the GPU ({e})")),
             Self::Auto => {
                 if !cuda_compiled() {
                     return Ok((Device::Cpu, None));

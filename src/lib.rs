@@ -16,6 +16,7 @@ mod keywords;
 pub mod meta;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 mod simd;
 pub mod weights;
 

@@ -11,5 +11,6 @@ mod model;
 mod ops;
 mod pipeline;
 mod redis_util;
+mod stream;
 mod util;
 mod weights;

@@ -1,21 +1,37 @@
-//! Batch colorizing: discover files ([`walk`]) -> hash and plan ([`plan`]) -> cache lookup,
-//! lease, decode, infer, compose, write atomically ([`exec`]) -> report ([`report`]).
-pub mod exec;
-pub mod plan;
+//! Batch colorizing as a stream of images, each flowing through bounded stages on its own:
+//! walk ([`walk`]) -> destination and skip checks ([`dest`]) -> read once and hash ([`read`],
+//! [`index`]) -> in-run dedup ([`dedup`]) -> cache lookup -> lease, renewed while held
+//! ([`lease`]) -> decode -> infer (the model loads on first need: [`model`]) -> compose and
+//! write atomically -> record ([`report`], one durable line per input). [`engine`] wires the
+//! stages: a walker thread, prep workers, a poller for images another process is inferring,
+//! the inference loop and a writer. Memory follows the stages' bounds, not the archive.
+pub mod dedup;
+pub mod dest;
+pub mod engine;
+pub mod index;
+pub mod lease;
+pub mod model;
+mod prep;
+pub mod read;
 pub mod report;
 pub mod walk;
+mod write;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cache::{Cache, CacheKey, Lookup};
-use crate::colorizer::Colorizer;
-
-pub use plan::OutputFormat;
+pub use dest::OutputFormat;
+pub use engine::{run, Outcome};
+pub use model::{LazyModel, ModelSpec};
 pub use report::{Record, Status, Summary};
 
-/// Everything a batch run needs besides the model and the cache.
+/// The reason a photo in colour is skipped (unless `--force`).
+pub const ALREADY_COLOUR: &str = "already colour";
+
+/// Default inference lease: short, because the holder renews it every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Everything a batch run needs besides the model, the cache and the inputs.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
     pub output: PathBuf,
@@ -30,13 +46,18 @@ pub struct BatchOptions {
     /// Read the cache, never write it (and take no leases).
     pub cache_readonly: bool,
     pub cache_prefix: String,
-    /// How long an inference lease lasts; a holder that dies blocks others at most this long.
+    /// How long an inference lease lasts unless renewed; a holder that dies blocks others at
+    /// most this long.
     pub lease_ttl: Duration,
     pub quiet: bool,
     /// Colorize photos that are already in colour (by default they are skipped).
     pub force: bool,
     /// JPEG quality of JPEG outputs (1-100).
     pub jpeg_quality: u8,
+    /// Read and hash every file, trusting no index entry (`--rehash`).
+    pub rehash: bool,
+    /// Threads that read, hash and decode (0: chosen from the cores, 2 to 4).
+    pub readers: usize,
 }
 
 impl Default for BatchOptions {
@@ -51,166 +72,12 @@ impl Default for BatchOptions {
             cache_ttl: None,
             cache_readonly: false,
             cache_prefix: crate::cache::key::DEFAULT_PREFIX.into(),
-            lease_ttl: Duration::from_secs(120),
+            lease_ttl: DEFAULT_LEASE_TTL,
             quiet: false,
             force: false,
             jpeg_quality: crate::imageio::JPEG_QUALITY,
+            rehash: false,
+            readers: 0,
         }
-    }
-}
-
-/// What a run did.
-#[derive(Debug)]
-pub struct Outcome {
-    pub summary: Summary,
-    /// One per input, in completion order.
-    pub records: Vec<Record>,
-}
-
-/// Colorize everything `discovery` found. Failures are per file (in the records); the run
-/// always completes.
-pub fn run(
-    colorizer: &Colorizer,
-    cache: &dyn Cache,
-    discovery: walk::Discovery,
-    opts: &BatchOptions,
-    sink: Option<&report::ReportSink>,
-) -> Outcome {
-    let started = Instant::now();
-    let total = (discovery.inputs.len() + discovery.errors.len()) as u64;
-    let progress = report::Progress::new(total, opts.quiet || opts.dry_run);
-    let summary = Summary {
-        files: total,
-        cache: cache.describe(),
-        ..Summary::default()
-    };
-    let shared = exec::Shared::new(summary, sink, &progress);
-    for (path, err) in discovery.errors {
-        shared.record(Record {
-            path,
-            sha256: None,
-            status: Status::Failed,
-            output: None,
-            error: Some(err),
-            millis: 0,
-        });
-    }
-    let hashed = std::sync::atomic::AtomicU64::new(0);
-    let plan = plan::plan(
-        discovery.inputs,
-        &opts.output,
-        opts.format,
-        opts.overwrite,
-        &|| {
-            hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        },
-    );
-    shared.summary().unique = plan.groups.len() as u64;
-    let keys: Vec<CacheKey> = plan
-        .groups
-        .iter()
-        .map(|g| cache_key(colorizer, &opts.cache_prefix, &g.sha256))
-        .collect();
-
-    if opts.dry_run {
-        dry_run(cache, &plan, &keys, &shared);
-    } else {
-        for e in &plan.entries {
-            if let Some((status, reason)) = &e.settled {
-                shared.record(Record {
-                    path: e.input.source.clone(),
-                    sha256: e.sha256.clone(),
-                    status: *status,
-                    output: (*status == Status::Skipped).then(|| e.dest.clone()),
-                    error: Some(reason.clone()),
-                    millis: 0,
-                });
-            }
-        }
-        exec::Exec {
-            colorizer,
-            cache,
-            opts,
-            plan: &plan,
-            keys,
-            shared: &shared,
-        }
-        .run();
-    }
-    progress.finish();
-    if let Some(sink) = sink {
-        let _ = sink.flush();
-    }
-    let mut summary = shared.summary().clone();
-    summary.elapsed = started.elapsed();
-    let records = shared
-        .records
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    Outcome { summary, records }
-}
-
-/// The cache key of an image for this model and size.
-pub fn cache_key(colorizer: &Colorizer, prefix: &str, sha256: &str) -> CacheKey {
-    CacheKey::new(
-        prefix,
-        &colorizer.model().identity()[..16],
-        colorizer.size(),
-        sha256,
-    )
-}
-
-/// `--dry-run`: say what would happen to each input, write and infer nothing.
-fn dry_run(cache: &dyn Cache, plan: &plan::Plan, keys: &[CacheKey], shared: &exec::Shared) {
-    let mut cached = vec![false; plan.groups.len()];
-    for (chunk_i, chunk) in keys.chunks(16).enumerate() {
-        for (j, look) in cache.get_many(chunk).into_iter().enumerate() {
-            let hit = matches!(look, Lookup::Hit(_));
-            cached[chunk_i * 16 + j] = hit;
-            let mut s = shared.summary();
-            if hit {
-                s.cache_hits += 1;
-            } else {
-                s.cache_misses += 1;
-            }
-        }
-    }
-    let mut lines: Vec<(usize, String)> = Vec::new();
-    for (g, group) in plan.groups.iter().enumerate() {
-        for (k, &m) in group.members.iter().enumerate() {
-            let action = match (k, cached[g]) {
-                (0, false) => "infer",
-                (0, true) => "cache",
-                _ => "duplicate",
-            };
-            let e = &plan.entries[m];
-            lines.push((
-                m,
-                format!(
-                    "{action}\t{}\t{}",
-                    e.input.source.display(),
-                    e.dest.display()
-                ),
-            ));
-        }
-    }
-    for (m, e) in plan.entries.iter().enumerate() {
-        if let Some((status, reason)) = &e.settled {
-            let action = if *status == Status::Skipped {
-                "skip"
-            } else {
-                "fail"
-            };
-            lines.push((
-                m,
-                format!("{action}\t{}\t{reason}", e.input.source.display()),
-            ));
-        }
-    }
-    lines.sort();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for (_, l) in lines {
-        let _ = writeln!(out, "{l}");
     }
 }

@@ -1,12 +1,12 @@
 //! What a run tells its user: one record per input (NDJSON with `--report`), a summary, the
 //! Prometheus textfile (`--metrics-file`), and the progress bar on stderr.
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 /// The fate of one input.
@@ -96,6 +96,10 @@ pub struct Summary {
     pub cache: String,
     /// Notes for the summary (e.g. a format that drops bit depth), each said once.
     pub notes: Vec<String>,
+    /// Files read and hashed (the rest got their hash from the index, or needed none).
+    pub hashed: u64,
+    /// Whether the weights were loaded (a run with nothing to infer never loads them).
+    pub model_loaded: bool,
 }
 
 impl Summary {
@@ -166,7 +170,7 @@ impl Summary {
                 self.by_status(st)
             ));
         }
-        let gauges: [(&str, &str, f64); 6] = [
+        let gauges: [(&str, &str, f64); 8] = [
             (
                 "ddcolor_unique_images",
                 "Distinct images (by SHA-256) in the last run.",
@@ -191,6 +195,16 @@ impl Summary {
                 "ddcolor_cache_errors",
                 "Cache lookups that failed in the last run.",
                 self.cache_errors as f64,
+            ),
+            (
+                "ddcolor_files_hashed",
+                "Files read and hashed in the last run (the others were known to the index).",
+                self.hashed as f64,
+            ),
+            (
+                "ddcolor_model_loaded",
+                "1 if the last run loaded the model (0: it had nothing to infer).",
+                if self.model_loaded { 1.0 } else { 0.0 },
             ),
             (
                 "ddcolor_duration_seconds",
@@ -221,7 +235,9 @@ impl Summary {
     }
 }
 
-/// Where NDJSON records go.
+/// Where NDJSON records go: each record reaches the file as one whole line the moment it is
+/// made (no buffer in between), so after a crash or `kill -9` the report lists every output
+/// that exists.
 pub struct ReportSink {
     out: Mutex<Box<dyn Write + Send>>,
 }
@@ -232,7 +248,7 @@ impl ReportSink {
         let out: Box<dyn Write + Send> = if target == Path::new("-") {
             Box::new(std::io::stdout())
         } else {
-            Box::new(std::io::BufWriter::new(std::fs::File::create(target)?))
+            Box::new(std::fs::File::create(target)?)
         };
         Ok(Self {
             out: Mutex::new(out),
@@ -240,8 +256,11 @@ impl ReportSink {
     }
 
     pub fn write(&self, r: &Record) -> std::io::Result<()> {
+        let mut line = r.to_json();
+        line.push('\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        writeln!(out, "{}", r.to_json())
+        out.write_all(line.as_bytes())?;
+        out.flush()
     }
 
     pub fn flush(&self) -> std::io::Result<()> {
@@ -249,48 +268,55 @@ impl ReportSink {
     }
 }
 
-/// The progress bar: one line with counts and an ETA, on stderr only when it is a terminal.
+/// The progress bar: files found so far, hashed, cached, inferred, written and failed; once
+/// the walk is over, a bar with the rate and an ETA. On stderr only when it is a terminal.
 pub struct Progress {
     bar: ProgressBar,
 }
 
-/// A progress bar drawn on stderr only when stderr is a terminal and `quiet` is off: the one
-/// rule for every bar ddcolor shows (batch runs, downloads).
-pub fn stderr_bar(len: Option<u64>, quiet: bool) -> ProgressBar {
-    let visible = !quiet && std::io::stderr().is_terminal();
-    ProgressBar::with_draw_target(
-        len,
-        if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    )
+pub use crate::progress::stderr_bar;
+
+/// What the progress line shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub found: u64,
+    pub hashed: u64,
+    pub cached: u64,
+    pub inferred: u64,
+    pub written: u64,
+    pub failed: u64,
 }
 
 impl Progress {
-    pub fn new(total: u64, quiet: bool) -> Self {
-        let bar = stderr_bar(Some(total), quiet);
+    pub fn new(quiet: bool) -> Self {
+        let bar = stderr_bar(None, quiet);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (ETA {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         Self { bar }
     }
 
-    pub fn update(&self, s: &Summary, hashed: u64) {
+    /// The walk is over: `total` inputs. From now on a bar with rate and ETA.
+    pub fn walk_done(&self, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} {msg} (ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    }
+
+    pub fn update(&self, c: &Counts) {
         self.bar.set_message(format!(
-            "hashed {hashed} cached {} inferred {} written {} failed {}",
-            s.cached,
-            s.inferred,
-            s.inferred + s.cached + s.duplicate,
-            s.failed
+            "found {} hashed {} cached {} inferred {} written {} failed {}",
+            c.found, c.hashed, c.cached, c.inferred, c.written, c.failed
         ));
     }
 
+    /// One input settled.
     pub fn inc(&self) {
         self.bar.inc(1);
     }

@@ -1,7 +1,7 @@
-//! Discovering inputs: files and folders named on the command line or in `--files-from`, and
-//! where each one's output goes inside the output folder (mirroring the input tree, never
-//! outside it).
-use std::io::Read;
+//! Discovering inputs as a stream: files and folders named on the command line or in
+//! `--files-from`, and where each one's output goes inside the output folder (mirroring the
+//! input tree, never outside it). Nothing is collected: each input is handed on as it is found.
+use std::io::{BufRead, Read};
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -84,45 +84,137 @@ fn has_image_extension(p: &Path, exts: &[String]) -> bool {
         .unwrap_or(false)
 }
 
-/// Our own temporary files (`.name.PID.N.ddcolor-tmp`) are never inputs.
+/// Our own temporary files (`.name.PID@HOST.N.ddcolor-tmp`) are never inputs.
 fn is_our_temp(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
-        .map(|n| n.ends_with(".ddcolor-tmp"))
+        .map(|n| n.ends_with(crate::imageio::TEMP_SUFFIX))
         .unwrap_or(false)
+}
+
+/// What the walk hands on: an input, or a path that cannot be used and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Input(Input),
+    Error(PathBuf, String),
+}
+
+/// Where inputs come from: paths named on the command line, and a `--files-from` list.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub roots: Vec<PathBuf>,
+    /// `--files-from` (`-`: standard input) and whether it is NUL-separated.
+    pub list: Option<(PathBuf, bool)>,
+    pub opts: WalkOptions,
+}
+
+impl Sources {
+    /// Folders named on the command line (the roots that are directories), for the engine's
+    /// check that an output never replaces an input.
+    pub fn root_folders(&self) -> Vec<PathBuf> {
+        self.roots.iter().filter(|r| r.is_dir()).cloned().collect()
+    }
+
+    /// Walk everything, calling `emit` for each input or error as it is found; stops early
+    /// when `emit` returns false. A `--files-from` list is read entry by entry (a pipe from
+    /// `find` is consumed as it arrives). Fails only if the list itself cannot be read.
+    pub fn walk(
+        &self,
+        output_dir: &Path,
+        emit: &mut dyn FnMut(Found) -> bool,
+    ) -> std::io::Result<()> {
+        if !walk_roots(&self.roots, &self.opts, output_dir, emit) {
+            return Ok(());
+        }
+        let Some((list, nul)) = &self.list else {
+            return Ok(());
+        };
+        let reader: Box<dyn BufRead> = if list == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::new(std::fs::File::open(list)?))
+        };
+        let sep = if *nul { b'\0' } else { b'\n' };
+        for entry in reader.split(sep) {
+            let mut e = entry?;
+            if !nul && e.ends_with(b"\r") {
+                e.pop();
+            }
+            if e.is_empty() {
+                continue;
+            }
+            if !listed(&bytes_to_path(&e), &self.opts, output_dir, emit) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Walk `roots` (files or folders) into a [`Discovery`] (see [`walk_roots`]).
+pub fn discover(roots: &[PathBuf], opts: &WalkOptions, output_dir: &Path) -> Discovery {
+    let mut d = Discovery::default();
+    walk_roots(roots, opts, output_dir, &mut |f| {
+        d.push(f);
+        true
+    });
+    d
+}
+
+impl Discovery {
+    fn push(&mut self, f: Found) {
+        match f {
+            Found::Input(i) => self.inputs.push(i),
+            Found::Error(p, e) => self.errors.push((p, e)),
+        }
+    }
 }
 
 /// Walk `roots` (files or folders). A file named directly is taken whatever its extension and
 /// lands at `DIR/<file name>`; files inside a folder are filtered by extension and globs and
 /// keep their path relative to that folder. The output folder is skipped if it lies inside an
-/// input folder.
-pub fn discover(roots: &[PathBuf], opts: &WalkOptions, output_dir: &Path) -> Discovery {
-    let mut d = Discovery::default();
+/// input folder. Returns false if `emit` asked to stop.
+pub fn walk_roots(
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    output_dir: &Path,
+    emit: &mut dyn FnMut(Found) -> bool,
+) -> bool {
     let out_canon = output_dir.canonicalize().ok();
     for root in roots {
         let meta = match std::fs::metadata(root) {
             Ok(m) => m,
             Err(e) => {
-                d.errors.push((root.clone(), format!("cannot read: {e}")));
+                if !emit(Found::Error(root.clone(), format!("cannot read: {e}"))) {
+                    return false;
+                }
                 continue;
             }
         };
-        if !meta.is_dir() {
-            match root.file_name() {
-                Some(name) => d.inputs.push(Input {
+        let more = if !meta.is_dir() {
+            emit(match root.file_name() {
+                Some(name) => Found::Input(Input {
                     source: root.clone(),
                     relative: PathBuf::from(name),
                 }),
-                None => d.errors.push((root.clone(), "has no file name".into())),
-            }
-            continue;
+                None => Found::Error(root.clone(), "has no file name".into()),
+            })
+        } else {
+            walk_folder(root, opts, out_canon.as_deref(), emit)
+        };
+        if !more {
+            return false;
         }
-        walk_folder(root, opts, out_canon.as_deref(), &mut d);
     }
-    d
+    true
 }
 
-fn walk_folder(root: &Path, opts: &WalkOptions, out_canon: Option<&Path>, d: &mut Discovery) {
+fn walk_folder(
+    root: &Path,
+    opts: &WalkOptions,
+    out_canon: Option<&Path>,
+    emit: &mut dyn FnMut(Found) -> bool,
+) -> bool {
     let mut it = walkdir::WalkDir::new(root)
         .follow_links(opts.follow_symlinks)
         .sort_by_file_name()
@@ -135,7 +227,9 @@ fn walk_folder(root: &Path, opts: &WalkOptions, out_canon: Option<&Path>, d: &mu
                     .path()
                     .map(Path::to_path_buf)
                     .unwrap_or(root.to_path_buf());
-                d.errors.push((path, format!("cannot walk: {e}")));
+                if !emit(Found::Error(path, format!("cannot walk: {e}"))) {
+                    return false;
+                }
                 continue;
             }
         };
@@ -168,14 +262,18 @@ fn walk_folder(root: &Path, opts: &WalkOptions, out_canon: Option<&Path>, d: &mu
                 continue;
             }
         }
-        match safe_relative(rel) {
-            Some(relative) => d.inputs.push(Input {
+        let found = match safe_relative(rel) {
+            Some(relative) => Found::Input(Input {
                 source: path.to_path_buf(),
                 relative,
             }),
-            None => d.errors.push((path.to_path_buf(), "unsafe path".into())),
+            None => Found::Error(path.to_path_buf(), "unsafe path".into()),
+        };
+        if !emit(found) {
+            return false;
         }
     }
+    true
 }
 
 /// Paths listed in `--files-from` (newline-separated, or NUL-separated with `-0`). Blank
@@ -217,32 +315,45 @@ pub fn read_file_list(source: &Path, nul: bool) -> std::io::Result<Vec<PathBuf>>
     Ok(parse_file_list(&data, nul))
 }
 
-/// Inputs from a file list: `find album -print0` keeps its tree (`DIR/album/...`); absolute
-/// paths and paths with `..` land at `DIR/<file name>`. Folders in the list are walked.
+/// One `--files-from` entry: `find album -print0` keeps its tree (`DIR/album/...`); absolute
+/// paths and paths with `..` land at `DIR/<file name>`. A folder in the list is walked.
+fn listed(
+    p: &Path,
+    opts: &WalkOptions,
+    output_dir: &Path,
+    emit: &mut dyn FnMut(Found) -> bool,
+) -> bool {
+    if p.is_dir() {
+        return walk_roots(
+            std::slice::from_ref(&p.to_path_buf()),
+            opts,
+            output_dir,
+            emit,
+        );
+    }
+    let relative = if p.is_relative() {
+        safe_relative(p)
+    } else {
+        None
+    }
+    .or_else(|| p.file_name().map(PathBuf::from));
+    emit(match relative {
+        Some(relative) => Found::Input(Input {
+            source: p.to_path_buf(),
+            relative,
+        }),
+        None => Found::Error(p.to_path_buf(), "has no file name".into()),
+    })
+}
+
+/// Inputs from a file list, collected (see [`Sources::walk`] for the streaming form).
 pub fn discover_listed(list: &[PathBuf], opts: &WalkOptions, output_dir: &Path) -> Discovery {
     let mut d = Discovery::default();
-    let mut folders = Vec::new();
     for p in list {
-        if p.is_dir() {
-            folders.push(p.clone());
-            continue;
-        }
-        let relative = if p.is_relative() {
-            safe_relative(p)
-        } else {
-            None
-        }
-        .or_else(|| p.file_name().map(PathBuf::from));
-        match relative {
-            Some(relative) => d.inputs.push(Input {
-                source: p.clone(),
-                relative,
-            }),
-            None => d.errors.push((p.clone(), "has no file name".into())),
-        }
+        listed(p, opts, output_dir, &mut |f| {
+            d.push(f);
+            true
+        });
     }
-    let more = discover(&folders, opts, output_dir);
-    d.inputs.extend(more.inputs);
-    d.errors.extend(more.errors);
     d
 }

@@ -23,6 +23,10 @@
 //! puts it back), and creates its own with `create_new` again. `release` is compare-and-delete:
 //! rename aside, check the token, delete (or put back a lease that is not ours).
 //!
+//! A holder renews its lease (`renew`: token checked, then a new expiry written beside the
+//! lease and renamed over it) every third of its TTL. Lease files of holders that died, and
+//! expired more than a minute ago, are removed by the scan on open.
+//!
 //! Known limit: a holder that overruns its TTL and releases at the very moment another process
 //! takes its lease over can cost that process its fresh lease (two processes then infer the
 //! same image once: wasted work, never a wrong result).
@@ -46,6 +50,8 @@ const RESCAN_AFTER: Duration = Duration::from_secs(300);
 const UNPARSED_LEASE_GRACE: Duration = Duration::from_secs(10);
 /// Temporary files older than this are debris from a crashed writer and are removed on scan.
 const STALE_TMP: Duration = Duration::from_secs(3600);
+/// A lease file this long past its expiry belongs to a holder that died: removed on scan.
+const DEAD_LEASE_AFTER_MS: u64 = 60_000;
 
 /// A directory cache (see the module docs).
 pub struct DiskCache {
@@ -247,6 +253,17 @@ impl DiskCache {
                     continue;
                 }
                 let ours = fname.starts_with(&our_prefix);
+                if fname.ends_with(".lease") {
+                    // a lease whose holder died and that nobody took over since: litter
+                    let dead = read_lease(&f.path())
+                        .ok()
+                        .and_then(|l| l.expiry_ms)
+                        .is_some_and(|e| e.saturating_add(DEAD_LEASE_AFTER_MS) < now_ms());
+                    if dead {
+                        let _ = fs::remove_file(f.path());
+                        continue;
+                    }
+                }
                 if fname.contains(".lease") {
                     if ours {
                         scan.our_leases.push(f.path());
@@ -476,6 +493,26 @@ impl Cache for DiskCache {
             }
         }
         Ok(())
+    }
+
+    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError> {
+        let path = self.lease_path(&lease.key);
+        match read_lease(&path) {
+            Ok(l) if l.token.as_deref() == Some(lease.token.as_str()) => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.err("renew", e)),
+        }
+        // written beside it and renamed over it: a reader sees the old or the new expiry
+        let tmp = suffixed(&path, &format!(".renew-{}", lease.token));
+        let expiry = now_ms().saturating_add(ttl_ms(ttl));
+        let written = fs::write(&tmp, format!("{} {expiry}\n", lease.token))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err("renew", e));
+        }
+        Ok(true)
     }
 
     fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError> {

@@ -99,6 +99,13 @@ pub trait Cache: Send + Sync {
     /// another process is left alone).
     fn release(&self, lease: &Lease) -> Result<(), CacheError>;
 
+    /// Extend a lease we hold to `ttl` from now (compare-and-extend): `Ok(false)` if it is no
+    /// longer ours (it lapsed, and maybe another process took it).
+    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError> {
+        let _ = (lease, ttl);
+        Ok(true)
+    }
+
     /// Whether a live lease exists for `key` (to notice a holder that died before storing).
     fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError>;
 

@@ -270,7 +270,7 @@ impl Hub {
         quiet: bool,
     ) -> Result<u64, HubError> {
         let part = part_path(dest);
-        let bar = crate::batch::report::stderr_bar(None, quiet);
+        let bar = crate::progress::stderr_bar(None, quiet);
         let visible = !bar.is_hidden();
         bar.set_style(
             ProgressStyle::with_template(

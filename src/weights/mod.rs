@@ -7,7 +7,6 @@
 //! `$XDG_DATA_HOME/ddcolor/weights`, else `~/.local/share/ddcolor/weights`); then a Hugging Face
 //! hub cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`); then a
 //! download into the user data dir.
-pub mod command;
 pub mod hub;
 mod locate;
 

@@ -1,7 +1,8 @@
-//! `ddcolor weights list` and `ddcolor weights fetch NAME...`.
+//! `ddcolor weights list` and `ddcolor weights fetch NAME...`: the released models, where they
+//! are on this machine, and their download.
 use clap::{Args, Subcommand};
 
-use super::{fetch, Hub, Locations, ModelName, WeightsError};
+use crate::weights::{fetch, Hub, Locations, ModelName, WeightsError};
 
 #[derive(Debug, Subcommand)]
 pub enum WeightsCommand {

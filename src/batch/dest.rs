@@ -1,0 +1,141 @@
+//! Where each input's output goes, and the checks made before any byte of the input is read:
+//! an output that exists is skipped (unless `--overwrite`), one that another input of this run
+//! already claimed fails, and one that would replace an input fails. Decided on one thread, in
+//! walk order, remembering only 8-byte hashes of what it has seen.
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use super::report::Status;
+use super::walk::Input;
+use crate::keywords::keyword_enum;
+
+/// `--format`: the output's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// The input's own format (by extension).
+    #[default]
+    Same,
+    Png,
+    Jpeg,
+    Tiff,
+    Webp,
+}
+
+keyword_enum!(OutputFormat, "format", {
+    Same => "same",
+    Png => "png",
+    Jpeg => "jpg" | "jpeg",
+    Tiff => "tiff" | "tif",
+    Webp => "webp",
+});
+
+impl OutputFormat {
+    fn extension(self) -> Option<&'static str> {
+        match self {
+            Self::Same => None,
+            Self::Png => Some("png"),
+            Self::Jpeg => Some("jpg"),
+            Self::Tiff => Some("tif"),
+            Self::Webp => Some("webp"),
+        }
+    }
+
+    /// Where `input` is written inside `output_dir`.
+    pub fn destination(self, output_dir: &Path, input: &Input) -> PathBuf {
+        let dest = output_dir.join(&input.relative);
+        match self.extension() {
+            Some(ext) => dest.with_extension(ext),
+            None => dest,
+        }
+    }
+}
+
+fn hash_path(p: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
+/// The destination decisions of one run.
+pub struct Destinations {
+    output: PathBuf,
+    format: OutputFormat,
+    overwrite: bool,
+    /// The output folder, resolved, if it exists.
+    out_canon: Option<PathBuf>,
+    /// Input folders that are the output folder or lie inside it: any existing file below
+    /// them may be an input that a later step of the walk reaches.
+    roots_in_output: Vec<PathBuf>,
+    /// Destinations claimed so far (hashes of the paths).
+    claimed: HashSet<u64>,
+    /// Inputs seen so far that live inside the output folder (hashes of resolved paths).
+    inputs_in_output: HashSet<u64>,
+}
+
+impl Destinations {
+    pub fn new(output: &Path, format: OutputFormat, overwrite: bool, roots: &[PathBuf]) -> Self {
+        let out_canon = output.canonicalize().ok();
+        let roots_in_output = match &out_canon {
+            Some(out) => roots
+                .iter()
+                .filter_map(|r| r.canonicalize().ok())
+                .filter(|r| r.is_dir() && r.starts_with(out))
+                .collect(),
+            None => Vec::new(),
+        };
+        Self {
+            output: output.to_owned(),
+            format,
+            overwrite,
+            out_canon,
+            roots_in_output,
+            claimed: HashSet::new(),
+            inputs_in_output: HashSet::new(),
+        }
+    }
+
+    /// The destination of `input`, or why it is settled without being read: `Skipped` (the
+    /// output exists) or `Failed` (claimed twice, or it would replace an input).
+    pub fn decide(&mut self, input: &Input) -> Result<PathBuf, (Status, String)> {
+        let dest = self.format.destination(&self.output, input);
+        if let Some(out) = &self.out_canon {
+            if let Ok(src) = input.source.canonicalize() {
+                if src.starts_with(out) {
+                    self.inputs_in_output.insert(hash_path(&src));
+                }
+            }
+        }
+        if !self.claimed.insert(hash_path(&dest)) {
+            return Err((
+                Status::Failed,
+                format!(
+                    "output {} is already the output of another input",
+                    dest.display()
+                ),
+            ));
+        }
+        match std::fs::symlink_metadata(&dest) {
+            Err(_) => Ok(dest),
+            Ok(_) if self.is_an_input(&dest) => Err((
+                Status::Failed,
+                format!("output {} would overwrite an input", dest.display()),
+            )),
+            Ok(_) if !self.overwrite => Err((
+                Status::Skipped,
+                "output exists (use --overwrite to replace it)".into(),
+            )),
+            Ok(_) => Ok(dest),
+        }
+    }
+
+    /// Whether the existing file `dest` is (or may be) one of this run's inputs.
+    fn is_an_input(&self, dest: &Path) -> bool {
+        let Ok(c) = dest.canonicalize() else {
+            return false;
+        };
+        self.inputs_in_output.contains(&hash_path(&c))
+            || self.roots_in_output.iter().any(|r| c.starts_with(r))
+    }
+}

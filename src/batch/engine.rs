@@ -1,0 +1,711 @@
+//! The stages of a batch run and the channels between them:
+//! - the *walker* thread streams inputs, decides each destination (skip checks need no read)
+//!   and hands the rest on (bounded: it runs at most a few dozen paths ahead);
+//! - *prep workers* read each file once, hash it, dedup it, look it up, lease it, and decode
+//!   it ([`super::prep`]);
+//! - the *poller* watches images another process holds the lease for, and hands them back
+//!   when their value lands or the lease lapses;
+//! - the calling thread runs the model (loaded on first need), stores values and releases
+//!   leases; the *heartbeat* renews the leases held meanwhile;
+//! - the *writer* composes full-resolution colour, writes every destination atomically and
+//!   records each input ([`super::write`]).
+//!
+//! Records are written as they happen; nothing is kept per input beyond the stages' bounds and
+//! the in-run dedup map of hashes.
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+
+use super::dedup::Dedup;
+use super::dest::Destinations;
+use super::index::Index;
+use super::lease::Leases;
+use super::model::LazyModel;
+use super::report::{Counts, Progress, Record, ReportSink, Status, Summary};
+use super::walk::{Found, Input, Sources};
+use super::BatchOptions;
+use crate::cache::{value, Cache, CacheKey, Lease, Lookup};
+use crate::error::Error;
+use crate::meta::Metadata;
+use crate::pipeline::{Keep, Prepared};
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub summary: Summary,
+    /// Whether the weights were loaded (a run with nothing to infer never loads them).
+    pub model_loaded: bool,
+}
+
+/// One input on its way through the stages.
+pub(crate) struct Item {
+    pub input: Input,
+    pub dest: PathBuf,
+    pub started: Instant,
+    pub sha: Option<[u8; 32]>,
+    /// The file's bytes, once read (read once: hashed and decoded from this buffer).
+    pub bytes: Option<Vec<u8>>,
+    /// Holds the in-run dedup slot of its hash.
+    pub primary: bool,
+    /// Its hash was seen before in this run: served from the cache it is a `duplicate`.
+    pub dup: bool,
+    /// Looked up in the cache once already (hits and misses are counted once).
+    pub looked_up: bool,
+    /// The prediction, when the cache (or another process through it) had it.
+    pub cached: Option<Vec<f32>>,
+    pub lease: Option<Lease>,
+    /// Its place among the images in flight, held from the read of its bytes until it is
+    /// written or settled.
+    pub slot: Option<Slot>,
+}
+
+impl Item {
+    pub fn new(input: Input, dest: PathBuf) -> Self {
+        Self {
+            input,
+            dest,
+            started: Instant::now(),
+            sha: None,
+            bytes: None,
+            primary: false,
+            dup: false,
+            looked_up: false,
+            cached: None,
+            lease: None,
+            slot: None,
+        }
+    }
+
+    pub fn sha_hex(&self) -> Option<String> {
+        self.sha.as_ref().map(super::read::hex)
+    }
+}
+
+/// The images in flight between the read of their bytes and their output: a bound on memory
+/// (a few files, however large), and on how far reading runs ahead of writing (the first
+/// output of a folder of large scans comes after a few of them are read, not all).
+pub(crate) struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Wait for a free slot.
+    pub fn take(self: &Arc<Self>) -> Slot {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self.clone())
+    }
+}
+
+/// A taken slot, given back when dropped.
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What the output keeps of its source besides L: depth, alpha, metadata.
+#[derive(Default)]
+pub(crate) struct Carry {
+    pub keep: Keep,
+    pub meta: Metadata,
+}
+
+/// A decoded image ready for the model (or, cached, for the writer).
+pub(crate) struct Job {
+    pub item: Item,
+    pub prepared: Prepared,
+    pub carry: Carry,
+    /// The prediction: from the cache, or filled in by inference.
+    pub ab: Option<Vec<f32>>,
+    pub status: Status,
+}
+
+/// The outcome of inference for one job, on its way to the writer.
+pub(crate) type Ready = (Job, Result<(), String>);
+
+/// Run state shared by every stage: counters, the report, warnings said once, the fatal error
+/// that stops the run.
+pub(crate) struct Shared<'a> {
+    pub opts: &'a BatchOptions,
+    pub cache: &'a dyn Cache,
+    pub model: &'a LazyModel,
+    pub index: &'a Index,
+    pub leases: Leases<'a>,
+    pub dedup: Dedup,
+    pub progress: Progress,
+    sink: Option<&'a ReportSink>,
+    summary: Mutex<Summary>,
+    counts: Mutex<Counts>,
+    warned: Mutex<HashSet<String>>,
+    fatal: Mutex<Option<Error>>,
+    pub aborted: AtomicBool,
+    /// Items handed to the prep workers and not yet passed on to inference or the writer, nor
+    /// settled: in the work and retry queues, in a worker, or waiting in the poller.
+    pub open: AtomicUsize,
+    pub walk_done: AtomicBool,
+    /// Work handed back by the poller or by a worker (files changed under the run).
+    pub retry: Sender<Item>,
+    /// Images another process is inferring, for the poller.
+    pub defer: Sender<Item>,
+    /// Hash hits from the index (files not read to learn their hash).
+    pub index_hits: AtomicU64,
+    pub slots: Arc<Slots>,
+}
+
+impl Shared<'_> {
+    pub fn summary(&self) -> std::sync::MutexGuard<'_, Summary> {
+        self.summary.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn counts(&self, f: impl FnOnce(&mut Counts)) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c);
+        self.progress.update(&c);
+    }
+
+    /// Print a warning the first time its `kind` comes up.
+    pub fn warn_once(&self, kind: &str, msg: impl FnOnce() -> String) {
+        let first = self
+            .warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind.to_owned());
+        if first {
+            self.progress
+                .println(&format!("ddcolor: warning: {}", msg()));
+        }
+    }
+
+    /// Add a note to the summary, once.
+    pub fn note_once(&self, note: &str) {
+        let mut s = self.summary();
+        if !s.notes.iter().any(|n| n == note) {
+            s.notes.push(note.to_owned());
+        }
+    }
+
+    /// Stop the run: `e` is what `run` returns.
+    pub fn abort(&self, e: Error) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.aborted.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    /// One open item left the prep stage (passed on, settled or dropped).
+    pub fn done_with_one(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Hand an item back to the prep workers (counted as open until they are done with it).
+    pub fn hand_back(&self, item: Item) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let _ = self.retry.send(item);
+    }
+
+    /// Hand an item to the poller: another process holds its lease.
+    pub fn defer_item(&self, item: Item) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let _ = self.defer.send(item);
+    }
+
+    /// The walk is over and no item is left in the prep stage or the poller.
+    pub fn finished(&self) -> bool {
+        self.walk_done.load(Ordering::SeqCst) && self.open.load(Ordering::SeqCst) == 0
+    }
+
+    /// Settle one input: count it, print failures, and append its line to the report.
+    pub fn record(&self, r: Record) {
+        if r.status == Status::Failed {
+            self.progress.println(&format!(
+                "ddcolor: error: {}: {}",
+                r.path.display(),
+                r.error.as_deref().unwrap_or("failed")
+            ));
+        }
+        if let Some(sink) = self.sink {
+            if let Err(e) = sink.write(&r) {
+                self.warn_once("report", || format!("cannot write the report: {e}"));
+            }
+        }
+        self.summary().count(r.status);
+        self.counts(|c| match r.status {
+            Status::Failed => c.failed += 1,
+            Status::Inferred => {
+                c.inferred += 1;
+                c.written += 1
+            }
+            Status::Cached => {
+                c.cached += 1;
+                c.written += 1
+            }
+            Status::Duplicate => c.written += 1,
+            Status::Skipped => {}
+        });
+        self.progress.inc();
+    }
+
+    /// Settle `item` without an output.
+    pub fn settle(&self, item: &Item, status: Status, reason: &str) {
+        self.record(Record {
+            path: item.input.source.clone(),
+            sha256: item.sha_hex(),
+            status,
+            output: None,
+            error: Some(reason.to_owned()),
+            millis: item.started.elapsed().as_millis() as u64,
+        });
+    }
+
+    /// The cache key of an image (loads the model if its identity is not known yet).
+    pub fn key(&self, sha: &[u8; 32]) -> Result<(CacheKey, usize), Error> {
+        let (id, channels) = self.model.identity(self.index)?;
+        let key = CacheKey::new(
+            &self.opts.cache_prefix,
+            &id[..16],
+            self.model.size(),
+            &super::read::hex(sha),
+        );
+        Ok((key, channels))
+    }
+
+    /// A stored value as a prediction, if it is intact.
+    pub fn decode_value(&self, bytes: &[u8], channels: usize) -> Option<Vec<f32>> {
+        value::decode(bytes, self.model.size(), channels)
+    }
+
+    /// Release a lease; a failure is a warning (the lease expires on its own).
+    pub fn release(&self, lease: Option<Lease>) {
+        if let Some(lease) = lease {
+            if let Err(e) = self.leases.release(&lease) {
+                self.warn_once("cache-release", || {
+                    format!("cannot release an inference lease ({e})")
+                });
+            }
+        }
+    }
+}
+
+/// How many prep workers: 2 to 4, by cores.
+fn readers(opts: &BatchOptions) -> usize {
+    if opts.readers > 0 {
+        return opts.readers;
+    }
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4)
+}
+
+/// Colorize everything `sources` names. Failures are per file (in the report); the run ends
+/// early only on a fatal error (the weights cannot be loaded), which is returned.
+pub fn run(
+    model: &LazyModel,
+    cache: &dyn Cache,
+    index: &Index,
+    sources: &Sources,
+    opts: &BatchOptions,
+    sink: Option<&ReportSink>,
+) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let (retry_tx, retry_rx) = unbounded::<Item>();
+    let (defer_tx, defer_rx) = unbounded::<Item>();
+    let shared = Shared {
+        opts,
+        cache,
+        model,
+        index,
+        leases: Leases::new(cache, opts.lease_ttl),
+        dedup: Dedup::default(),
+        progress: Progress::new(opts.quiet || opts.dry_run),
+        sink,
+        summary: Mutex::new(Summary {
+            cache: cache.describe(),
+            ..Summary::default()
+        }),
+        counts: Mutex::new(Counts::default()),
+        warned: Mutex::new(HashSet::new()),
+        fatal: Mutex::new(None),
+        aborted: AtomicBool::new(false),
+        open: AtomicUsize::new(0),
+        walk_done: AtomicBool::new(false),
+        retry: retry_tx,
+        defer: defer_tx,
+        index_hits: AtomicU64::new(0),
+        // one image being written, the batch being inferred, one being decoded
+        slots: Slots::new(opts.batch.max(1) + 2),
+    };
+    if let Some(w) = index.take_warning() {
+        shared.warn_once("index", || w);
+    }
+    let n_readers = readers(opts);
+    let (work_tx, work_rx) = bounded::<Item>(64);
+    let (infer_tx, infer_rx) = bounded::<Job>(opts.batch.max(1) - 1);
+    let (write_tx, write_rx) = bounded::<Ready>(0);
+    std::thread::scope(|s| {
+        let shared = &shared;
+        s.spawn(move || walker(shared, sources, work_tx));
+        s.spawn(move || shared.leases.heartbeat());
+        let workers: Vec<_> = (0..n_readers)
+            .map(|_| {
+                let (work_rx, retry_rx) = (work_rx.clone(), retry_rx.clone());
+                let (infer_tx, write_tx) = (infer_tx.clone(), write_tx.clone());
+                s.spawn(move || prep_worker(shared, work_rx, retry_rx, infer_tx, write_tx))
+            })
+            .collect();
+        drop((work_rx, infer_tx));
+        s.spawn(move || poller(shared, defer_rx));
+        let writer = {
+            let write_rx = write_rx.clone();
+            s.spawn(move || super::write::writer(shared, write_rx))
+        };
+        drop(write_rx);
+        infer_loop(shared, infer_rx, &write_tx);
+        drop(write_tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        let _ = writer.join();
+        shared.leases.stop();
+    });
+    shared.leases.release_all();
+    index.flush();
+    shared.progress.finish();
+    if let Some(sink) = sink {
+        let _ = sink.flush();
+    }
+    if let Some(e) = shared
+        .fatal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(e);
+    }
+    let mut summary = shared.summary().clone();
+    summary.unique = shared.dedup.unique();
+    summary.elapsed = started.elapsed();
+    summary.model_loaded = model.is_loaded();
+    summary.hashed = shared
+        .counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .hashed;
+    Ok(Outcome {
+        summary,
+        model_loaded: model.is_loaded(),
+    })
+}
+
+/// Stream the inputs, decide destinations, hand the rest to the prep workers.
+fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
+    let opts = shared.opts;
+    let mut dests = Destinations::new(
+        &opts.output,
+        opts.format,
+        opts.overwrite,
+        &sources.root_folders(),
+    );
+    let mut found = 0u64;
+    let result = sources.walk(&opts.output, &mut |f| {
+        if shared.is_aborted() {
+            return false;
+        }
+        found += 1;
+        shared.counts(|c| c.found = found);
+        match f {
+            Found::Error(path, err) => {
+                dry_line(shared, &format!("fail\t{}\t{err}", path.display()));
+                shared.record(Record {
+                    path,
+                    sha256: None,
+                    status: Status::Failed,
+                    output: None,
+                    error: Some(err),
+                    millis: 0,
+                });
+            }
+            Found::Input(input) => match dests.decide(&input) {
+                Err((status, reason)) => {
+                    let action = if status == Status::Skipped {
+                        "skip"
+                    } else {
+                        "fail"
+                    };
+                    dry_line(
+                        shared,
+                        &format!("{action}\t{}\t{reason}", input.source.display()),
+                    );
+                    shared.record(Record {
+                        output: (status == Status::Skipped)
+                            .then(|| opts.format.destination(&opts.output, &input)),
+                        path: input.source,
+                        sha256: None,
+                        status,
+                        error: Some(reason),
+                        millis: 0,
+                    });
+                }
+                Ok(dest) => {
+                    shared.open.fetch_add(1, Ordering::SeqCst);
+                    if work.send(Item::new(input, dest)).is_err() {
+                        shared.done_with_one();
+                        return false;
+                    }
+                }
+            },
+        }
+        true
+    });
+    if let Err(e) = result {
+        shared.abort(Error::Usage(format!("cannot read --files-from: {e}")));
+    }
+    shared.summary().files = found;
+    shared.progress.walk_done(found);
+    shared.walk_done.store(true, Ordering::SeqCst);
+}
+
+/// A `--dry-run` line on stdout.
+pub(crate) fn dry_line(shared: &Shared, line: &str) {
+    if shared.opts.dry_run {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn prep_worker(
+    shared: &Shared,
+    work: Receiver<Item>,
+    retry: Receiver<Item>,
+    infer: Sender<Job>,
+    write: Sender<Ready>,
+) {
+    let mut walker_gone = false;
+    loop {
+        let item = if walker_gone {
+            retry.recv_timeout(Duration::from_millis(50)).ok()
+        } else {
+            select! {
+                recv(retry) -> m => m.ok(),
+                recv(work) -> m => match m {
+                    Ok(item) => Some(item),
+                    Err(_) => {
+                        walker_gone = true;
+                        None
+                    }
+                },
+                default(Duration::from_millis(50)) => None,
+            }
+        };
+        let Some(item) = item else {
+            if shared.finished() {
+                return;
+            }
+            continue;
+        };
+        if shared.is_aborted() {
+            shared.release(item.lease);
+            shared.done_with_one();
+            continue;
+        }
+        let job = super::prep::advance(shared, item);
+        let sent = match job {
+            Some(job) if job.ab.is_some() => write.send((job, Ok(()))).is_ok(),
+            Some(job) => infer.send(job).is_ok(),
+            None => true,
+        };
+        shared.done_with_one();
+        if !sent {
+            return;
+        }
+    }
+}
+
+/// Watch images whose lease another process holds: hand each back when its value lands (then
+/// it is served from the cache) or when the lease lapses without one (then it is leased here).
+fn poller(shared: &Shared, defer: Receiver<Item>) {
+    let mut waiting: Vec<Item> = Vec::new();
+    let mut pause = Duration::from_millis(100);
+    let mut said = false;
+    loop {
+        while let Ok(item) = defer.try_recv() {
+            waiting.push(item);
+        }
+        if shared.is_aborted() {
+            for item in waiting.drain(..) {
+                shared.release(item.lease);
+                shared.done_with_one();
+            }
+        }
+        if waiting.is_empty() {
+            if shared.finished() {
+                return;
+            }
+            if let Ok(item) = defer.recv_timeout(Duration::from_millis(50)) {
+                waiting.push(item);
+                pause = Duration::from_millis(100);
+            }
+            continue;
+        }
+        if !said && !shared.opts.quiet {
+            said = true;
+            shared.progress.println(&format!(
+                "ddcolor: waiting for images that another process is colorizing (its leases \
+                 last {} s after it stops)",
+                shared.opts.lease_ttl.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
+        let keys: Vec<(CacheKey, usize)> = match waiting
+            .iter()
+            .map(|i| shared.key(i.sha.as_ref().expect("deferred items are hashed")))
+            .collect()
+        {
+            Ok(k) => k,
+            Err(e) => {
+                shared.abort(e);
+                continue;
+            }
+        };
+        let plain: Vec<CacheKey> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let found = shared.cache.get_many(&plain);
+        let mut still = Vec::new();
+        for ((mut item, (key, channels)), look) in waiting.drain(..).zip(keys).zip(found) {
+            let ab = match look {
+                Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
+                Lookup::Miss(_) => None,
+            };
+            let hand_back = match ab {
+                Some(ab) => {
+                    item.cached = Some(ab);
+                    true
+                }
+                None => !matches!(shared.cache.lease_alive(&key), Ok(true)),
+            };
+            if hand_back {
+                pause = Duration::from_millis(100);
+                // still counted as open: it goes back to the prep workers
+                let _ = shared.retry.send(item);
+            } else {
+                still.push(item);
+            }
+        }
+        waiting = still;
+    }
+}
+
+/// Run the model on batches of jobs, store each value, release its lease, pass it on.
+fn infer_loop(shared: &Shared, jobs: Receiver<Job>, write: &Sender<Ready>) {
+    let batch = shared.opts.batch.max(1);
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        // fill the batch with what is ready within a moment, never waiting for a full one
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while group.len() < batch {
+            match jobs.recv_deadline(deadline) {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        if shared.is_aborted() {
+            for j in group {
+                shared.release(j.item.lease);
+            }
+            continue;
+        }
+        let colorizer = match shared.model.get() {
+            Ok(c) => c,
+            Err(e) => {
+                for j in group {
+                    shared.release(j.item.lease);
+                }
+                shared.abort(e);
+                continue;
+            }
+        };
+        let inputs: Vec<&[f32]> = group
+            .iter()
+            .map(|j| j.prepared.model_input.as_slice())
+            .collect();
+        let predicted = colorizer.predict(&inputs);
+        if let Some(ms) = test_sleep() {
+            std::thread::sleep(ms);
+        }
+        shared.summary().forward_passes += 1;
+        let size = colorizer.size();
+        let channels = colorizer.model().config().num_output_channels;
+        let mut predicted = match predicted {
+            Ok(abs) => abs.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => group.iter().map(|_| Err(e.to_string())).collect(),
+        };
+        for (mut job, pred) in group.into_iter().zip(predicted.drain(..)) {
+            let result = match pred {
+                Ok(ab) => {
+                    // what a later cache hit will see, so both write the same bytes
+                    let stored = value::encode(&ab, size, channels);
+                    if !shared.opts.cache_readonly {
+                        match shared.key(job.item.sha.as_ref().expect("hashed")) {
+                            Ok((key, _)) => {
+                                if let Err(e) =
+                                    shared.cache.put(&key, &stored, shared.opts.cache_ttl)
+                                {
+                                    shared.warn_once("cache-put", || {
+                                        format!("cannot store results in the cache ({e})")
+                                    });
+                                }
+                            }
+                            Err(e) => shared.abort(e),
+                        }
+                    }
+                    job.ab = Some(
+                        value::decode(&stored, size, channels)
+                            .unwrap_or_else(|| value::quantise(&ab)),
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(format!("inference failed: {e}")),
+            };
+            shared.release(job.item.lease.take());
+            if write.send((job, result)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Test hook: `DDCOLOR_TEST_INFER_SLEEP_MS` makes every forward pass that long slower, so that
+/// tests can hold leases past their TTL and change files under a run (never set otherwise).
+fn test_sleep() -> Option<Duration> {
+    static SLEEP: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *SLEEP.get_or_init(|| {
+        std::env::var("DDCOLOR_TEST_INFER_SLEEP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    })
+}

@@ -1,0 +1,138 @@
+//! The leases this process holds, kept alive by a heartbeat. A lease is taken just before an
+//! image is decoded for inference and released as soon as its value is stored; while it is
+//! held, the heartbeat renews it every third of its TTL. So a live holder never loses its
+//! lease however long inference takes, and a holder that dies (or is stopped) blocks its
+//! image for at most one TTL.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::cache::{Cache, CacheError, Lease};
+
+/// The held leases of one run.
+pub struct Leases<'a> {
+    cache: &'a dyn Cache,
+    ttl: Duration,
+    held: Mutex<HashMap<String, Lease>>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    /// Renewals that found the lease gone (it lapsed and another process took it).
+    pub lost: AtomicU64,
+    /// Renewals and releases that failed because the backend did.
+    pub errors: AtomicU64,
+}
+
+impl<'a> Leases<'a> {
+    pub fn new(cache: &'a dyn Cache, ttl: Duration) -> Self {
+        Self {
+            cache,
+            ttl,
+            held: Mutex::new(HashMap::new()),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            lost: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Start renewing `lease`.
+    pub fn hold(&self, lease: &Lease) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lease.token.clone(), lease.clone());
+    }
+
+    /// Stop renewing `lease` and release it (compare-and-delete).
+    pub fn release(&self, lease: &Lease) -> Result<(), CacheError> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&lease.token);
+        let r = self.cache.release(lease);
+        if r.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// How many leases are held now.
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Renew every held lease every `ttl / 3` until [`Leases::stop`].
+    pub fn heartbeat(&self) {
+        let period = (self.ttl / 3).max(Duration::from_millis(50));
+        let mut stopped = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (guard, _) = self
+                .wake
+                .wait_timeout(stopped, period)
+                .unwrap_or_else(|p| p.into_inner());
+            stopped = guard;
+            if *stopped {
+                return;
+            }
+            drop(stopped);
+            self.renew_all();
+            stopped = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn renew_all(&self) {
+        let leases: Vec<Lease> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for lease in leases {
+            match self.cache.renew(&lease, self.ttl) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // lapsed (this process was stopped longer than the TTL) and maybe taken
+                    // over: inference goes on (the value is the same whoever stores it)
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    self.held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&lease.token);
+                }
+                Err(_) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// End the heartbeat.
+    pub fn stop(&self) {
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Release whatever is still held (a run that ends early).
+    pub fn release_all(&self) {
+        let leases: Vec<Lease> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
+        for l in leases {
+            let _ = self.cache.release(&l);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The model, loaded when the first image actually needs inference: a run where everything is
+//! cached, skipped or a duplicate never reads the weights or opens a GPU. Cache keys need the
+//! model's identity (a digest over every weight) before that; it comes from the index when the
+//! weights file is unchanged since it was last loaded, else from loading the model.
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use super::index::{Index, Stat};
+use crate::colorizer::Colorizer;
+use crate::device::{self, DeviceSpec, Precision};
+use crate::error::Error;
+use crate::model::DDColor;
+use crate::pipeline::{Gamut, ResizeMode};
+
+/// How to build the colorizer.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub weights: PathBuf,
+    pub device: DeviceSpec,
+    pub dtype: Precision,
+    pub tf32: bool,
+    pub size: usize,
+    pub resize: ResizeMode,
+    pub gamut: Gamut,
+}
+
+impl ModelSpec {
+    /// What the identity depends on besides the weights file's own bytes.
+    fn settings(&self) -> String {
+        let heads = self.weights.with_file_name("config.json");
+        let heads = std::fs::metadata(&heads)
+            .map(|m| format!("{:?}", Stat::of(&m)))
+            .unwrap_or_default();
+        format!("v1 dtype={} config.json={heads}", self.dtype)
+    }
+
+    /// Open the device and load the weights.
+    pub fn load(&self, quiet: bool) -> Result<Colorizer, Error> {
+        let (dev, note) = self.device.open().map_err(Error::Usage)?;
+        if let (Some(note), false) = (note, quiet) {
+            eprintln!("ddcolor: {note}");
+        }
+        candle_core::cuda::set_gemm_reduced_precision_f32(self.tf32);
+        let model = DDColor::load_as(&self.weights, &dev, self.dtype.dtype())?;
+        if !quiet {
+            let c = model.config();
+            eprintln!(
+                "ddcolor: loaded {} ({} encoder, {} model) on {}, {}",
+                self.weights.display(),
+                c.encoder.name(),
+                c.variant(),
+                device::describe(&dev),
+                device::dtype_name(model.dtype())
+            );
+        }
+        Ok(Colorizer::new(model, self.size, self.resize)?.with_gamut(self.gamut))
+    }
+}
+
+enum Source {
+    Spec { spec: ModelSpec, quiet: bool },
+    Ready,
+}
+
+/// A colorizer that loads itself on first use.
+pub struct LazyModel {
+    source: Source,
+    colorizer: OnceLock<Colorizer>,
+    /// The load error, said once; later calls get it again.
+    failed: Mutex<Option<String>>,
+    identity: OnceLock<(String, usize)>,
+    size: usize,
+    resize: ResizeMode,
+    gamut: Gamut,
+}
+
+impl LazyModel {
+    pub fn new(spec: ModelSpec, quiet: bool) -> Self {
+        let (size, resize, gamut) = (spec.size, spec.resize, spec.gamut);
+        Self {
+            source: Source::Spec { spec, quiet },
+            colorizer: OnceLock::new(),
+            failed: Mutex::new(None),
+            identity: OnceLock::new(),
+            size,
+            resize,
+            gamut,
+        }
+    }
+
+    /// A model already loaded (library use).
+    pub fn ready(colorizer: Colorizer) -> Self {
+        let lazy = Self {
+            source: Source::Ready,
+            colorizer: OnceLock::new(),
+            failed: Mutex::new(None),
+            identity: OnceLock::new(),
+            size: colorizer.size(),
+            resize: colorizer.resize(),
+            gamut: colorizer.gamut(),
+        };
+        let _ = lazy.colorizer.set(colorizer);
+        lazy
+    }
+
+    /// The square size the model sees.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Full-resolution L plus a prediction, as an image (see [`Colorizer::compose_image`]):
+    /// needs the pipeline settings only, never the weights.
+    pub fn compose_image(
+        &self,
+        prepared: &crate::pipeline::Prepared,
+        ab: &[f32],
+        keep: &crate::pipeline::Keep,
+    ) -> image::DynamicImage {
+        crate::pipeline::compose_image(prepared, ab, self.size, self.resize, self.gamut, keep)
+    }
+
+    /// Whether the weights were loaded in this run.
+    pub fn is_loaded(&self) -> bool {
+        self.colorizer.get().is_some()
+    }
+
+    /// The colorizer, loading it now if needed.
+    pub fn get(&self) -> Result<&Colorizer, Error> {
+        if let Some(c) = self.colorizer.get() {
+            return Ok(c);
+        }
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = self.colorizer.get() {
+            return Ok(c);
+        }
+        if let Some(e) = &*failed {
+            return Err(Error::Usage(e.clone()));
+        }
+        let Source::Spec { spec, quiet } = &self.source else {
+            unreachable!("a ready model is set at construction");
+        };
+        match spec.load(*quiet) {
+            Ok(c) => {
+                let _ = self.colorizer.set(c);
+                Ok(self.colorizer.get().expect("just set"))
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                *failed = Some(msg.clone());
+                Err(Error::Usage(msg))
+            }
+        }
+    }
+
+    /// The model's identity (for cache keys) and its output channels: from `index` when the
+    /// weights are unchanged since they were last loaded on this machine, else by loading.
+    pub fn identity(&self, index: &Index) -> Result<(&str, usize), Error> {
+        if let Some((id, ch)) = self.identity.get() {
+            return Ok((id, *ch));
+        }
+        let known = match &self.source {
+            Source::Spec { spec, .. } => {
+                let resolved = spec.weights.canonicalize().ok();
+                let stat = std::fs::metadata(&spec.weights).ok().map(|m| Stat::of(&m));
+                resolved
+                    .zip(stat)
+                    .and_then(|(p, st)| index.model_identity(&p, &st, &spec.settings()))
+            }
+            Source::Ready => None,
+        };
+        let found = match known {
+            Some(found) => found,
+            None => {
+                let c = self.get()?;
+                let found = (
+                    c.model().identity().to_owned(),
+                    c.model().config().num_output_channels,
+                );
+                if let Source::Spec { spec, .. } = &self.source {
+                    if let (Ok(p), Ok(m)) = (
+                        spec.weights.canonicalize(),
+                        std::fs::metadata(&spec.weights),
+                    ) {
+                        index.record_model(&p, &Stat::of(&m), &spec.settings(), &found.0, found.1);
+                    }
+                }
+                found
+            }
+        };
+        let (id, ch) = self.identity.get_or_init(|| found);
+        Ok((id, *ch))
+    }
+}

@@ -1,0 +1,316 @@
+//! One input through the prep stage: hash (from the index, else by reading the file once),
+//! in-run dedup, cache lookup, lease just in time, then the bytes (read now if the index gave
+//! the hash, and checked against it), decode and the model input. The bytes hashed are the
+//! bytes decoded, so a cache key never names other bytes than those inferred.
+use std::path::Path;
+
+use super::dedup::{Claim, Waiter};
+use super::engine::{dry_line, Carry, Item, Job, Shared};
+use super::index::Stat;
+use super::read::{max_file_bytes, read_file, sha256};
+use super::report::{Record, Status};
+use super::ALREADY_COLOUR;
+use crate::cache::{LeaseOutcome, Lookup, Miss};
+use crate::imageio;
+use crate::pipeline::{self, Keep};
+
+/// Take `item` as far as the stage goes: a job for inference or the writer, or `None` when it
+/// was settled here, attached to its primary, or handed to the poller.
+pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
+    loop {
+        if item.sha.is_none() {
+            if let Err(e) = hash(shared, &mut item) {
+                shared.settle(&item, Status::Failed, &e);
+                return None;
+            }
+        }
+        let sha = item.sha.expect("hashed");
+        if !item.primary && !item.dup {
+            let waiter = Waiter {
+                input: item.input.clone(),
+                dest: item.dest.clone(),
+                started: item.started,
+            };
+            match shared.dedup.claim(&sha, waiter, !shared.opts.dry_run) {
+                Claim::Primary => item.primary = true,
+                Claim::Attached => {
+                    dry_line(shared, &dry_text("duplicate", &item));
+                    return None;
+                }
+                Claim::Written(primary) => {
+                    if copy_output(shared, &item, &primary) {
+                        return None;
+                    }
+                    item.dup = true;
+                }
+                Claim::Again => {
+                    if shared.opts.dry_run {
+                        dry_line(shared, &dry_text("duplicate", &item));
+                        return None;
+                    }
+                    item.dup = true;
+                }
+            }
+        }
+        let (key, channels) = match shared.key(&sha) {
+            Ok(k) => k,
+            Err(e) => {
+                shared.abort(e);
+                return None;
+            }
+        };
+        if item.cached.is_none() {
+            let first = !item.looked_up;
+            item.looked_up = true;
+            item.cached = lookup(shared, &key, channels, first);
+            if shared.opts.dry_run {
+                let action = if item.cached.is_some() {
+                    "cache"
+                } else {
+                    "infer"
+                };
+                dry_line(shared, &dry_text(action, &item));
+                shared.dedup.finish(&sha, None);
+                return None;
+            }
+            if item.cached.is_none() && !shared.opts.cache_readonly && item.lease.is_none() {
+                match shared.cache.try_lease(&key, shared.opts.lease_ttl) {
+                    Ok(LeaseOutcome::Acquired(lease)) => {
+                        shared.leases.hold(&lease);
+                        // another process may have stored the value between lookup and lease
+                        item.cached = lookup(shared, &key, channels, false);
+                        if item.cached.is_some() {
+                            shared.release(Some(lease));
+                        } else {
+                            item.lease = Some(lease);
+                        }
+                    }
+                    Ok(LeaseOutcome::HeldElsewhere) => {
+                        item.bytes = None;
+                        item.slot = None;
+                        shared.defer_item(item);
+                        return None;
+                    }
+                    Err(e) => {
+                        shared.warn_once("cache-lease", || {
+                            format!("cannot take inference leases ({e}); inferring without one")
+                        });
+                    }
+                }
+            }
+        }
+        if item.bytes.is_none() && item.slot.is_none() {
+            item.slot = Some(shared.slots.take());
+        }
+        let bytes = match item.bytes.take() {
+            Some(b) => b,
+            None => match read_file(&item.input.source, max_file_bytes(shared.opts.max_pixels)) {
+                Ok(r) => {
+                    shared.counts(|c| c.hashed += 1);
+                    remember(shared, &item.input.source, r.stat, r.sha256);
+                    if r.sha256 != sha {
+                        // changed since its hash was taken: start over with the new bytes
+                        changed_under_us(shared, &mut item, r.bytes, r.sha256);
+                        continue;
+                    }
+                    r.bytes
+                }
+                Err(e) => {
+                    fail(shared, item, &e);
+                    return None;
+                }
+            },
+        };
+        return decode(shared, item, bytes);
+    }
+}
+
+/// The hash of `item`: from the index when the file is unchanged since it was hashed, else by
+/// reading it (the bytes are kept for decoding).
+fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
+    let source = &item.input.source;
+    if !shared.opts.rehash {
+        if let (Ok(meta), Ok(resolved)) = (std::fs::metadata(source), source.canonicalize()) {
+            if let Some(sha) = shared.index.lookup(&resolved, &Stat::of(&meta)) {
+                item.sha = Some(sha);
+                shared
+                    .index_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+    }
+    if item.slot.is_none() {
+        item.slot = Some(shared.slots.take());
+    }
+    let r = read_file(source, max_file_bytes(shared.opts.max_pixels))?;
+    shared.counts(|c| c.hashed += 1);
+    remember(shared, source, r.stat, r.sha256);
+    item.sha = Some(r.sha256);
+    item.bytes = Some(r.bytes);
+    Ok(())
+}
+
+/// Record a hash in the index (only for a file that did not change while it was read).
+fn remember(shared: &Shared, source: &Path, stat: Option<Stat>, sha: [u8; 32]) {
+    if let (Some(stat), Ok(resolved)) = (stat, source.canonicalize()) {
+        shared.index.record(&resolved, &stat, sha);
+    }
+}
+
+/// The file changed between the hash the index gave and the read: give up the old hash (its
+/// lease, its dedup slot, whose waiters go back to be processed on their own) and go on with
+/// the bytes just read.
+fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [u8; 32]) {
+    let old = item.sha.expect("hashed");
+    shared.release(item.lease.take());
+    if item.primary {
+        for w in shared.dedup.abandon(&old) {
+            let mut again = Item::new(w.input, w.dest);
+            again.started = w.started;
+            shared.hand_back(again);
+        }
+    }
+    debug_assert_eq!(sha256(&bytes), new_sha);
+    item.sha = Some(new_sha);
+    item.bytes = Some(bytes);
+    item.primary = false;
+    item.dup = false;
+    item.looked_up = false;
+    item.cached = None;
+}
+
+/// Look `key` up; a value that fails its checks is a miss. Counted when `count`.
+fn lookup(
+    shared: &Shared,
+    key: &crate::cache::CacheKey,
+    channels: usize,
+    count: bool,
+) -> Option<Vec<f32>> {
+    let look = shared
+        .cache
+        .get_many(std::slice::from_ref(key))
+        .pop()
+        .unwrap_or(Lookup::Miss(Miss::Absent));
+    let ab = match look {
+        Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
+        Lookup::Miss(Miss::Error(e)) => {
+            shared.warn_once("cache-get", || {
+                format!("cache lookup failed ({e}); recomputing")
+            });
+            if count {
+                shared.summary().cache_errors += 1;
+            }
+            None
+        }
+        Lookup::Miss(_) => None,
+    };
+    if count {
+        let mut s = shared.summary();
+        if ab.is_some() {
+            s.cache_hits += 1;
+        } else {
+            s.cache_misses += 1;
+        }
+    }
+    ab
+}
+
+/// Decode the bytes and prepare the model input; photos already in colour are skipped (unless
+/// `--force`), never inferred and never stored.
+fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
+    let decoded = imageio::decode_bytes(&item.input.source, bytes, shared.opts.max_pixels);
+    let d = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            fail(shared, item, &e.detail());
+            return None;
+        }
+    };
+    if !shared.opts.force && pipeline::tone::is_already_colour(&d.image) {
+        settle_all(shared, item, Status::Skipped, ALREADY_COLOUR);
+        return None;
+    }
+    let carry = Carry {
+        keep: Keep::of(&d.image),
+        meta: d.meta,
+    };
+    let prepared = pipeline::prepare_image(&d.image, shared.model.size());
+    drop(d.image);
+    let status = match (&item.cached, item.dup) {
+        (Some(_), true) => Status::Duplicate,
+        (Some(_), false) => Status::Cached,
+        (None, _) => Status::Inferred,
+    };
+    Some(Job {
+        ab: item.cached.clone(),
+        item,
+        prepared,
+        carry,
+        status,
+    })
+}
+
+/// `item` failed: it and the copies waiting for it.
+pub(crate) fn fail(shared: &Shared, item: Item, reason: &str) {
+    settle_all(shared, item, Status::Failed, reason);
+}
+
+/// Settle `item` and its waiting copies without an output, and release what it holds.
+pub(crate) fn settle_all(shared: &Shared, mut item: Item, status: Status, reason: &str) {
+    shared.release(item.lease.take());
+    shared.settle(&item, status, reason);
+    if let (true, Some(sha)) = (item.primary, item.sha) {
+        for w in shared.dedup.finish(&sha, None) {
+            shared.record(Record {
+                path: w.input.source,
+                sha256: item.sha_hex(),
+                status,
+                output: None,
+                error: Some(reason.to_owned()),
+                millis: w.started.elapsed().as_millis() as u64,
+            });
+        }
+    }
+}
+
+/// A copy of an image whose output this run already wrote: copy that output when it is in
+/// the same format. False if it could not be (then the image is processed again).
+fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
+    if imageio::format_for(primary) != imageio::format_for(&item.dest) {
+        return false;
+    }
+    let copied = std::fs::File::open(primary)
+        .map_err(|e| e.to_string())
+        .and_then(|mut f| {
+            imageio::write_atomic(&item.dest, |w| {
+                std::io::copy(&mut f, w)
+                    .map(|_| ())
+                    .map_err(|e| crate::error::Error::Write {
+                        path: item.dest.clone(),
+                        reason: e.to_string(),
+                    })
+            })
+            .map_err(|e| e.to_string())
+        });
+    if copied.is_err() {
+        return false;
+    }
+    shared.record(Record {
+        path: item.input.source.clone(),
+        sha256: item.sha_hex(),
+        status: Status::Duplicate,
+        output: Some(item.dest.clone()),
+        error: None,
+        millis: item.started.elapsed().as_millis() as u64,
+    });
+    true
+}
+
+fn dry_text(action: &str, item: &Item) -> String {
+    format!(
+        "{action}\t{}\t{}",
+        item.input.source.display(),
+        item.dest.display()
+    )
+}

@@ -1,0 +1,93 @@
+//! `ddcolor bench`: time the model's forward pass; one JSON line, the same fields as the
+//! PyTorch reference script's `bench`.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::exit;
+use super::settings::resolve_weights;
+use crate::colorizer::DEFAULT_SIZE;
+use crate::device::{self, DeviceSpec};
+use crate::error::Error;
+use crate::model::DDColor;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Architecture to time when no --weights is given (random weights): tiny or large.
+    #[arg(long, default_value = "tiny", value_name = "ARCH")]
+    pub arch: String,
+    /// Time this checkpoint instead of random weights.
+    #[arg(long, short = 'w', value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Time this released model (found locally or downloaded) instead of random weights.
+    #[arg(long, short = 'm', value_enum, value_name = "NAME")]
+    pub model: Option<crate::weights::ModelName>,
+    #[arg(long, default_value_t = DEFAULT_SIZE, value_name = "N")]
+    pub size: usize,
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    /// Timed runs after two warm-up runs.
+    #[arg(long, default_value_t = 5, value_name = "R")]
+    pub runs: usize,
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// f32, bf16 (GPU only) or f16.
+    #[arg(long, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: device::Precision,
+    /// Allow TF32 tensor-core math in f32 matrix products (NVIDIA GPUs; see --tf32 of colorize).
+    #[arg(long)]
+    pub tf32: bool,
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<i32, Error> {
+    crate::pipeline::check_model_size(args.size).map_err(Error::Usage)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // candle's GEMM sizes its pool from RAYON_NUM_THREADS; rayon's global pool likewise.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let (dev, note) = args.device.open().map_err(Error::Usage)?;
+    if let Some(n) = note {
+        eprintln!("ddcolor: {n}");
+    }
+    let dtype = args.dtype.dtype();
+    candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
+    let model = match (&args.weights, args.model) {
+        (None, None) => {
+            let cfg = match args.arch.as_str() {
+                "tiny" | "paper_tiny" | "convnext-t" => crate::model::Config::paper_tiny(),
+                "large" | "paper" | "convnext-l" => crate::model::Config::large(),
+                a => return Err(Error::Usage(format!("unknown --arch {a:?}: tiny or large"))),
+            };
+            DDColor::random_as(cfg, &dev, dtype)?
+        }
+        (w, m) => {
+            let path = resolve_weights(w.as_deref(), m.unwrap_or_default(), false)?;
+            DDColor::load_as(path, &dev, dtype)?
+        }
+    };
+    let t = crate::colorizer::bench_forward(&model, args.size, args.batch, args.runs)?;
+    let encoder = model.config().encoder.name();
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "candle",
+            "encoder": encoder,
+            "size": args.size,
+            "batch": args.batch,
+            "device": device::describe(&dev),
+            "dtype": device::dtype_name(dtype),
+            "threads": threads,
+            "median_ms": (t.median_ms * 100.0).round() / 100.0,
+            "min_ms": (t.min_ms * 100.0).round() / 100.0,
+            "images_per_s": (args.batch as f64 / (t.median_ms / 1000.0) * 1000.0).round() / 1000.0,
+        })
+    );
+    Ok(exit::OK)
+}

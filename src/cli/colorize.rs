@@ -1,0 +1,205 @@
+//! `ddcolor colorize`: its arguments, and the run: settings checked, the cache opened, the
+//! batch engine over the inputs (the model loads only if an image needs it), then the summary
+//! and the metrics file.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::cache::CacheArgs;
+use super::exit;
+use super::settings::{parse_duration, ColorizeSettings};
+use crate::batch::report::ReportSink;
+use crate::batch::{self, LazyModel, OutputFormat};
+use crate::colorizer::DEFAULT_SIZE;
+use crate::device::{self, DeviceSpec};
+use crate::error::Error;
+use crate::imageio;
+use crate::pipeline::ResizeMode;
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Checkpoint file: the authors' .pth, Hugging Face pytorch_model.bin, or safetensors.
+    /// Overrides --model.
+    #[arg(long, short = 'w', env = "DDCOLOR_WEIGHTS", value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Released model when --weights is not given: taken from ./weights, the user data dir or
+    /// a Hugging Face hub cache, else downloaded once (`ddcolor weights list`).
+    #[arg(
+        long,
+        short = 'm',
+        env = "DDCOLOR_MODEL",
+        value_enum,
+        default_value_t = crate::weights::ModelName::DEFAULT,
+        value_name = "NAME"
+    )]
+    pub model: crate::weights::ModelName,
+    /// Square size the model sees: a multiple of 32, or a preset: portrait (512, people and
+    /// groups) or architecture (1024, buildings and landscapes).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_SIZE,
+        value_parser = crate::pipeline::parse_model_size,
+        value_name = "N|PRESET"
+    )]
+    pub size: usize,
+    /// auto, cpu, cuda or cuda:N. auto picks CUDA when built with it and a GPU answers.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+    /// What the model computes in: f32, bf16 (GPU only) or f16. Results differ slightly
+    /// between dtypes, so each has its own cache entries.
+    #[arg(
+        long,
+        env = "DDCOLOR_DTYPE",
+        default_value = "f32",
+        value_name = "DTYPE"
+    )]
+    pub dtype: device::Precision,
+    /// Allow TF32 tensor-core math in f32 matrix products on NVIDIA GPUs (Ampere and later):
+    /// faster, with ~1e-3 relative error per product. Off by default, as in PyTorch.
+    #[arg(long, env = "DDCOLOR_TF32")]
+    pub tf32: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ColorizeArgs {
+    /// Image files and folders (walked recursively).
+    #[arg(value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
+    /// Read more paths from FILE (`-`: standard input), one per line.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+    /// The --files-from list is NUL-separated (find -print0).
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Output folder. Results mirror each input's path below the folder it was found in; a
+    /// file named directly lands at DIR/<file name>.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// How the model's colour is scaled back to the photo's size: bilinear (smooth colour
+    /// edges; the default) or nearest (the upstream DDColor script's behaviour).
+    #[arg(long, default_value = "bilinear", value_name = "MODE")]
+    pub resize: ResizeMode,
+    /// Predicted colours that sRGB cannot show: fit (keep the scan's lightness and the hue,
+    /// reduce chroma), clip (as the upstream script, after bringing ab into the Lab range along
+    /// its hue), or auto (the default: fit for 16-bit images, clip for 8-bit ones).
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub gamut: crate::pipeline::Gamut,
+    /// Only files matching this glob (repeatable; `*.tif`, `1950s/**`).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out files matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Follow symbolic links inside folders.
+    #[arg(long, short = 'L')]
+    pub follow_symlinks: bool,
+    /// Output format: same (as the input), png, jpg, tiff or webp. PNG and TIFF keep 16-bit
+    /// scans at 16 bits; JPEG and WebP are 8 bits.
+    #[arg(long, default_value = "same", value_name = "FORMAT")]
+    pub format: OutputFormat,
+    /// Quality of JPEG outputs, 1-100.
+    #[arg(
+        long,
+        default_value_t = imageio::JPEG_QUALITY,
+        value_parser = clap::value_parser!(u8).range(1..=100),
+        value_name = "Q"
+    )]
+    pub jpeg_quality: u8,
+    /// Colorize photos that are already in colour too (by default they are skipped as
+    /// "already colour"; toned black-and-white prints are always colorized).
+    #[arg(long)]
+    pub force: bool,
+    /// Replace outputs that already exist (by default they are skipped).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the plan (infer / cache / duplicate / skip) and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batch: usize,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Expire cached results after this long (3600, 90m, 12h, 30d). Default: never.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub cache_ttl: Option<Duration>,
+    /// Use cached results but never store new ones.
+    #[arg(long)]
+    pub cache_readonly: bool,
+    /// Fail (exit 3, nothing written) if the cache cannot be reached, instead of falling back.
+    #[arg(long)]
+    pub require_cache: bool,
+    /// How long an inference lease outlives its holder: the holder renews it every third of
+    /// this while it works, so only a process that died or was stopped loses it.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub lease_ttl: Duration,
+    /// Read and hash every file, trusting nothing the index of hashed files remembers.
+    #[arg(long)]
+    pub rehash: bool,
+    /// Write one JSON line per input (path, sha256, status, output, error, ms); `-`: stdout.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write Prometheus metrics here (atomically) for node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE.prom")]
+    pub metrics_file: Option<PathBuf>,
+    /// Refuse images whose header claims more pixels than this.
+    #[arg(long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    pub max_pixels: u64,
+    /// No progress bar and no summary; errors are still printed.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
+    let settings = ColorizeSettings::from_args(&args)?;
+    let (cache, readonly) = match settings
+        .cache
+        .open_for_run(settings.require_cache, args.cache_readonly)
+    {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let mut opts = settings.batch.clone();
+    opts.cache_readonly = readonly;
+    let sink =
+        match &settings.report {
+            Some(p) => Some(ReportSink::open(p).map_err(|e| {
+                Error::Usage(format!("cannot write the report {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+    let index = settings.open_index();
+    let model = LazyModel::new(settings.model.clone(), args.quiet);
+    let outcome = batch::run(
+        &model,
+        cache.as_ref(),
+        &index,
+        &settings.sources,
+        &opts,
+        sink.as_ref(),
+    )?;
+    let s = &outcome.summary;
+    if !args.quiet {
+        eprintln!("{}", s.render());
+    }
+    let success = s.failed == 0;
+    if let (Some(path), false) = (&settings.metrics_file, args.dry_run) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let text = s.prometheus(now, success);
+        if let Err(e) = imageio::write_atomic(path, |w| {
+            w.write_all(text.as_bytes()).map_err(|e| Error::Write {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        }) {
+            eprintln!("ddcolor: warning: {e}");
+        }
+    }
+    Ok(if success { exit::OK } else { exit::SOME_FAILED })
+}

@@ -1,0 +1,94 @@
+//! The command line, in two stages (as ripgrep does): what clap parsed, one file per
+//! subcommand ([`colorize`], [`cache`], [`weights`], [`bench`], [`man`]), and
+//! [`settings`], which validates the parsed arguments once and builds what they name.
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+
+pub mod bench;
+pub mod cache;
+pub mod colorize;
+pub mod man;
+pub mod settings;
+pub mod weights;
+
+pub use settings::parse_duration;
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    /// Everything asked for was done.
+    pub const OK: i32 = 0;
+    /// Some files failed; every other file was done.
+    pub const SOME_FAILED: i32 = 1;
+    /// Bad usage or configuration (flags, weights); nothing was done.
+    pub const USAGE: i32 = 2;
+    /// `--require-cache` and the cache could not be reached; nothing was done.
+    pub const CACHE_UNREACHABLE: i32 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ddcolor",
+    version,
+    about = "Colorize black-and-white photos with DDColor (ICCV 2023), in Rust",
+    long_about = None,
+    args_override_self = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Colorize images and folders of images into an output folder.
+    Colorize(Box<colorize::ColorizeArgs>),
+    /// Inspect or empty the result cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// Time the model's forward pass; prints one JSON line (same fields as the PyTorch
+    /// reference script's `bench`).
+    Bench(bench::BenchArgs),
+    /// List the released models and where they are on this machine, or download them.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
+    /// Print a shell completion script to stdout (bash, zsh, fish, powershell or elvish).
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `ddcolor man | man -l -`.
+    Man,
+}
+
+/// Parse the process arguments, run, and return the exit code.
+pub fn main_exit_code() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ddcolor: {e}");
+            exit::USAGE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Colorize(args) => colorize::run(*args),
+        Command::Cache(cmd) => cache::run(&cmd),
+        Command::Bench(args) => bench::run(&args),
+        Command::Weights(cmd) => weights::run(&cmd)
+            .map(|()| exit::OK)
+            .map_err(|e| Error::Usage(e.to_string())),
+        Command::Completions { shell } => {
+            man::completions(shell);
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            man::man_page(&mut std::io::stdout().lock())
+                .map_err(|e| Error::Usage(format!("cannot write the manual page: {e}")))?;
+            Ok(exit::OK)
+        }
+    }
+}

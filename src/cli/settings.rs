@@ -1,0 +1,240 @@
+//! The second stage of the command line: parsed arguments checked once and turned into what
+//! the library takes (the model spec, the cache with its fallback policy, the walk and the
+//! batch options). Everything that can be refused is refused here, before any work.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::cache::CacheArgs;
+use super::colorize::ColorizeArgs;
+use super::exit;
+use crate::batch::index::Index;
+use crate::batch::walk::{self, Sources, WalkOptions};
+use crate::batch::{BatchOptions, ModelSpec};
+use crate::cache::{Cache, CacheOptions, CacheSpec};
+use crate::device::{DeviceSpec, Precision};
+use crate::error::Error;
+
+/// `3600`, `3600s`, `90m`, `12h`, `30d`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 3600, 90m, 12h, 30d"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        u => {
+            return Err(format!(
+                "bad duration unit {u:?} in {s:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The checkpoint to load: `--weights`, else `--model` found on this machine or downloaded
+/// (README "Weights"). Nothing found and no download: a usage error that lists where it looked
+/// and how to get the file.
+pub fn resolve_weights(
+    weights: Option<&std::path::Path>,
+    model: crate::weights::ModelName,
+    quiet: bool,
+) -> Result<PathBuf, Error> {
+    let locations = crate::weights::Locations::from_env();
+    let hub = crate::weights::Hub::from_env();
+    crate::weights::resolve(weights, model, &locations, &hub, quiet)
+        .map(|r| r.path)
+        .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// `--cache` and its options, the spec parsed once.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub spec: CacheSpec,
+    /// The spec as given (what the factory opens).
+    pub text: String,
+    pub options: CacheOptions,
+}
+
+impl CacheSettings {
+    /// A spec that cannot be parsed is bad configuration (exit 2), not an unreachable cache.
+    pub fn from_args(args: &CacheArgs) -> Result<Self, Error> {
+        let spec = crate::cache::parse_spec(&args.cache)
+            .map_err(|e| Error::Usage(format!("--cache: {e}")))?;
+        Ok(Self {
+            spec,
+            text: args.cache.clone(),
+            options: CacheOptions {
+                prefix: args.cache_prefix.clone(),
+                max_size: args.cache_max_size,
+            },
+        })
+    }
+
+    /// Open it; any failure is a usage error (`cache stats`, `cache clear`).
+    pub fn open_or_usage(&self) -> Result<Box<dyn Cache>, Error> {
+        crate::cache::open(&self.text, &self.options).map_err(|e| Error::Usage(e.to_string()))
+    }
+
+    /// Open the cache for a run. Unreachable: with `require` an error (exit 3), otherwise a
+    /// warning and, for a Redis cache, the disk cache (or none) for this run. Unwritable:
+    /// read-only. Returns the cache and whether it is read-only.
+    pub fn open_for_run(
+        &self,
+        require: bool,
+        readonly: bool,
+    ) -> Result<(Box<dyn Cache>, bool), i32> {
+        let mut readonly = readonly;
+        let cache = match crate::cache::open(&self.text, &self.options) {
+            Ok(c) => c,
+            Err(e) if require => {
+                eprintln!("ddcolor: cache unreachable: {e}");
+                return Err(exit::CACHE_UNREACHABLE);
+            }
+            Err(e) => {
+                let fallback = match self.spec {
+                    CacheSpec::Redis(_) | CacheSpec::Cluster(_) => {
+                        crate::cache::open("disk", &self.options).ok()
+                    }
+                    _ => None,
+                };
+                let fallback = fallback.unwrap_or_else(|| Box::new(crate::cache::none::NoCache));
+                eprintln!(
+                    "ddcolor: warning: cache unreachable ({e}); using {} for this run",
+                    fallback.describe()
+                );
+                fallback
+            }
+        };
+        if !readonly {
+            if let Err(e) = cache.check_writable() {
+                eprintln!(
+                    "ddcolor: warning: cannot write to {} ({e}); using it read-only",
+                    cache.describe()
+                );
+                readonly = true;
+            }
+        }
+        Ok((cache, readonly))
+    }
+
+    /// Where this machine's index of hashed files lives: beside the disk cache, or in the
+    /// default disk cache folder when the cache is elsewhere.
+    pub fn index_dir(&self) -> Option<PathBuf> {
+        match &self.spec {
+            CacheSpec::Disk(Some(dir)) => Some(dir.clone()),
+            _ => crate::cache::spec::default_disk_dir().ok(),
+        }
+    }
+}
+
+/// Everything `colorize` needs, checked.
+pub struct ColorizeSettings {
+    pub model: ModelSpec,
+    pub cache: CacheSettings,
+    pub sources: Sources,
+    pub batch: BatchOptions,
+    pub require_cache: bool,
+    pub report: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl ColorizeSettings {
+    pub fn from_args(args: &ColorizeArgs) -> Result<Self, Error> {
+        let m = &args.model;
+        crate::pipeline::check_model_size(m.size).map_err(Error::Usage)?;
+        if args.batch == 0 {
+            return Err(Error::Usage("--batch must be at least 1".into()));
+        }
+        if args.paths.is_empty() && args.files_from.is_none() {
+            return Err(Error::Usage(
+                "nothing to colorize: name files or folders, or use --files-from".into(),
+            ));
+        }
+        m.device.check().map_err(Error::Usage)?;
+        check_dtype(m.device, m.dtype)?;
+        if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
+            std::fs::File::open(list).map_err(|e| {
+                Error::Usage(format!("cannot read --files-from {}: {e}", list.display()))
+            })?;
+        }
+        let cache = CacheSettings::from_args(&args.cache)?;
+        let weights = resolve_weights(m.weights.as_deref(), m.model, args.quiet)?;
+        let sources = Sources {
+            roots: args.paths.clone(),
+            list: args.files_from.clone().map(|f| (f, args.null)),
+            opts: WalkOptions {
+                include: walk::glob_set(&args.include).map_err(Error::Usage)?,
+                exclude: walk::glob_set(&args.exclude).map_err(Error::Usage)?,
+                follow_symlinks: args.follow_symlinks,
+                ..WalkOptions::default()
+            },
+        };
+        Ok(Self {
+            model: ModelSpec {
+                weights,
+                device: m.device,
+                dtype: m.dtype,
+                tf32: m.tf32,
+                size: m.size,
+                resize: args.resize,
+                gamut: args.gamut,
+            },
+            sources,
+            batch: BatchOptions {
+                output: args.output.clone(),
+                format: args.format,
+                overwrite: args.overwrite,
+                dry_run: args.dry_run,
+                batch: args.batch,
+                max_pixels: args.max_pixels,
+                cache_ttl: args.cache_ttl,
+                cache_readonly: args.cache_readonly,
+                cache_prefix: args.cache.cache_prefix.clone(),
+                lease_ttl: args.lease_ttl,
+                quiet: args.quiet,
+                force: args.force,
+                jpeg_quality: args.jpeg_quality,
+                rehash: args.rehash,
+                readers: 0,
+            },
+            cache,
+            require_cache: args.require_cache,
+            report: args.report.clone(),
+            metrics_file: args.metrics_file.clone(),
+        })
+    }
+
+    /// The index of hashed files for this run (disabled if it has no home).
+    pub fn open_index(&self) -> Index {
+        match self.cache.index_dir() {
+            Some(dir) => Index::open(&Index::file_in(&dir)),
+            None => Index::disabled(),
+        }
+    }
+}
+
+/// What the device and dtype allow, checked before any work (the model loads only when an
+/// image needs it): bf16 has no CPU matrix product in candle.
+fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<(), Error> {
+    let cpu = matches!(device, DeviceSpec::Cpu)
+        || (matches!(device, DeviceSpec::Auto) && !crate::device::cuda_compiled());
+    if cpu && dtype == Precision::Bf16 {
+        return Err(Error::Usage(
+            "--dtype bf16: bf16 runs on a GPU only (candle's CPU matrix product has no bf16); \
+             use f32, the fastest on the CPU, or f16"
+                .into(),
+        ));
+    }
+    Ok(())
+}
