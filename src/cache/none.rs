@@ -1,8 +1,9 @@
 //! `none`: no cache. Every lookup misses, every lease is acquired, puts are no-ops.
 use std::time::Duration;
 
+use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+use super::key::CacheKey;
 use super::util::new_token;
-use super::{Cache, CacheError, CacheKey, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 
 /// The cache that caches nothing.
 #[derive(Debug, Clone, Copy, Default)]
