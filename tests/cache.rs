@@ -661,6 +661,38 @@ fn spec_parsing() {
     }
 }
 
+/// The typed API: a spec is parsed once, then asked whether it is remote, what stands in for
+/// it, and opened; an unreachable remote cache falls back to disk, and disk to none.
+#[test]
+fn typed_spec_parse_once_open_and_fall_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let remote = format!("redis://u:hidden99@127.0.0.1:{port}/0");
+    let spec = CacheSpec::parse(&remote).unwrap();
+    assert_eq!(remote.parse::<CacheSpec>().unwrap(), spec);
+    assert!(spec.is_remote());
+    assert!(CacheSpec::parse("redis-cluster://a:1,b:2")
+        .unwrap()
+        .is_remote());
+    let e = cache::open_spec(&spec, &opts("ddtest")).expect_err("opened a dead server");
+    assert!(!e.to_string().contains("hidden99"), "{e}");
+    assert_eq!(spec.fallback(), CacheSpec::Disk(None));
+
+    let disk = CacheSpec::parse(&format!("disk:{}", dir.path().display())).unwrap();
+    assert!(!disk.is_remote());
+    assert_eq!(disk.fallback(), CacheSpec::None);
+    let c = disk.open(&opts("ddtest")).unwrap();
+    assert_eq!(c.describe(), format!("disk:{}", dir.path().display()));
+
+    assert!(!CacheSpec::None.is_remote());
+    assert_eq!(CacheSpec::None.fallback(), CacheSpec::None);
+    assert_eq!(
+        CacheSpec::None.open(&opts("ddtest")).unwrap().describe(),
+        "none"
+    );
+    assert!("/tmp/x".parse::<CacheSpec>().is_err());
+}
+
 #[test]
 fn size_parsing() {
     assert_eq!(parse_size("1048576"), Ok(1_048_576));

@@ -1,4 +1,5 @@
-//! `disk[:PATH]`: one file per key under a directory, safe for several processes at once.
+//! `disk[:PATH]`: one file per key under a directory (by default [`default_dir`]), safe for
+//! several processes at once.
 //!
 //! Layout: `<root>/<aa>/<tag>-<h>` where `h` is the SHA-256 (hex) of the key string, `aa` its
 //! first two hex digits, and `tag` the first 8 hex digits of the SHA-256 of the key prefix
@@ -38,9 +39,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::spec::CacheOptions;
+use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+use super::key::CacheKey;
+use super::options::CacheOptions;
 use super::util::{hex, lock, new_token, now_ms, ttl_ms};
-use super::{Cache, CacheError, CacheKey, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 
 /// Rescan the directory after this many puts (other processes write too).
 const RESCAN_PUTS: u32 = 256;
@@ -52,6 +54,25 @@ const UNPARSED_LEASE_GRACE: Duration = Duration::from_secs(10);
 const STALE_TMP: Duration = Duration::from_secs(3600);
 /// A lease file this long past its expiry belongs to a holder that died: removed on scan.
 const DEAD_LEASE_AFTER_MS: u64 = 60_000;
+
+/// `$XDG_CACHE_HOME/ddcolor` (when set and absolute), else `$HOME/.cache/ddcolor`.
+pub fn default_dir() -> Result<PathBuf, CacheError> {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME") {
+        let xdg = PathBuf::from(xdg);
+        if xdg.is_absolute() {
+            return Ok(xdg.join("ddcolor"));
+        }
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("ddcolor")),
+        None => Err(CacheError {
+            backend: "disk".to_owned(),
+            message: "neither XDG_CACHE_HOME nor HOME is set: give a directory with \
+                      `--cache disk:PATH`"
+                .to_owned(),
+        }),
+    }
+}
 
 /// A directory cache (see the module docs).
 pub struct DiskCache {

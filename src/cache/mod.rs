@@ -1,125 +1,35 @@
-//! The result cache: one trait, one module per backend ([`disk`], [`redis`], [`cluster`],
-//! [`none`]), the `--cache` spec parser and factory in [`spec`] (re-exported here: [`open`]),
-//! key construction and the value format in one place ([`key`], [`value`]).
+//! The result cache: one small trait, one module per backend, one factory on top.
 //!
 //! What is cached is the model's ab prediction at model resolution for one image, keyed by the
 //! image's SHA-256 and the model's identity: small, and independent of output format and size.
 //! The cache is a speed-up, never a failure: a backend error on lookup is a miss (counted as
 //! such), a corrupt value is a miss, and a failed store is a warning.
-use std::fmt;
-use std::time::Duration;
-
-pub mod cluster;
+//!
+//! Files, each importing only from those above it in this list:
+//! - [`key`] (keys, built in one place), [`value`] (the stored format, with its checksum),
+//!   `backend.rs` (the [`Cache`] trait and its typed answers: [`Lookup`], [`Miss`], [`Lease`],
+//!   [`LeaseOutcome`], [`CacheStats`], [`CacheError`]), `options.rs` ([`CacheOptions`],
+//!   [`parse_size`]), `secret.rs` ([`redact`] and scrubbing passwords out of messages),
+//!   `util.rs` (tokens, clocks);
+//! - the backends: [`disk`], [`none`], [`redis`] (one implementation over a single server,
+//!   [`redis::single`], or a cluster, [`redis::cluster`]);
+//! - the factory, `spec.rs`: [`CacheSpec::parse`] once, then [`open_spec`] (or [`open`] for
+//!   both at once), with [`CacheSpec::fallback`] for a remote cache that cannot be reached.
+//!
+//! This file only names them and re-exports what callers use.
+mod backend;
 pub mod disk;
 pub mod key;
 pub mod none;
+mod options;
 pub mod redis;
-pub mod spec;
+mod secret;
+mod spec;
 mod util;
 pub mod value;
 
+pub use backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 pub use key::CacheKey;
-pub use spec::{open, parse_size, parse_spec, redact, CacheOptions, CacheSpec};
-
-/// Why a lookup did not produce a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Miss {
-    /// The key is not there.
-    Absent,
-    /// A value was there but failed its header or checksum check (it should be recomputed).
-    Corrupt,
-    /// The backend could not be asked (network, I/O); the message says why.
-    Error(String),
-}
-
-/// The answer to one lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The raw stored bytes (decode and verify them with [`value::decode`]).
-    Hit(Vec<u8>),
-    Miss(Miss),
-}
-
-/// A held lease: proof that this process may infer the image behind `key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub key: CacheKey,
-    /// Random token, so only the holder can release it (compare-and-delete).
-    pub token: String,
-}
-
-/// What `try_lease` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseOutcome {
-    /// We hold it now; infer, `put`, then `release`.
-    Acquired(Lease),
-    /// Another live process holds it; wait for its value to land.
-    HeldElsewhere,
-}
-
-/// Backend-level failure (unreachable server, I/O error, bad configuration).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{backend}: {message}")]
-pub struct CacheError {
-    pub backend: String,
-    pub message: String,
-}
-
-/// `ddcolor cache stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Cached values (leases excluded).
-    pub entries: u64,
-    /// Bytes they take, where the backend can tell.
-    pub bytes: Option<u64>,
-    /// Backend-specific lines (`maxmemory-policy`, capacity, path, ...).
-    pub details: Vec<(String, String)>,
-}
-
-/// One cache backend.
-pub trait Cache: Send + Sync {
-    /// A human description with no secrets in it (`disk:/home/x/.cache/ddcolor`,
-    /// `redis://user:***@host:6379/0`).
-    fn describe(&self) -> String;
-
-    /// Look up many keys in as few round trips as the backend allows (one MGET or pipeline per
-    /// call for Redis). Returns one answer per key, in order. Never fails as a whole: a backend
-    /// error becomes `Miss::Error` for the keys it affects.
-    fn get_many(&self, keys: &[CacheKey]) -> Vec<Lookup>;
-
-    /// Store a value (already encoded with [`value::encode`]); `ttl` None means no expiry.
-    fn put(&self, key: &CacheKey, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError>;
-
-    /// Take the inference lease for `key` for `ttl` (`SET <key>:lease <token> NX PX <ms>` for
-    /// Redis, a lock file with an expiry for disk). An expired lease (its holder died) is taken
-    /// over.
-    fn try_lease(&self, key: &CacheKey, ttl: Duration) -> Result<LeaseOutcome, CacheError>;
-
-    /// Release a lease we hold (compare-and-delete: a lease that expired and was taken over by
-    /// another process is left alone).
-    fn release(&self, lease: &Lease) -> Result<(), CacheError>;
-
-    /// Extend a lease we hold to `ttl` from now (compare-and-extend): `Ok(false)` if it is no
-    /// longer ours (it lapsed, and maybe another process took it).
-    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError> {
-        let _ = (lease, ttl);
-        Ok(true)
-    }
-
-    /// Whether a live lease exists for `key` (to notice a holder that died before storing).
-    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError>;
-
-    fn stats(&self) -> Result<CacheStats, CacheError>;
-
-    /// Remove every value and lease under this cache's prefix; returns how many keys went.
-    fn clear(&self) -> Result<u64, CacheError>;
-
-    /// Write and read back a probe key once: a cache that cannot be written is used read-only.
-    fn check_writable(&self) -> Result<(), CacheError>;
-}
-
-impl fmt::Debug for dyn Cache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
+pub use options::{parse_size, CacheOptions};
+pub use secret::redact;
+pub use spec::{open, open_spec, parse_spec, CacheSpec};

@@ -1,8 +1,9 @@
 //! `none`: no cache. Every lookup misses, every lease is acquired, puts are no-ops.
 use std::time::Duration;
 
+use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+use super::key::CacheKey;
 use super::util::new_token;
-use super::{Cache, CacheError, CacheKey, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 
 /// The cache that caches nothing.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,6 +31,10 @@ impl Cache for NoCache {
 
     fn release(&self, _: &Lease) -> Result<(), CacheError> {
         Ok(())
+    }
+
+    fn renew(&self, _lease: &Lease, _ttl: Duration) -> Result<bool, CacheError> {
+        Ok(true)
     }
 
     fn lease_alive(&self, _: &CacheKey) -> Result<bool, CacheError> {

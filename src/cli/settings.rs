@@ -61,19 +61,16 @@ pub fn resolve_weights(
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     pub spec: CacheSpec,
-    /// The spec as given (what the factory opens).
-    pub text: String,
     pub options: CacheOptions,
 }
 
 impl CacheSettings {
     /// A spec that cannot be parsed is bad configuration (exit 2), not an unreachable cache.
     pub fn from_args(args: &CacheArgs) -> Result<Self, Error> {
-        let spec = crate::cache::parse_spec(&args.cache)
-            .map_err(|e| Error::Usage(format!("--cache: {e}")))?;
+        let spec =
+            CacheSpec::parse(&args.cache).map_err(|e| Error::Usage(format!("--cache: {e}")))?;
         Ok(Self {
             spec,
-            text: args.cache.clone(),
             options: CacheOptions {
                 prefix: args.cache_prefix.clone(),
                 max_size: args.cache_max_size,
@@ -83,32 +80,32 @@ impl CacheSettings {
 
     /// Open it; any failure is a usage error (`cache stats`, `cache clear`).
     pub fn open_or_usage(&self) -> Result<Box<dyn Cache>, Error> {
-        crate::cache::open(&self.text, &self.options).map_err(|e| Error::Usage(e.to_string()))
+        self.spec
+            .open(&self.options)
+            .map_err(|e| Error::Usage(e.to_string()))
     }
 
     /// Open the cache for a run. Unreachable: with `require` an error (exit 3), otherwise a
-    /// warning and, for a Redis cache, the disk cache (or none) for this run. Unwritable:
-    /// read-only. Returns the cache and whether it is read-only.
+    /// warning and the spec's fallback (the disk cache for a Redis one, else none) for this
+    /// run. Unwritable: read-only. Returns the cache and whether it is read-only.
     pub fn open_for_run(
         &self,
         require: bool,
         readonly: bool,
     ) -> Result<(Box<dyn Cache>, bool), i32> {
         let mut readonly = readonly;
-        let cache = match crate::cache::open(&self.text, &self.options) {
+        let cache = match self.spec.open(&self.options) {
             Ok(c) => c,
             Err(e) if require => {
                 eprintln!("ddcolor: cache unreachable: {e}");
                 return Err(exit::CACHE_UNREACHABLE);
             }
             Err(e) => {
-                let fallback = match self.spec {
-                    CacheSpec::Redis(_) | CacheSpec::Cluster(_) => {
-                        crate::cache::open("disk", &self.options).ok()
-                    }
-                    _ => None,
-                };
-                let fallback = fallback.unwrap_or_else(|| Box::new(crate::cache::none::NoCache));
+                let fallback = self
+                    .spec
+                    .fallback()
+                    .open(&self.options)
+                    .unwrap_or_else(|_| Box::new(crate::cache::none::NoCache));
                 eprintln!(
                     "ddcolor: warning: cache unreachable ({e}); using {} for this run",
                     fallback.describe()
@@ -133,7 +130,7 @@ impl CacheSettings {
     pub fn index_dir(&self) -> Option<PathBuf> {
         match &self.spec {
             CacheSpec::Disk(Some(dir)) => Some(dir.clone()),
-            _ => crate::cache::spec::default_disk_dir().ok(),
+            _ => crate::cache::disk::default_dir().ok(),
         }
     }
 }

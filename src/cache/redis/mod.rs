@@ -1,0 +1,473 @@
+//! Redis, on one server or a cluster: one [`Cache`] implementation, [`RedisCache`], over a
+//! [`Topology`] that says how a command reaches the keys: [`single`] (`redis://`, `rediss://`)
+//! or [`cluster`] (`redis-cluster://`, `rediss-cluster://`). TLS is rustls.
+//!
+//! Keys: a value is `SET <key> <bytes> [PX <ms>]`; its lease is `SET <key>:lease <token> NX PX
+//! <ms>`, released by a script that deletes it only while it still holds our token. A value and
+//! its lease share a hash tag ([`CacheKey`]), so in a cluster too every single-key command goes
+//! to the one node that owns the key. `stats` and `clear` SCAN every master.
+//!
+//! One connection behind a mutex; a call that fails with a connection error (I/O, timeout,
+//! dropped) reconnects and retries once. Connect timeout 2 s, read/write timeouts 5 s, so a
+//! dead server never hangs a run. No message carries a password.
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ::redis::{cmd, from_redis_value, Cmd, ConnectionLike, FromRedisValue, RedisError};
+use ::redis::{RedisResult, Value};
+
+use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+use super::key::CacheKey;
+use super::options::CacheOptions;
+use super::secret::Secrets;
+use super::util::{lock, new_token, ttl_ms};
+
+pub mod cluster;
+pub mod single;
+
+/// TCP (and TLS handshake) connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read and write timeout of every command.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// SCAN page size hint.
+const SCAN_COUNT: usize = 1000;
+
+/// Compare-and-delete of a lease.
+const RELEASE_SCRIPT: &str =
+    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+
+/// Compare-and-extend: a lease is renewed only by the holder of its token.
+const RENEW_SCRIPT: &str = "if redis.call('get',KEYS[1])==ARGV[1] then \
+     return redis.call('pexpire',KEYS[1],ARGV[2]) else return 0 end";
+
+/// What differs between one server and a cluster: how to connect, how a command or a
+/// pipeline reaches the node(s) it is for, and which nodes hold the keyspace. Single-key
+/// commands need nothing here: both connections route them by key.
+pub trait Topology: Send + Sync + Sized + 'static {
+    /// The backend's name in errors: `redis`, `redis-cluster`.
+    const BACKEND: &'static str;
+    /// The lookup command, as errors name it.
+    const LOOKUP: &'static str;
+    /// Whether `stats` shows the server's `INFO memory` figures (a cluster's are per node).
+    const MEMORY_INFO: bool;
+
+    type Conn: ConnectionLike + Send;
+    /// A node that holds a share of the keys: `()` for one server, a master's address in a
+    /// cluster.
+    type Node;
+
+    /// A fresh connection, with [`IO_TIMEOUT`] set.
+    fn connect(&self) -> RedisResult<Self::Conn>;
+
+    /// Run a command that is for no key in particular (PING) on any node.
+    fn on_any(conn: &mut Self::Conn, cmd: &Cmd) -> RedisResult<Value>;
+
+    /// Run a command on one node (SCAN, CONFIG GET).
+    fn on_node(conn: &mut Self::Conn, node: &Self::Node, cmd: &Cmd) -> RedisResult<Value>;
+
+    /// The nodes that hold the keyspace: every master.
+    fn masters(conn: &mut Self::Conn) -> RedisResult<Vec<Self::Node>>;
+
+    /// Send single-key commands in one pipeline (one round trip per node); one reply each.
+    fn pipeline<R: FromRedisValue>(
+        conn: &mut Self::Conn,
+        cmds: impl IntoIterator<Item = Cmd>,
+    ) -> RedisResult<R>;
+
+    /// The stored bytes of each key, in order, in as few round trips as the topology allows.
+    fn get_values(conn: &mut Self::Conn, keys: &[CacheKey]) -> RedisResult<Vec<Option<Vec<u8>>>>;
+
+    /// The first `stats` lines: where the keys live.
+    fn stats_head(shown: &str, masters: &[Self::Node]) -> Vec<(String, String)>;
+}
+
+/// A Redis server or cluster (see the module docs).
+pub struct RedisCache<T: Topology> {
+    topology: T,
+    conn: Mutex<Option<T::Conn>>,
+    shown: String,
+    secrets: Secrets,
+    prefix: String,
+}
+
+/// Install rustls' ring crypto provider as the process default (once; a provider installed
+/// by someone else is kept). `rediss://` needs one.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// Errors after which the connection's state is unknown: drop it, reconnect, retry once.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// `<words> <key>` for each key (`GET k`, `UNLINK k`, `MEMORY USAGE k`), for
+/// [`Topology::pipeline`].
+fn each_key<'a>(
+    words: &'a [&'a str],
+    keys: impl IntoIterator<Item = &'a str> + 'a,
+) -> impl Iterator<Item = Cmd> + 'a {
+    keys.into_iter().map(move |k| {
+        let mut c = Cmd::new();
+        c.arg(words).arg(k);
+        c
+    })
+}
+
+/// A value key (not a lease).
+fn is_value_key(k: &str) -> bool {
+    !k.ends_with(":lease")
+}
+
+/// Escape Redis glob metacharacters so that `s` matches literally in `SCAN MATCH`.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `CONFIG GET <name>`'s value, None if not allowed (ACL) or unknown.
+fn parse_config_get(v: &Value) -> Option<String> {
+    let items: Vec<String> = match v {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| ::redis::from_redis_value_ref::<String>(x).ok())
+            .collect(),
+        Value::Map(m) => m
+            .iter()
+            .flat_map(|(k, v)| [k, v])
+            .filter_map(|x| ::redis::from_redis_value_ref::<String>(x).ok())
+            .collect(),
+        _ => return None,
+    };
+    items.get(1).cloned()
+}
+
+/// A field of `INFO` output.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// `SET <key>:lease <token> NX PX <ms>`. On a retry (the first try may have landed before its
+/// reply was lost) a lease holding our own token counts as acquired.
+fn set_lease(
+    conn: &mut dyn ConnectionLike,
+    key: &CacheKey,
+    token: &str,
+    ttl: Duration,
+    retry: bool,
+) -> RedisResult<LeaseOutcome> {
+    let lease_key = key.lease_key();
+    let v: Value = cmd("SET")
+        .arg(&lease_key)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms(ttl))
+        .query(conn)?;
+    let acquired = || {
+        LeaseOutcome::Acquired(Lease {
+            key: key.clone(),
+            token: token.to_owned(),
+        })
+    };
+    if !matches!(v, Value::Nil) {
+        return Ok(acquired());
+    }
+    if retry {
+        let holder: Option<String> = cmd("GET").arg(&lease_key).query(conn)?;
+        if holder.as_deref() == Some(token) {
+            return Ok(acquired());
+        }
+    }
+    Ok(LeaseOutcome::HeldElsewhere)
+}
+
+/// SET, GET back and DEL a probe key outside the value namespace (`<prefix>:probe:<token>`).
+fn probe(conn: &mut dyn ConnectionLike, prefix: &str) -> RedisResult<bool> {
+    let key = format!("{prefix}:probe:{}", new_token());
+    let payload = b"ddcolor cache probe".to_vec();
+    cmd("SET")
+        .arg(&key)
+        .arg(&payload)
+        .arg("PX")
+        .arg(60_000)
+        .query::<Value>(conn)?;
+    let back: Option<Vec<u8>> = cmd("GET").arg(&key).query(conn)?;
+    let _ = cmd("DEL").arg(&key).query::<i64>(conn);
+    Ok(back.as_deref() == Some(&payload[..]))
+}
+
+impl<T: Topology> RedisCache<T> {
+    /// Build the client, connect and PING: an unreachable server, a wrong password or a bad
+    /// URL is an `Err` here, with no password in the message. `urls` are the node URLs (their
+    /// passwords are the secrets, a `rediss://` one needs TLS), `shown` the redacted spec.
+    fn start(
+        urls: &[&str],
+        shown: String,
+        opts: &CacheOptions,
+        client: impl FnOnce() -> RedisResult<T>,
+    ) -> Result<Self, CacheError> {
+        let secrets = Secrets::of_urls(urls.iter().copied());
+        if urls
+            .iter()
+            .any(|u| u.to_ascii_lowercase().starts_with("rediss://"))
+        {
+            ensure_crypto_provider();
+        }
+        let topology = client().map_err(|e| CacheError {
+            backend: T::BACKEND.to_owned(),
+            message: format!("{shown}: {}", secrets.scrub(&e.to_string())),
+        })?;
+        let cache = Self {
+            topology,
+            conn: Mutex::new(None),
+            shown,
+            secrets,
+            prefix: opts.prefix.clone(),
+        };
+        cache.with_conn("connect", |c, _| T::on_any(c, &cmd("PING")).map(drop))?;
+        Ok(cache)
+    }
+
+    fn err(&self, what: &str, e: &RedisError) -> CacheError {
+        CacheError {
+            backend: T::BACKEND.to_owned(),
+            message: format!(
+                "{}: {what}: {}",
+                self.shown,
+                self.secrets.scrub(&e.to_string())
+            ),
+        }
+    }
+
+    /// Run `f` on the connection, connecting first if needed. A connection error drops the
+    /// connection and retries once on a fresh one (`f`'s second argument says it is a retry);
+    /// a server that refuses or times out a fresh connection gets no second try: fail fast.
+    fn with_conn<R>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut T::Conn, bool) -> RedisResult<R>,
+    ) -> Result<R, CacheError> {
+        let mut guard = lock(&self.conn);
+        let mut retry = false;
+        loop {
+            let conn = match guard.as_mut() {
+                Some(c) => c,
+                None => match self.topology.connect() {
+                    Ok(c) => guard.insert(c),
+                    Err(e) => return Err(self.err(what, &e)),
+                },
+            };
+            match f(conn, retry) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let conn_err = is_connection_error(&e);
+                    if conn_err {
+                        *guard = None;
+                    }
+                    if !conn_err || retry {
+                        return Err(self.err(what, &e));
+                    }
+                    retry = true;
+                }
+            }
+        }
+    }
+
+    /// Walk every key under our prefix on every master: `visit` gets each SCAN page's keys.
+    /// Returns the masters.
+    fn scan_all(
+        &self,
+        what: &str,
+        mut visit: impl FnMut(&mut T::Conn, &[String]) -> RedisResult<()>,
+    ) -> Result<Vec<T::Node>, CacheError> {
+        let masters = self.with_conn(what, |c, _| T::masters(c))?;
+        let pattern = format!("{}*", escape_glob(&CacheKey::scan_prefix(&self.prefix)));
+        for node in &masters {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self.with_conn(what, |c, _| {
+                    let mut scan = cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT);
+                    Ok(from_redis_value(T::on_node(c, node, &scan)?)?)
+                })?;
+                if !keys.is_empty() {
+                    self.with_conn(what, |c, _| visit(c, &keys))?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(masters)
+    }
+}
+
+impl<T: Topology> Cache for RedisCache<T> {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    /// One call, one round trip per node: a pipeline of MGETs on one server, of GETs in a
+    /// cluster (see [`Topology::get_values`]).
+    fn get_many(&self, keys: &[CacheKey]) -> Vec<Lookup> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        match self.with_conn(T::LOOKUP, |c, _| T::get_values(c, keys)) {
+            Ok(values) if values.len() == keys.len() => values
+                .into_iter()
+                .map(|v| match v {
+                    Some(bytes) => Lookup::Hit(bytes),
+                    None => Lookup::Miss(Miss::Absent),
+                })
+                .collect(),
+            Ok(values) => {
+                let msg = format!(
+                    "{}: {} returned {} values for {} keys",
+                    self.shown,
+                    T::LOOKUP,
+                    values.len(),
+                    keys.len()
+                );
+                vec![Lookup::Miss(Miss::Error(msg)); keys.len()]
+            }
+            Err(e) => vec![Lookup::Miss(Miss::Error(e.to_string())); keys.len()],
+        }
+    }
+
+    fn put(&self, key: &CacheKey, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError> {
+        let mut set = cmd("SET");
+        set.arg(key.as_str()).arg(value);
+        if let Some(ttl) = ttl {
+            set.arg("PX").arg(ttl_ms(ttl));
+        }
+        self.with_conn("SET", |c, _| set.query::<Value>(c).map(drop))
+    }
+
+    fn try_lease(&self, key: &CacheKey, ttl: Duration) -> Result<LeaseOutcome, CacheError> {
+        let token = new_token();
+        self.with_conn("lease", |c, retry| set_lease(c, key, &token, ttl, retry))
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), CacheError> {
+        let mut eval = cmd("EVAL");
+        eval.arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(lease.key.lease_key())
+            .arg(&lease.token);
+        self.with_conn("release", |c, _| eval.query::<i64>(c).map(drop))
+    }
+
+    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError> {
+        let mut eval = cmd("EVAL");
+        eval.arg(RENEW_SCRIPT)
+            .arg(1)
+            .arg(lease.key.lease_key())
+            .arg(&lease.token)
+            .arg(ttl_ms(ttl));
+        self.with_conn("renew", |c, _| eval.query::<i64>(c).map(|n| n == 1))
+    }
+
+    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError> {
+        let mut exists = cmd("EXISTS");
+        exists.arg(key.lease_key());
+        self.with_conn("EXISTS", |c, _| exists.query::<i64>(c).map(|n| n > 0))
+    }
+
+    fn stats(&self) -> Result<CacheStats, CacheError> {
+        let mut entries = 0u64;
+        let mut bytes = Some(0u64);
+        let masters = self.scan_all("stats", |c, keys| {
+            let values: Vec<&String> = keys.iter().filter(|k| is_value_key(k)).collect();
+            entries += values.len() as u64;
+            if bytes.is_some() && !values.is_empty() {
+                // MEMORY may be denied by ACLs: then bytes are unknown.
+                let usage = each_key(&["MEMORY", "USAGE"], values.iter().map(|k| k.as_str()));
+                match T::pipeline::<Vec<Option<u64>>>(c, usage) {
+                    Ok(sizes) => {
+                        let sum: u64 = sizes.into_iter().flatten().sum();
+                        bytes = bytes.map(|b| b + sum);
+                    }
+                    Err(e) if is_connection_error(&e) => return Err(e),
+                    Err(_) => bytes = None,
+                }
+            }
+            Ok(())
+        })?;
+        let mut details = T::stats_head(&self.shown, &masters);
+        // CONFIG may be denied to ACL users, INFO too: leave those lines out then.
+        let mut policies = BTreeSet::new();
+        for node in &masters {
+            let v = self.with_conn("CONFIG GET", |c, _| {
+                T::on_node(c, node, cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+            });
+            if let Some(p) = v.ok().and_then(|v| parse_config_get(&v)) {
+                policies.insert(p);
+            }
+        }
+        if !policies.is_empty() {
+            details.push((
+                "maxmemory-policy".to_owned(),
+                policies.into_iter().collect::<Vec<_>>().join(","),
+            ));
+        }
+        if T::MEMORY_INFO {
+            let info = self.with_conn("INFO", |c, _| {
+                let v = T::on_any(c, cmd("INFO").arg("memory"))?;
+                Ok(from_redis_value::<String>(v)?)
+            });
+            for f in ["used_memory_human", "maxmemory_human"] {
+                if let Some(v) = info.as_deref().ok().and_then(|i| info_field(i, f)) {
+                    details.push((f.to_owned(), v));
+                }
+            }
+        }
+        Ok(CacheStats {
+            entries,
+            bytes,
+            details,
+        })
+    }
+
+    /// One UNLINK per key, pipelined: keys of different images are in different slots.
+    fn clear(&self) -> Result<u64, CacheError> {
+        let mut removed = 0u64;
+        self.scan_all("clear", |c, keys| {
+            let counts: Vec<u64> =
+                T::pipeline(c, each_key(&["UNLINK"], keys.iter().map(String::as_str)))?;
+            removed += counts.iter().sum::<u64>();
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    fn check_writable(&self) -> Result<(), CacheError> {
+        if self.with_conn("probe", |c, _| probe(c, &self.prefix))? {
+            Ok(())
+        } else {
+            Err(CacheError {
+                backend: T::BACKEND.to_owned(),
+                message: format!("{}: probe key read back different bytes", self.shown),
+            })
+        }
+    }
+}
