@@ -23,7 +23,7 @@ cargo build --release --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rss_mb() { awk '/Maximum resident set size/ {printf "%.0f", $6/1024}' "$1"; }
-secs() { awk '/Elapsed \(wall clock\)/ {n=split($8,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$1"; }
+secs() { awk '/Elapsed \(wall clock\)/ {n=split($8,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; printf "%.2f", s}' "$1"; }
 
 # COUNT distinct 8-bit gray PNGs of SIDE pixels under DIR (1000 per subfolder), written by
 # Python's standard library alone.

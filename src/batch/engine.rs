@@ -28,7 +28,7 @@ use super::model::LazyModel;
 use super::report::{Counts, Progress, Record, ReportSink, Status, Summary};
 use super::walk::{Found, Input, Sources};
 use super::BatchOptions;
-use crate::cache::{value, Cache, CacheKey, Lease, Lookup};
+use crate::cache::{value, Cache, CacheKey, Lease};
 use crate::error::Error;
 use crate::meta::Metadata;
 use crate::pipeline::{Keep, Prepared};
@@ -377,13 +377,13 @@ pub fn run(
             })
             .collect();
         drop((work_rx, infer_tx));
-        s.spawn(move || poller(shared, defer_rx));
+        s.spawn(move || super::poll::poller(shared, defer_rx));
         let writer = {
             let write_rx = write_rx.clone();
             s.spawn(move || super::write::writer(shared, write_rx))
         };
         drop(write_rx);
-        infer_loop(shared, infer_rx, &write_tx);
+        super::infer::infer_loop(shared, infer_rx, &write_tx);
         drop(write_tx);
         for w in workers {
             let _ = w.join();
@@ -543,169 +543,4 @@ fn prep_worker(
             return;
         }
     }
-}
-
-/// Watch images whose lease another process holds: hand each back when its value lands (then
-/// it is served from the cache) or when the lease lapses without one (then it is leased here).
-fn poller(shared: &Shared, defer: Receiver<Item>) {
-    let mut waiting: Vec<Item> = Vec::new();
-    let mut pause = Duration::from_millis(100);
-    let mut said = false;
-    loop {
-        while let Ok(item) = defer.try_recv() {
-            waiting.push(item);
-        }
-        if shared.is_aborted() {
-            for item in waiting.drain(..) {
-                shared.release(item.lease);
-                shared.done_with_one();
-            }
-        }
-        if waiting.is_empty() {
-            if shared.finished() {
-                return;
-            }
-            if let Ok(item) = defer.recv_timeout(Duration::from_millis(50)) {
-                waiting.push(item);
-                pause = Duration::from_millis(100);
-            }
-            continue;
-        }
-        if !said && !shared.opts.quiet {
-            said = true;
-            shared.progress.println(&format!(
-                "ddcolor: waiting for images that another process is colorizing (its leases \
-                 last {} s after it stops)",
-                shared.opts.lease_ttl.as_secs_f64()
-            ));
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(2));
-        let keys: Vec<(CacheKey, usize)> = match waiting
-            .iter()
-            .map(|i| shared.key(i.sha.as_ref().expect("deferred items are hashed")))
-            .collect()
-        {
-            Ok(k) => k,
-            Err(e) => {
-                shared.abort(e);
-                continue;
-            }
-        };
-        let plain: Vec<CacheKey> = keys.iter().map(|(k, _)| k.clone()).collect();
-        let found = shared.cache.get_many(&plain);
-        let mut still = Vec::new();
-        for ((mut item, (key, channels)), look) in waiting.drain(..).zip(keys).zip(found) {
-            let ab = match look {
-                Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
-                Lookup::Miss(_) => None,
-            };
-            let hand_back = match ab {
-                Some(ab) => {
-                    item.cached = Some(ab);
-                    true
-                }
-                None => !matches!(shared.cache.lease_alive(&key), Ok(true)),
-            };
-            if hand_back {
-                pause = Duration::from_millis(100);
-                // still counted as open: it goes back to the prep workers
-                let _ = shared.retry.send(item);
-            } else {
-                still.push(item);
-            }
-        }
-        waiting = still;
-    }
-}
-
-/// Run the model on batches of jobs, store each value, release its lease, pass it on.
-fn infer_loop(shared: &Shared, jobs: Receiver<Job>, write: &Sender<Ready>) {
-    let batch = shared.opts.batch.max(1);
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        // fill the batch with what is ready within a moment, never waiting for a full one
-        let deadline = Instant::now() + Duration::from_millis(100);
-        while group.len() < batch {
-            match jobs.recv_deadline(deadline) {
-                Ok(j) => group.push(j),
-                Err(_) => break,
-            }
-        }
-        if shared.is_aborted() {
-            for j in group {
-                shared.release(j.item.lease);
-            }
-            continue;
-        }
-        let colorizer = match shared.model.get() {
-            Ok(c) => c,
-            Err(e) => {
-                for j in group {
-                    shared.release(j.item.lease);
-                }
-                shared.abort(e);
-                continue;
-            }
-        };
-        let inputs: Vec<&[f32]> = group
-            .iter()
-            .map(|j| j.prepared.model_input.as_slice())
-            .collect();
-        let predicted = colorizer.predict(&inputs);
-        if let Some(ms) = test_sleep() {
-            std::thread::sleep(ms);
-        }
-        shared.summary().forward_passes += 1;
-        let size = colorizer.size();
-        let channels = colorizer.model().config().num_output_channels;
-        let mut predicted = match predicted {
-            Ok(abs) => abs.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => group.iter().map(|_| Err(e.to_string())).collect(),
-        };
-        for (mut job, pred) in group.into_iter().zip(predicted.drain(..)) {
-            let result = match pred {
-                Ok(ab) => {
-                    // what a later cache hit will see, so both write the same bytes
-                    let stored = value::encode(&ab, size, channels);
-                    if !shared.opts.cache_readonly {
-                        match shared.key(job.item.sha.as_ref().expect("hashed")) {
-                            Ok((key, _)) => {
-                                if let Err(e) =
-                                    shared.cache.put(&key, &stored, shared.opts.cache_ttl)
-                                {
-                                    shared.warn_once("cache-put", || {
-                                        format!("cannot store results in the cache ({e})")
-                                    });
-                                }
-                            }
-                            Err(e) => shared.abort(e),
-                        }
-                    }
-                    job.ab = Some(
-                        value::decode(&stored, size, channels)
-                            .unwrap_or_else(|| value::quantise(&ab)),
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(format!("inference failed: {e}")),
-            };
-            shared.release(job.item.lease.take());
-            if write.send((job, result)).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Test hook: `DDCOLOR_TEST_INFER_SLEEP_MS` makes every forward pass that long slower, so that
-/// tests can hold leases past their TTL and change files under a run (never set otherwise).
-fn test_sleep() -> Option<Duration> {
-    static SLEEP: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    *SLEEP.get_or_init(|| {
-        std::env::var("DDCOLOR_TEST_INFER_SLEEP_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-    })
 }
