@@ -1,5 +1,5 @@
-//! With the `cuda` feature: compile `src/model/kernels.cu` to PTX with nvcc (for
-//! `CUDA_COMPUTE_CAP`, as candle's own kernels), embedded by `src/model/ops.rs`. Without it:
+//! With the `cuda` feature: compile `src/kernels/depthwise.cu` to PTX with nvcc (for
+//! `CUDA_COMPUTE_CAP`, as candle's own kernels), embedded by `src/kernels/depthwise.rs`. Without it:
 //! nothing. `scripts/cuda-toolchain.sh` provides nvcc on machines without a CUDA install.
 use std::env;
 use std::path::PathBuf;
@@ -10,12 +10,12 @@ fn main() {
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    let src = "src/model/kernels.cu";
+    let src = "src/kernels/depthwise.cu";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=NVCC");
     let out =
-        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("kernels.ptx");
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("depthwise.ptx");
     // the GPU generation, as candle-kernels picks it: CUDA_COMPUTE_CAP, else nvidia-smi's
     // answer, else Hopper (90)
     let cap = env::var("CUDA_COMPUTE_CAP")

@@ -1,7 +1,8 @@
 //! ddcolor: colorize black-and-white photos with DDColor, in candle, as a library and a CLI.
 //!
 //! Data flow: [`imageio`] decodes a file; [`pipeline`] turns it into the full-resolution L
-//! channel and the square gray model input; [`model`] (DDColor) predicts ab; [`pipeline`]
+//! channel and the square gray model input; [`model`] (DDColor, on the tensor ops of
+//! [`kernels`]) predicts ab; [`pipeline`]
 //! composes full-resolution L with the resized ab; [`imageio`] writes the result atomically.
 //! [`Colorizer`] ties these together for one image.
 pub mod alloc;
@@ -12,6 +13,7 @@ pub mod colorizer;
 pub mod device;
 pub mod error;
 pub mod imageio;
+pub mod kernels;
 mod keywords;
 pub mod meta;
 pub mod model;

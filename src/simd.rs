@@ -2,7 +2,7 @@
 //!
 //! The release build targets baseline x86-64 (SSE2); a hand-written loop compiled only for that
 //! runs at 4 lanes on CPUs with 16. [`multiversion!`] compiles a loop for AVX-512, AVX2+FMA and
-//! the baseline and dispatches on what the CPU has, so the model's kernels (`model::ops`) and
+//! the baseline and dispatches on what the CPU has, so the model's kernels (`kernels`) and
 //! the colour loops (`pipeline`) are vectorised for the machine they run on.
 
 /// Compile a kernel three times (AVX-512, AVX2+FMA, baseline) and pick the best the CPU has at

@@ -4,7 +4,8 @@
 //! (`scripts/gpu-check.sh` sets it), which turns a missing GPU into a failure.
 use candle_core::{DType, Device, Tensor};
 use ddcolor::device::DeviceSpec;
-use ddcolor::model::{ops, DDColor};
+use ddcolor::kernels::depthwise;
+use ddcolor::model::DDColor;
 
 use crate::util::{golden, max_abs, max_abs_diff};
 
@@ -30,7 +31,7 @@ fn depthwise_kernel_matches_the_cpu_kernel() {
         let x = Tensor::randn(0f32, 1.0, (n, h, w, c), &Device::Cpu).unwrap();
         let wt = Tensor::randn(0f32, 0.2, (k, k, c), &Device::Cpu).unwrap();
         let b = Tensor::randn(0f32, 1.0, c, &Device::Cpu).unwrap();
-        let want = ops::depthwise_conv_nhwc(&x, &wt, &b).unwrap();
+        let want = depthwise::depthwise_conv_nhwc(&x, &wt, &b).unwrap();
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 3e-2), (DType::F16, 4e-3)] {
             let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
             let back = |t: Tensor| {
@@ -39,7 +40,7 @@ fn depthwise_kernel_matches_the_cpu_kernel() {
                     .to_device(&Device::Cpu)
                     .unwrap()
             };
-            let got = back(ops::depthwise_conv_nhwc(&on(&x), &on(&wt), &on(&b)).unwrap());
+            let got = back(depthwise::depthwise_conv_nhwc(&on(&x), &on(&wt), &on(&b)).unwrap());
             let d = max_abs_diff(&got, &want);
             let scale = max_abs(&want);
             assert!(
@@ -48,7 +49,7 @@ fn depthwise_kernel_matches_the_cpu_kernel() {
             );
             // and the kernel is what ran: the tensor-op version agrees too
             let shifted =
-                back(ops::depthwise_conv_nhwc_shifted(&on(&x), &on(&wt), &on(&b)).unwrap());
+                back(depthwise::depthwise_conv_nhwc_shifted(&on(&x), &on(&wt), &on(&b)).unwrap());
             assert!(max_abs_diff(&shifted, &want) <= tol * scale);
         }
     }

@@ -134,7 +134,7 @@ fn random_released(keys_file: &str) -> Checkpoint {
     );
     Checkpoint::from_tensors(
         keys_file,
-        ddcolor::model::weights::Container::Safetensors,
+        ddcolor::model::checkpoint::Container::Safetensors,
         tensors,
     )
 }

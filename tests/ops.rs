@@ -1,8 +1,8 @@
 //! The hand-written kernels against plain candle formulations.
 use candle_core::{DType, Device, Tensor, D};
-use ddcolor::model::gemm::{self, Channels, Epilogue};
-use ddcolor::model::ops::Act;
-use ddcolor::model::{attention, ops, winograd};
+use ddcolor::kernels::activation::Act;
+use ddcolor::kernels::epilogue::{Channels, Epilogue};
+use ddcolor::kernels::{attention, depthwise, gemm, im2col, norm, tail, winograd};
 
 use crate::util::max_abs_diff;
 
@@ -23,8 +23,8 @@ fn depthwise_kernel_matches_grouped_conv2d() {
         let x = Tensor::randn(0f32, 1.0, (b, h, w, c), &Device::Cpu).unwrap();
         let wt = Tensor::randn(0f32, 1.0, (k, k, c), &Device::Cpu).unwrap();
         let bias = Tensor::randn(0f32, 1.0, c, &Device::Cpu).unwrap();
-        let fast = ops::depthwise_conv_nhwc(&x, &wt, &bias).unwrap();
-        let want = ops::depthwise_conv_reference(&x, &wt, &bias).unwrap();
+        let fast = depthwise::depthwise_conv_nhwc(&x, &wt, &bias).unwrap();
+        let want = depthwise::depthwise_conv_reference(&x, &wt, &bias).unwrap();
         let d = max_abs_diff(&fast, &want);
         assert!(d < 1e-4, "{b}x{h}x{w}x{c} k{k}: {d}");
     }
@@ -36,7 +36,7 @@ fn layer_norm_is_accurate_on_large_offsets() {
     let x = (Tensor::randn(0f32, 0.01, (3, 7, 96), &Device::Cpu).unwrap() + 300.0).unwrap();
     let w = Tensor::randn(1f32, 0.1, 96, &Device::Cpu).unwrap();
     let b = Tensor::randn(0f32, 0.1, 96, &Device::Cpu).unwrap();
-    let got = ops::layer_norm_last(&x, &w, &b, 1e-6).unwrap();
+    let got = norm::layer_norm_last(&x, &w, &b, 1e-6).unwrap();
     let x64 = x.to_dtype(candle_core::DType::F64).unwrap();
     let mean = x64.mean_keepdim(D::Minus1).unwrap();
     let xc = x64.broadcast_sub(&mean).unwrap();
@@ -61,7 +61,7 @@ fn pixel_shuffle_and_blur_follow_torch() {
         .unwrap()
         .reshape((1, 4, 2, 2))
         .unwrap();
-    let y = ops::pixel_shuffle(&x, 2).unwrap();
+    let y = tail::pixel_shuffle(&x, 2).unwrap();
     let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(
         v,
@@ -72,7 +72,7 @@ fn pixel_shuffle_and_blur_follow_torch() {
         .unwrap()
         .reshape((1, 1, 2, 2))
         .unwrap();
-    let v = ops::blur_replicate(&x)
+    let v = tail::blur_replicate(&x)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -83,7 +83,9 @@ fn pixel_shuffle_and_blur_follow_torch() {
 
 #[test]
 fn fused_channel_ops_match_candle() {
-    use ddcolor::model::ops::{channel_op, shuffle_blur, Act};
+    use ddcolor::kernels::activation::Act;
+    use ddcolor::kernels::epilogue::channel_op;
+    use ddcolor::kernels::tail::shuffle_blur;
     let dev = Device::Cpu;
     let x = Tensor::randn(0f32, 2.0, (2, 5, 3, 4), &dev).unwrap();
     let s = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
@@ -114,7 +116,7 @@ fn fused_channel_ops_match_candle() {
     assert!(max_abs_diff(&fast, &want) < 1e-5);
     // pixel shuffle + blur fused
     let x = Tensor::randn(0f32, 1.0, (2, 3 * 16, 5, 6), &dev).unwrap();
-    let want = ops::blur_replicate(&ops::pixel_shuffle(&x, 4).unwrap()).unwrap();
+    let want = tail::blur_replicate(&tail::pixel_shuffle(&x, 4).unwrap()).unwrap();
     assert!(max_abs_diff(&shuffle_blur(&x, 4).unwrap(), &want) < 1e-5);
 }
 
@@ -140,7 +142,7 @@ fn im2col_and_winograd_convolutions_match_candle_conv2d() {
         let per_channel = |t: &Tensor| t.reshape((1, o, 1, 1)).unwrap();
         let u = (k == 3).then(|| winograd::weight(&wt).unwrap());
         let fast = |epi: &Epilogue| {
-            let mut outs = vec![("im2col", ops::conv2d_same(&x, &wt, epi).unwrap())];
+            let mut outs = vec![("im2col", im2col::conv2d_same(&x, &wt, epi).unwrap())];
             if let Some(u) = &u {
                 outs.push(("winograd", winograd::conv3x3(&x, u, epi).unwrap()));
             }
@@ -189,7 +191,7 @@ fn subpixel_contraction_matches_the_tensor_formulation() {
     let r = Tensor::randn(0f32, 1.0, (n, c * s), &dev).unwrap();
     let bias = Tensor::randn(0f32, 1.0, c * s, &dev).unwrap();
     let a = Tensor::randn(0f32, 1.0, (o, c), &dev).unwrap();
-    let fast = ops::subpixel_contract(&r, &bias, &a, s).unwrap();
+    let fast = tail::subpixel_contract(&r, &bias, &a, s).unwrap();
     // y[p, o*S + s] = sum_c a[o, c] relu(r[p, c*S + s] + bias[c*S + s])
     let rv = r.to_vec2::<f32>().unwrap();
     let bv = bias.to_vec1::<f32>().unwrap();
@@ -205,7 +207,7 @@ fn subpixel_contraction_matches_the_tensor_formulation() {
             }
         }
     }
-    assert!(ops::subpixel_contract(&r, &bias.narrow(0, 0, 5).unwrap(), &a, s).is_err());
+    assert!(tail::subpixel_contract(&r, &bias.narrow(0, 0, 5).unwrap(), &a, s).is_err());
 }
 
 #[test]
@@ -213,7 +215,7 @@ fn softmax_matches_candle() {
     // row lengths around the 16-lane split, attention-like scales, a row far from zero
     for n in [1usize, 7, 16, 17, 100, 1024, 4099] {
         let x = (Tensor::randn(0f32, 8.0, (3, 5, n), &Device::Cpu).unwrap() + 50.0).unwrap();
-        let got = ops::softmax_last_dim(&x).unwrap();
+        let got = norm::softmax_last_dim(&x).unwrap();
         let want = candle_nn::ops::softmax_last_dim(&x).unwrap();
         let d = max_abs_diff(&got, &want);
         assert!(d <= 1e-6, "row of {n}: max |diff| {d}");

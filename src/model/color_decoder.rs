@@ -4,12 +4,12 @@
 //!
 //! PyTorch keeps sequences first (`[L, B, C]`); here they are batch first (`[B, L, C]`), the
 //! same arithmetic.
-use super::attention::attention_channels_first;
-use super::ops::softmax_last_dim;
 use candle_core::{Device, Result, Tensor};
 
+use super::checkpoint::Vb;
 use super::layers::{to_dev, Conv2d, LayerNorm, Linear, LoadResult};
-use super::weights::Vb;
+use crate::kernels::attention::attention_channels_first;
+use crate::kernels::norm::softmax_last_dim;
 
 /// `nn.LayerNorm`'s default epsilon, used by every norm of the colour decoder.
 const LN_EPS: f64 = 1e-5;
@@ -37,6 +37,7 @@ struct MultiheadAttention {
     v: Linear,
     out: Linear,
     heads: usize,
+    span: tracing::Span,
 }
 
 /// `in_proj_weight`/`in_proj_bias` split into the q, k and v parts (`[C, C]`, `[C]`, on the CPU).
@@ -63,6 +64,7 @@ impl MultiheadAttention {
             v: lin(v)?,
             out: Linear::load(&vb.pp("out_proj"), c, c, dev)?,
             heads,
+            span: tracing::span!(tracing::Level::TRACE, "multihead-attention"),
         })
     }
 
@@ -75,6 +77,7 @@ impl MultiheadAttention {
 
     /// `attn(query, key, value)` with `[B, Lq, C]`, `[B, Lk, C]`, `[B, Lk, C]`.
     fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let (b, lq, c) = query.dims3()?;
         let scale = 1.0 / ((c / self.heads) as f64).sqrt();
         let q = self.split_heads(&(self.q.forward(query)? * scale)?)?;
@@ -101,6 +104,7 @@ struct CrossAttentionLayer {
     out: Linear,
     heads: usize,
     norm: LayerNorm,
+    span: tracing::Span,
 }
 
 impl CrossAttentionLayer {
@@ -120,11 +124,13 @@ impl CrossAttentionLayer {
             out: Linear::load(&a.pp("out_proj"), c, c, dev)?,
             heads,
             norm: LayerNorm::load(&vb.pp("norm"), c, LN_EPS, dev)?,
+            span: tracing::span!(tracing::Level::TRACE, "cross-attention-layer"),
         })
     }
 
     /// `tgt`, `qpos`: `[B, Lq, C]`; `key` (memory + pos) and `value` (memory): `[B, C, L]`.
     fn forward(&self, tgt: &Tensor, key: &Tensor, value: &Tensor, qpos: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let (b, lq, c) = tgt.dims3()?;
         let l = key.dim(2)?;
         let (nh, d) = (self.heads, c / self.heads);
@@ -154,10 +160,12 @@ impl CrossAttentionLayer {
 struct SelfAttentionLayer {
     attn: MultiheadAttention,
     norm: LayerNorm,
+    span: tracing::Span,
 }
 
 impl SelfAttentionLayer {
     fn forward(&self, tgt: &Tensor, qpos: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let qk = (tgt + qpos)?;
         let y = self.attn.forward(&qk, &qk, tgt)?;
         self.norm.forward(&(tgt + y)?)
@@ -170,10 +178,12 @@ struct FfnLayer {
     linear1: Linear,
     linear2: Linear,
     norm: LayerNorm,
+    span: tracing::Span,
 }
 
 impl FfnLayer {
     fn forward(&self, tgt: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let y = self.linear2.forward(&self.linear1.forward(tgt)?.relu()?)?;
         self.norm.forward(&(tgt + y)?)
     }
@@ -227,6 +237,7 @@ pub struct MultiScaleColorDecoder {
     query_embed: Tensor, // [Q, C]
     input_proj: Vec<Conv2d>,
     color_embed: [Linear; 3],
+    span: tracing::Span,
 }
 
 impl MultiScaleColorDecoder {
@@ -242,12 +253,14 @@ impl MultiScaleColorDecoder {
             selfa.push(SelfAttentionLayer {
                 attn: MultiheadAttention::load(&l.pp("self_attn"), c, cfg.num_heads, dev)?,
                 norm: LayerNorm::load(&l.pp("norm"), c, LN_EPS, dev)?,
+                span: tracing::span!(tracing::Level::TRACE, "self-attention-layer"),
             });
             let l = vb.pp("transformer_ffn_layers").pp(i);
             ffn.push(FfnLayer {
                 linear1: Linear::load(&l.pp("linear1"), c, cfg.dim_feedforward, dev)?,
                 linear2: Linear::load(&l.pp("linear2"), cfg.dim_feedforward, c, dev)?,
                 norm: LayerNorm::load(&l.pp("norm"), c, LN_EPS, dev)?,
+                span: tracing::span!(tracing::Level::TRACE, "ffn-layer"),
             });
         }
         let q = cfg.num_queries;
@@ -281,11 +294,13 @@ impl MultiScaleColorDecoder {
                 Linear::load(&ce.pp(1), c, c, dev)?,
                 Linear::load(&ce.pp(2), c, cfg.color_embed_dim, dev)?,
             ],
+            span: tracing::span!(tracing::Level::TRACE, "color-decoder"),
         })
     }
 
     /// The per-query colour embeddings `[B, Q, color_embed_dim]` for the three scales.
     pub fn color_embeddings(&self, scales: &[Tensor; 3]) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let c = self.cfg.hidden_dim;
         let b = scales[0].dim(0)?;
         // per scale, channels first [B, C, HW]: the value (memory) and the key (memory + pos)
@@ -328,6 +343,7 @@ impl MultiScaleColorDecoder {
 
     /// `einsum("bqc,bchw->bqhw", color_embed, img_features)`.
     pub fn forward(&self, scales: &[Tensor; 3], img: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let e = self.color_embeddings(scales)?;
         let (b, ce, h, w) = img.dims4()?;
         e.matmul(&img.reshape((b, ce, h * w))?)?

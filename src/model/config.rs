@@ -3,9 +3,9 @@
 //! cannot tell, comes from a Hugging Face `config.json` beside the weights, else 8).
 use std::path::Path;
 
+use super::checkpoint::{Checkpoint, LoadError};
 use super::color_decoder::ColorDecoderConfig;
 use super::convnext::ConvNextConfig;
-use super::weights::{Checkpoint, LoadError};
 
 /// Attention heads in every released model.
 pub const DEFAULT_HEADS: usize = 8;

@@ -5,10 +5,11 @@
 //! contiguous channel rows. The four hooked features (`norm0..norm3`) are returned in NCHW.
 use candle_core::{Device, Result, Tensor};
 
-use super::gemm::{self, Channels, Epilogue};
+use super::checkpoint::Vb;
 use super::layers::{to_dev, LayerNorm, Linear, LoadResult};
-use super::ops::{self, Act};
-use super::weights::Vb;
+use crate::kernels::activation::Act;
+use crate::kernels::epilogue::{Channels, Epilogue};
+use crate::kernels::{depthwise, gemm};
 
 /// ConvNeXt's `LayerNorm(eps=1e-6)`, both data formats.
 const LN_EPS: f64 = 1e-6;
@@ -20,6 +21,7 @@ struct Patchify {
     p: usize,
     w_t: Tensor, // [p*p*c_in, c_out], rows ordered (ky, kx, c)
     b: Tensor,
+    span: tracing::Span,
 }
 
 impl Patchify {
@@ -36,10 +38,12 @@ impl Patchify {
             p,
             w_t: to_dev(vb, w_t, dev)?,
             b: to_dev(vb, vb.get("bias", &[c_out])?, dev)?,
+            span: tracing::span!(tracing::Level::TRACE, "patchify"),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let (b, h, w, c) = x.dims4()?;
         let p = self.p;
         let (oh, ow) = (h / p, w / p);
@@ -66,6 +70,7 @@ struct Block {
     norm: LayerNorm,
     pwconv1: Linear,
     pwconv2: Linear, // layer scale `gamma` folded in
+    span: tracing::Span,
 }
 
 impl Block {
@@ -92,14 +97,44 @@ impl Block {
             norm: LayerNorm::load(&vb.pp("norm"), dim, LN_EPS, dev)?,
             pwconv1: Linear::load(&vb.pp("pwconv1"), dim, 4 * dim, dev)?,
             pwconv2: Linear::from_weight(vb, &w2, b2, dev)?,
+            span: tracing::span!(tracing::Level::TRACE, "convnext-block"),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::depthwise_conv_nhwc(x, &self.dw_w, &self.dw_b)?;
+        let _enter = self.span.enter();
+        let y = depthwise::depthwise_conv_nhwc(x, &self.dw_w, &self.dw_b)?;
         let y = self.norm.forward(&y)?;
         let y = self.pwconv1.forward_act(&y, Act::Gelu)?;
         self.pwconv2.forward_residual(&y, x)
+    }
+}
+
+/// `stages.i`: `depths[i]` blocks of width `dims[i]`, one after the other.
+#[derive(Debug, Clone)]
+struct Stage {
+    blocks: Vec<Block>,
+    span: tracing::Span,
+}
+
+impl Stage {
+    fn load(vb: &Vb, depth: usize, dim: usize, dev: &Device) -> LoadResult<Self> {
+        let blocks = (0..depth)
+            .map(|j| Block::load(&vb.pp(j), dim, dev))
+            .collect::<LoadResult<Vec<_>>>()?;
+        Ok(Self {
+            blocks,
+            span: tracing::span!(tracing::Level::TRACE, "convnext-stage"),
+        })
+    }
+
+    /// Takes `x` by value: each block's input is dropped once the block has run.
+    fn forward(&self, mut x: Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+        }
+        Ok(x)
     }
 }
 
@@ -145,9 +180,10 @@ pub struct ConvNext {
     stem_norm: LayerNorm,
     /// `downsample_layers.{1,2,3}`: LayerNorm then a 2x2 stride-2 conv.
     down: Vec<(LayerNorm, Patchify)>,
-    stages: Vec<Vec<Block>>,
+    stages: Vec<Stage>,
     /// `norm0..norm3`, whose outputs the decoder hooks.
     hook_norms: Vec<LayerNorm>,
+    span: tracing::Span,
 }
 
 impl ConvNext {
@@ -166,11 +202,7 @@ impl ConvNext {
         }
         let mut stages = Vec::with_capacity(4);
         for (i, (&depth, &dim)) in cfg.depths.iter().zip(&d).enumerate() {
-            let s = vb.pp("stages").pp(i);
-            let blocks = (0..depth)
-                .map(|j| Block::load(&s.pp(j), dim, dev))
-                .collect::<LoadResult<Vec<_>>>()?;
-            stages.push(blocks);
+            stages.push(Stage::load(&vb.pp("stages").pp(i), depth, dim, dev)?);
         }
         let hook_norms = (0..4)
             .map(|i| LayerNorm::load(&vb.pp(format!("norm{i}")), d[i], LN_EPS, dev))
@@ -181,11 +213,13 @@ impl ConvNext {
             down,
             stages,
             hook_norms,
+            span: tracing::span!(tracing::Level::TRACE, "convnext"),
         })
     }
 
     /// The four hooked features `norm0..norm3`, NCHW, at strides 4, 8, 16 and 32.
     pub fn forward(&self, x_nchw: &Tensor) -> Result<Vec<Tensor>> {
+        let _enter = self.span.enter();
         let x = x_nchw.permute((0, 2, 3, 1))?;
         let mut x = self.stem_norm.forward(&self.stem.forward(&x)?)?;
         let mut hooks = Vec::with_capacity(4);
@@ -194,9 +228,7 @@ impl ConvNext {
                 let (norm, conv) = &self.down[i - 1];
                 x = conv.forward(&norm.forward(&x)?)?;
             }
-            for block in &self.stages[i] {
-                x = block.forward(&x)?;
-            }
+            x = self.stages[i].forward(x)?;
             let hooked = self.hook_norms[i].forward(&x)?;
             hooks.push(hooked.permute((0, 3, 1, 2))?.contiguous()?);
         }

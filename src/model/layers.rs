@@ -2,10 +2,11 @@
 //! spectral norm and BatchNorm folded at load time), eval-mode BatchNorm and LayerNorm.
 use candle_core::{Device, Result, Tensor};
 
-use super::gemm::{self, Channels, Epilogue};
-use super::ops::{self, Act};
-use super::weights::{LoadError, Vb};
-use super::winograd;
+use super::checkpoint::{LoadError, Vb};
+use crate::kernels::activation::Act;
+use crate::kernels::common::is_cpu_f32;
+use crate::kernels::epilogue::{channel_op, Channels, Epilogue};
+use crate::kernels::{gemm, im2col, norm, winograd};
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
 
@@ -21,6 +22,7 @@ pub(crate) fn to_dev(vb: &Vb, t: Tensor, dev: &Device) -> LoadResult<Tensor> {
 pub struct Linear {
     w_t: Tensor,
     b: Tensor,
+    span: tracing::Span,
 }
 
 impl Linear {
@@ -38,6 +40,7 @@ impl Linear {
         Ok(Self {
             w_t: to_dev(vb, w_t, dev)?,
             b: to_dev(vb, b, dev)?,
+            span: tracing::span!(tracing::Level::TRACE, "linear"),
         })
     }
 
@@ -47,6 +50,7 @@ impl Linear {
 
     /// `act(x W^T + b)`, the bias and activation applied in place after the product.
     pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        let _enter = self.span.enter();
         self.on_rows(x, |x2| {
             gemm::matmul_epilogue(
                 x2,
@@ -59,6 +63,7 @@ impl Linear {
 
     /// `res + x W^T + b` (a residual branch), accumulated onto `res`.
     pub fn forward_residual(&self, x: &Tensor, res: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         self.on_rows(x, |x2| {
             let r = res.reshape((x2.dim(0)?, self.w_t.dim(1)?))?;
             gemm::matmul_bias_residual(x2, &self.w_t, &self.b, &r)
@@ -82,6 +87,7 @@ impl Linear {
 pub struct ChannelAffine {
     pub scale: Tensor,
     pub shift: Tensor,
+    span: tracing::Span,
 }
 
 impl ChannelAffine {
@@ -98,19 +104,25 @@ impl ChannelAffine {
             Ok((scale, shift))
         };
         let (scale, shift) = fold().map_err(|e| vb.checkpoint().tensor_err(e))?;
-        Ok(Self { scale, shift })
+        Ok(Self {
+            scale,
+            shift,
+            span: tracing::span!(tracing::Level::TRACE, "batch-norm"),
+        })
     }
 
     pub fn to_device(self, vb: &Vb, dev: &Device) -> LoadResult<Self> {
         Ok(Self {
             scale: to_dev(vb, self.scale, dev)?,
             shift: to_dev(vb, self.shift, dev)?,
+            span: self.span,
         })
     }
 
     /// `post(pre(x) * scale + shift)` on NCHW.
     pub fn forward(&self, x: &Tensor, pre: Act, post: Act) -> Result<Tensor> {
-        ops::channel_op(x, Some(&self.scale), &self.shift, 1, pre, post)
+        let _enter = self.span.enter();
+        channel_op(x, Some(&self.scale), &self.shift, 1, pre, post)
     }
 }
 
@@ -124,6 +136,7 @@ pub struct Conv2d {
     padding: usize,
     /// For a 3x3 "same" convolution of an f32 CPU model: the Winograd-transformed weight.
     winograd: Option<Tensor>,
+    span: tracing::Span,
 }
 
 impl Conv2d {
@@ -148,7 +161,7 @@ impl Conv2d {
             None => None,
         };
         let w = to_dev(vb, w, dev)?;
-        let winograd = if k == 3 && stride == 1 && padding == 1 && ops::is_cpu_f32(&[&w]) {
+        let winograd = if k == 3 && stride == 1 && padding == 1 && is_cpu_f32(&[&w]) {
             Some(winograd::weight(&w).map_err(e)?)
         } else {
             None
@@ -160,6 +173,7 @@ impl Conv2d {
             k,
             stride,
             padding,
+            span: tracing::span!(tracing::Level::TRACE, "conv2d"),
         })
     }
 
@@ -220,6 +234,7 @@ impl Conv2d {
 
     /// `act(conv(x) + b)`, the bias and activation applied in place after the product.
     pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let zeros;
         let b = match &self.b {
             Some(b) => b,
@@ -233,6 +248,7 @@ impl Conv2d {
 
     /// `bn(relu(conv(x)))` for a convolution without bias (fastai's `conv -> ReLU -> BN`).
     pub fn forward_relu_affine(&self, x: &Tensor, bn: &ChannelAffine) -> Result<Tensor> {
+        let _enter = self.span.enter();
         if self.b.is_some() {
             candle_core::bail!("forward_relu_affine: the convolution has a bias")
         }
@@ -252,13 +268,13 @@ impl Conv2d {
             let xs = x.reshape((b, c, h * w))?;
             let y = gemm::matmul_epilogue(&self.w, &xs, Channels::Rows, epi)?;
             y.reshape((b, o, h, w))
-        } else if let Some(u) = self.winograd.as_ref().filter(|_| ops::is_cpu_f32(&[x])) {
+        } else if let Some(u) = self.winograd.as_ref().filter(|_| is_cpu_f32(&[x])) {
             winograd::conv3x3(x, u, epi)
         } else if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
-            ops::conv2d_same(x, &self.w, epi)
+            im2col::conv2d_same(x, &self.w, epi)
         } else {
             let y = x.conv2d(&self.w, self.padding, self.stride, 1, 1)?;
-            ops::channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post)
+            channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post)
         }
     }
 
@@ -278,6 +294,7 @@ pub struct LayerNorm {
     w: Tensor,
     b: Tensor,
     eps: f64,
+    span: tracing::Span,
 }
 
 impl LayerNorm {
@@ -286,10 +303,12 @@ impl LayerNorm {
             w: to_dev(vb, vb.get("weight", &[c])?, dev)?,
             b: to_dev(vb, vb.get("bias", &[c])?, dev)?,
             eps,
+            span: tracing::span!(tracing::Level::TRACE, "layer-norm"),
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm_last(x, &self.w, &self.b, self.eps)
+        let _enter = self.span.enter();
+        norm::layer_norm_last(x, &self.w, &self.b, self.eps)
     }
 }

@@ -2,30 +2,33 @@
 //! line: `encoder.arch` ([`convnext`]), `decoder.layers` / `decoder.last_shuf` ([`unet`]),
 //! `decoder.color_decoder` ([`color_decoder`]) and `refine_net` (here).
 //!
+//! The network only: the loops it runs on are in [`crate::kernels`]. Each struct enters its
+//! `tracing` span in `forward` (recorded only when a subscriber is installed).
+//!
 //! Input: `[B, 3, H, W]` in `[0, 1]` (gray replicated to RGB), H and W multiples of 32.
 //! Output: `[B, 2, H, W]`, the predicted a and b channels in Lab units.
-pub mod attention;
+pub mod checkpoint;
 pub mod color_decoder;
 pub mod config;
 pub mod convnext;
-pub mod gemm;
 pub mod layers;
-pub mod ops;
 pub mod unet;
-pub mod weights;
-pub mod winograd;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+pub use checkpoint::{Checkpoint, LoadError};
 pub use config::Config;
-pub use weights::{Checkpoint, LoadError};
 
 use color_decoder::MultiScaleColorDecoder;
 use convnext::ConvNext;
 use layers::{to_dev, Conv2d};
 use unet::PixelDecoder;
+
+use crate::kernels::activation::Act;
+use crate::kernels::epilogue::channel_op;
+use crate::kernels::{gemm, tail};
 
 /// Pixels per band in the fused tail of [`DDColor::forward`]: 2048 x 4096 channels = 32 MiB of
 /// activations at a time, enough for the GEMM to run at full speed.
@@ -48,6 +51,7 @@ pub struct DDColor {
     refine_q: Tensor,
     refine_x: Tensor,
     refine_b: Tensor,
+    span: tracing::Span,
 }
 
 impl DDColor {
@@ -142,6 +146,7 @@ impl DDColor {
             refine_q,
             refine_x,
             refine_b,
+            span: tracing::span!(tracing::Level::TRACE, "ddcolor"),
         })
     }
 
@@ -217,6 +222,7 @@ impl DDColor {
         x: &Tensor,
         stage: &mut dyn FnMut(&'static str),
     ) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let x = self.normalised_input(x)?;
         let hooks = self.encoder.forward(&x)?;
         stage("encoder");
@@ -247,26 +253,26 @@ impl DDColor {
                 let n = band.min(h * w - p0);
                 // the conv's bias and ReLU are applied inside the contraction, as it reads
                 let y = gemm::matmul(&xt.narrow(0, p0, n)?, &wt)?;
-                bands.push(ops::subpixel_contract(&y, &bias, &ab, s)?); // [n, O*S]
+                bands.push(tail::subpixel_contract(&y, &bias, &ab, s)?); // [n, O*S]
                 p0 += n;
             }
             per_image.push(Tensor::cat(&bands, 0)?.t()?.reshape((o * s, h, w))?);
         }
         let y = Tensor::stack(&per_image, 0)?; // [B, O*S, h, w]
-        let img = ops::shuffle_blur(&y, r)?; // [B, O, H, W]
+        let img = tail::shuffle_blur(&y, r)?; // [B, O, H, W]
         let (hh, ww) = (h * r, w * r);
         let xt = self
             .refine_x
             .broadcast_left(b)?
             .matmul(&x.reshape((b, 3, hh * ww))?)?
             .reshape((b, o, hh, ww))?;
-        let out = ops::channel_op(
+        let out = channel_op(
             &(img + xt)?,
             None,
             &self.refine_b,
             1,
-            ops::Act::Identity,
-            ops::Act::Identity,
+            Act::Identity,
+            Act::Identity,
         )?
         .to_dtype(DType::F32)?;
         stage("tail");
@@ -280,6 +286,7 @@ impl DDColor {
         x: &Tensor,
         trace: &mut dyn FnMut(&str, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
+        let _enter = self.span.enter();
         let x = self.normalised_input(x)?;
         let hooks = self.encoder.forward(&x)?;
         for (i, t) in hooks.iter().enumerate() {

@@ -2,9 +2,10 @@
 //! uses them), upsampling the stride-32 encoder feature back to full resolution.
 use candle_core::{Device, Result, Tensor};
 
+use super::checkpoint::Vb;
 use super::layers::{ChannelAffine, Conv2d, LoadResult};
-use super::ops::{self, Act};
-use super::weights::Vb;
+use crate::kernels::activation::Act;
+use crate::kernels::tail;
 
 /// `CustomPixelShuffle_ICNR`: 1x1 conv (+ BatchNorm when `extra_bn`) -> ReLU -> PixelShuffle(r)
 /// -> ReplicationPad2d((1,0,1,0)) -> AvgPool2d(2, stride 1).
@@ -12,6 +13,7 @@ use super::weights::Vb;
 pub struct PixelShuffleIcnr {
     conv: Conv2d, // spectral norm and the optional BatchNorm folded in
     scale: usize,
+    span: tracing::Span,
 }
 
 impl PixelShuffleIcnr {
@@ -31,17 +33,23 @@ impl PixelShuffleIcnr {
             None
         };
         let conv = Conv2d::load_normed(&vb.pp("conv").pp(0), c_in, c, 1, !extra_bn, bn, dev)?;
-        Ok(Self { conv, scale })
+        Ok(Self {
+            conv,
+            scale,
+            span: tracing::span!(tracing::Level::TRACE, "pixel-shuffle-icnr"),
+        })
     }
 
     /// `relu(conv(x))`, before the shuffle: the last nonlinearity of this module.
     pub fn pre_shuffle(&self, x: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         self.conv.forward_act(x, Act::Relu)
     }
 
     /// The output is non-negative (a blur of ReLU outputs).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::shuffle_blur(&self.pre_shuffle(x)?, self.scale)
+        let _enter = self.span.enter();
+        tail::shuffle_blur(&self.pre_shuffle(x)?, self.scale)
     }
 
     pub fn scale(&self) -> usize {
@@ -71,6 +79,7 @@ pub struct UnetBlockWide {
     bn: ChannelAffine,
     conv: Conv2d,
     conv_bn: ChannelAffine, // conv.2, after the ReLU, so it cannot be folded into conv.0
+    span: tracing::Span,
 }
 
 impl UnetBlockWide {
@@ -91,10 +100,12 @@ impl UnetBlockWide {
             bn,
             conv,
             conv_bn,
+            span: tracing::span!(tracing::Level::TRACE, "unet-block-wide"),
         })
     }
 
     pub fn forward(&self, up_in: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        let _enter = self.span.enter();
         // relu(cat([up, bn(skip)])): `up` is already non-negative, so the ReLU only acts on
         // the skip half and is fused into its BatchNorm.
         let up = self.shuf.forward(up_in)?;
@@ -110,6 +121,7 @@ impl UnetBlockWide {
 pub struct PixelDecoder {
     pub layers: Vec<UnetBlockWide>,
     pub last_shuf: PixelShuffleIcnr,
+    span: tracing::Span,
 }
 
 impl PixelDecoder {
@@ -130,11 +142,16 @@ impl PixelDecoder {
         }
         let embed = nf / 2;
         let last_shuf = PixelShuffleIcnr::load(&vb.pp("last_shuf"), embed, embed, 4, false, dev)?;
-        Ok(Self { layers, last_shuf })
+        Ok(Self {
+            layers,
+            last_shuf,
+            span: tracing::span!(tracing::Level::TRACE, "pixel-decoder"),
+        })
     }
 
     /// The three UNet block outputs (strides 16, 8, 4), which the colour decoder attends to.
     pub fn scales(&self, hooks: &[Tensor]) -> Result<[Tensor; 3]> {
+        let _enter = self.span.enter();
         let out0 = self.layers[0].forward(&hooks[3], &hooks[2])?;
         let out1 = self.layers[1].forward(&out0, &hooks[1])?;
         let out2 = self.layers[2].forward(&out1, &hooks[0])?;
@@ -143,6 +160,7 @@ impl PixelDecoder {
 
     /// The three block outputs and the full-resolution image feature (`last_shuf`).
     pub fn forward(&self, hooks: &[Tensor]) -> Result<([Tensor; 3], Tensor)> {
+        let _enter = self.span.enter();
         let scales = self.scales(hooks)?;
         let out3 = self.last_shuf.forward(&scales[2])?;
         Ok((scales, out3))

@@ -12,7 +12,9 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::{contiguous_slice, exp_neg, softmax_last_dim};
+use super::activation::exp_neg;
+use super::common::contiguous_slice;
+use super::norm::softmax_last_dim;
 use crate::simd::multiversion;
 
 /// Keys per tile: the `rows x TILE` scores (200 KB for 100 queries), and the `d x TILE` key and

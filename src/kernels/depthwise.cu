@@ -1,5 +1,5 @@
 // CUDA kernels candle lacks for DDColor (built by build.rs with nvcc when the `cuda` feature is
-// on, loaded by src/model/ops.rs). Each computes in f32 whatever the storage type.
+// on, loaded by src/kernels/depthwise.rs). Each computes in f32 whatever the storage type.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>

@@ -9,37 +9,9 @@
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::{channel_op, channel_plane, channel_row, Act};
-
-/// Which axis of the `[.., M, N]` product holds the channels the epilogue is indexed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channels {
-    /// Channels last (`x W^T`): channel `j` is column `j`.
-    Columns,
-    /// Channels first (`W x` on `[C, H*W]` planes): channel `i` is row `i`.
-    Rows,
-}
-
-/// `post(pre(y) * scale + shift)` per channel of the product `y`; no scale means 1.
-#[derive(Debug, Clone, Copy)]
-pub struct Epilogue<'a> {
-    pub scale: Option<&'a Tensor>,
-    pub shift: &'a Tensor,
-    pub pre: Act,
-    pub post: Act,
-}
-
-impl<'a> Epilogue<'a> {
-    /// `act(y + bias)`.
-    pub fn bias(bias: &'a Tensor, act: Act) -> Self {
-        Self {
-            scale: None,
-            shift: bias,
-            pre: Act::Identity,
-            post: act,
-        }
-    }
-}
+use super::activation::Act;
+use super::common::contiguous_slice;
+use super::epilogue::{channel_op, channel_row, Channels, CpuEpilogue, Epilogue};
 
 /// `a x b` for `a` `[M, K]` or `[B, M, K]` and `b` `[K, N]` or `[B, K, N]` (a rank-2 side, or a
 /// batch of one, is shared by every batch); any strides in the last two dimensions.
@@ -108,45 +80,6 @@ fn product(
     match res {
         None => a.apply_op2_no_bwd(b, &op),
         Some(r) => a.apply_op3_no_bwd(b, &r.contiguous()?, &op),
-    }
-}
-
-/// An [`Epilogue`] read into host vectors, for the CPU kernels that apply it.
-pub(crate) struct CpuEpilogue {
-    ch: Channels,
-    scale: Option<Vec<f32>>,
-    shift: Vec<f32>,
-    pre: Act,
-    post: Act,
-}
-
-impl CpuEpilogue {
-    pub(crate) fn of(ch: Channels, e: &Epilogue) -> Result<Self> {
-        let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        Ok(Self {
-            ch,
-            scale: e.scale.map(vec).transpose()?,
-            shift: vec(e.shift)?,
-            pre: e.pre,
-            post: e.post,
-        })
-    }
-
-    /// Fails unless the vectors hold `c` channels.
-    pub(crate) fn check(&self, c: usize) -> Result<()> {
-        if self.shift.len() != c || self.scale.as_ref().is_some_and(|s| s.len() != c) {
-            candle_core::bail!(
-                "epilogue vectors of {} do not match {c} channels",
-                self.shift.len()
-            )
-        }
-        Ok(())
-    }
-
-    /// Channel `c`'s epilogue on its plane `o`, in place.
-    pub(crate) fn plane(&self, c: usize, o: &mut [f32]) {
-        let scale = self.scale.as_ref().map_or(1.0, |s| s[c]);
-        channel_plane(o, scale, self.shift[c], self.pre, self.post);
     }
 }
 
@@ -236,7 +169,7 @@ impl Gemm {
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let read_dst = match res {
             Some((rs, rl)) => {
-                let r = super::ops::contiguous_slice(rs, rl, "residual")?;
+                let r = contiguous_slice(rs, rl, "residual")?;
                 if r.len() != len {
                     candle_core::bail!("gemm: residual of {} values for {len}", r.len())
                 }

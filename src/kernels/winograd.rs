@@ -12,8 +12,9 @@
 //! halve, so the result matches the direct convolution to float rounding.
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::gemm::{self, Channels, CpuEpilogue, Epilogue};
-use super::ops::{contiguous_slice, par_output, per_image};
+use super::common::{contiguous_slice, par_output, per_image};
+use super::epilogue::{Channels, CpuEpilogue, Epilogue};
+use super::gemm;
 use crate::simd::multiversion;
 
 /// Transformed weights `U = G g G^T` of a `[O, C, 3, 3]` kernel: `[16, O, C]`, index
