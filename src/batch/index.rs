@@ -77,6 +77,17 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// The stat in columns 0-4 of a row (dev, ino, size, mtime_ns, ctime_ns).
+fn stat_of_row(r: &rusqlite::Row) -> rusqlite::Result<Stat> {
+    Ok(Stat {
+        dev: r.get::<_, i64>(0)? as u64,
+        ino: r.get::<_, i64>(1)? as u64,
+        size: r.get::<_, i64>(2)? as u64,
+        mtime_ns: r.get(3)?,
+        ctime_ns: r.get(4)?,
+    })
+}
+
 fn path_key(p: &Path) -> Vec<u8> {
     #[cfg(unix)]
     {
@@ -213,13 +224,7 @@ impl Index {
                         params![key],
                         |r| {
                             Ok((
-                                Stat {
-                                    dev: r.get::<_, i64>(0)? as u64,
-                                    ino: r.get::<_, i64>(1)? as u64,
-                                    size: r.get::<_, i64>(2)? as u64,
-                                    mtime_ns: r.get(3)?,
-                                    ctime_ns: r.get(4)?,
-                                },
+                                stat_of_row(r)?,
                                 r.get::<_, Vec<u8>>(5)?,
                                 r.get::<_, i64>(6)?,
                             ))
@@ -307,13 +312,7 @@ impl Index {
                         params![key, settings],
                         |r| {
                             Ok((
-                                Stat {
-                                    dev: r.get::<_, i64>(0)? as u64,
-                                    ino: r.get::<_, i64>(1)? as u64,
-                                    size: r.get::<_, i64>(2)? as u64,
-                                    mtime_ns: r.get(3)?,
-                                    ctime_ns: r.get(4)?,
-                                },
+                                stat_of_row(r)?,
                                 r.get::<_, String>(5)?,
                                 r.get::<_, i64>(6)?,
                                 r.get::<_, i64>(7)?,
