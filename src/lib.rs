@@ -11,11 +11,13 @@ pub mod cli;
 pub mod colorizer;
 pub mod device;
 pub mod error;
+pub mod hash;
 pub mod imageio;
 mod keywords;
 pub mod meta;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 mod simd;
 pub mod weights;
 
