@@ -34,7 +34,9 @@ d, n, side = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 os.makedirs(d, exist_ok=True)
 def chunk(t, b): return struct.pack('>I', len(b)) + t + b + struct.pack('>I', zlib.crc32(t + b) & 0xffffffff)
 for i in range(n):
-    rows = b''.join(b'\0' + bytes(((x * (3 + i % 7) + y * (5 + i) + i * 37) % 256) for x in range(side)) for y in range(side))
+    px = bytearray(((x * 3 + y * 5 + i) % 256) for y in range(side) for x in range(side))
+    px[:4] = i.to_bytes(4, 'little')  # every file distinct
+    rows = b''.join(b'\0' + bytes(px[y * side:(y + 1) * side]) for y in range(side))
     png = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 8, 0, 0, 0, 0)) \
         + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')
     sub = os.path.join(d, f'{i // 1000:03d}')

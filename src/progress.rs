@@ -2,9 +2,10 @@
 //! rule for every bar ddcolor shows (batch runs, downloads).
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A progress bar drawn on stderr only when stderr is a terminal and `quiet` is off.
+/// A progress bar of `len` steps (unknown: `None`) drawn on stderr only when stderr is a
+/// terminal and `quiet` is off; otherwise hidden (its updates cost next to nothing).
 pub fn stderr_bar(len: Option<u64>, quiet: bool) -> ProgressBar {
     let visible = !quiet && std::io::stderr().is_terminal();
     ProgressBar::with_draw_target(
@@ -15,4 +16,9 @@ pub fn stderr_bar(len: Option<u64>, quiet: bool) -> ProgressBar {
             ProgressDrawTarget::hidden()
         },
     )
+}
+
+/// The style of an indicatif `template`; indicatif's default bar if the template does not parse.
+pub fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
 /// The fate of one input.
@@ -274,7 +274,7 @@ pub struct Progress {
     bar: ProgressBar,
 }
 
-pub use crate::progress::stderr_bar;
+use crate::progress::{stderr_bar, style};
 
 /// What the progress line shows.
 #[derive(Debug, Clone, Copy, Default)]
@@ -290,10 +290,7 @@ pub struct Counts {
 impl Progress {
     pub fn new(quiet: bool) -> Self {
         let bar = stderr_bar(None, quiet);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
+        bar.set_style(style("{spinner} [{elapsed_precise}] {msg}"));
         bar.enable_steady_tick(Duration::from_millis(200));
         Self { bar }
     }
@@ -301,12 +298,9 @@ impl Progress {
     /// The walk is over: `total` inputs. From now on a bar with rate and ETA.
     pub fn walk_done(&self, total: u64) {
         self.bar.set_length(total);
-        self.bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} {msg} (ETA {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        self.bar.set_style(style(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} {msg} (ETA {eta})",
+        ));
     }
 
     pub fn update(&self, c: &Counts) {

@@ -226,7 +226,7 @@ impl DiskCache {
 
     /// (shard directory, value file) for a key.
     fn paths(&self, key: &CacheKey) -> (PathBuf, PathBuf) {
-        let h = hex(&Sha256::digest(key.as_str().as_bytes()));
+        let h = crate::hash::sha256_hex(key.as_str().as_bytes());
         let dir = self.root.join(&h[..2]);
         let file = dir.join(format!("{}-{h}", self.tag));
         (dir, file)

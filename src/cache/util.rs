@@ -24,15 +24,7 @@ pub(crate) fn new_token() -> String {
     hex(&h.finalize()[..16])
 }
 
-/// Lowercase hex of some bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub(crate) use crate::hash::hex;
 
 /// Milliseconds since the Unix epoch (wall clock: lease expiries are shared between processes).
 pub(crate) fn now_ms() -> u64 {

@@ -294,7 +294,7 @@ impl Checkpoint {
                 h.update(x.to_le_bytes());
             }
         }
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        Ok(crate::hash::hex(&h.finalize()))
     }
 
     /// Keys that no layer asked for (buffers such as `num_batches_tracked` aside).

@@ -12,10 +12,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
+use indicatif::ProgressBar;
 
 use super::REVISION;
+use crate::{hash, progress};
 
 /// The public hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -131,20 +131,6 @@ fn content_range(v: &str) -> (Option<u64>, Option<u64>) {
 
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-fn sha256_file(path: &Path) -> Result<String, HubError> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `<dest>.part`, where a download is written until it is complete.
@@ -270,13 +256,12 @@ impl Hub {
         quiet: bool,
     ) -> Result<u64, HubError> {
         let part = part_path(dest);
-        let bar = crate::progress::stderr_bar(None, quiet);
+        let bar = progress::stderr_bar(None, quiet);
         let visible = !bar.is_hidden();
         bar.set_style(
-            ProgressStyle::with_template(
+            progress::style(
                 "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
             )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         bar.set_message(label.to_owned());
@@ -330,7 +315,7 @@ impl Hub {
             }
             if let Some(want) = &meta.sha256 {
                 bar.set_message(format!("{label} (verifying)"));
-                let got = sha256_file(&part)?;
+                let got = hash::sha256_file(&part).map_err(io_err(&part))?;
                 if &got != want {
                     let _ = std::fs::remove_file(&part);
                     if started_at > 0 && !restarted {
