@@ -7,8 +7,8 @@
 //!   when their value lands or the lease lapses;
 //! - the calling thread runs the model (loaded on first need), stores values and releases
 //!   leases; the *heartbeat* renews the leases held meanwhile;
-//! - the *writer* composes full-resolution colour, writes every destination atomically and
-//!   records each input ([`super::write`]).
+//! - two *writers* compose full-resolution colour, write every destination atomically and
+//!   record each input ([`super::write`]).
 //!
 //! Records are written as they happen; nothing is kept per input beyond the stages' bounds and
 //! the in-run dedup map of hashes.
@@ -310,6 +310,9 @@ impl Shared<'_> {
     }
 }
 
+/// Writer threads (compose, encode, write).
+const WRITERS: usize = 2;
+
 /// How many prep workers: 2 to 4, by cores.
 fn readers(opts: &BatchOptions) -> usize {
     if opts.readers > 0 {
@@ -355,8 +358,8 @@ pub fn run(
         retry: retry_tx,
         defer: defer_tx,
         index_hits: AtomicU64::new(0),
-        // one image being written, the batch being inferred, one being decoded
-        slots: Slots::new(opts.batch.max(1) + 2),
+        // the images being written, the batch being inferred, one being decoded
+        slots: Slots::new(WRITERS + opts.batch.max(1) + 1),
     };
     if let Some(w) = index.take_warning() {
         shared.warn_once("index", || w);
@@ -367,28 +370,39 @@ pub fn run(
     let (write_tx, write_rx) = bounded::<Ready>(0);
     std::thread::scope(|s| {
         let shared = &shared;
-        s.spawn(move || walker(shared, sources, work_tx));
-        s.spawn(move || shared.leases.heartbeat());
+        spawn(s, "ddcolor-walk", move || walker(shared, sources, work_tx));
+        spawn(s, "ddcolor-leases", move || shared.leases.heartbeat());
         let workers: Vec<_> = (0..n_readers)
-            .map(|_| {
+            .map(|i| {
                 let (work_rx, retry_rx) = (work_rx.clone(), retry_rx.clone());
                 let (infer_tx, write_tx) = (infer_tx.clone(), write_tx.clone());
-                s.spawn(move || prep_worker(shared, work_rx, retry_rx, infer_tx, write_tx))
+                spawn(s, &format!("ddcolor-prep{i}"), move || {
+                    prep_worker(shared, work_rx, retry_rx, infer_tx, write_tx)
+                })
             })
             .collect();
         drop((work_rx, infer_tx));
-        s.spawn(move || super::poll::poller(shared, defer_rx));
-        let writer = {
-            let write_rx = write_rx.clone();
-            s.spawn(move || super::write::writer(shared, write_rx))
-        };
+        spawn(s, "ddcolor-poll", move || {
+            super::poll::poller(shared, defer_rx)
+        });
+        // two writers: encoding is single-threaded, and outputs of large scans take long
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let write_rx = write_rx.clone();
+                spawn(s, &format!("ddcolor-write{i}"), move || {
+                    super::write::writer(shared, write_rx)
+                })
+            })
+            .collect();
         drop(write_rx);
         super::infer::infer_loop(shared, infer_rx, &write_tx);
         drop(write_tx);
         for w in workers {
             let _ = w.join();
         }
-        let _ = writer.join();
+        for w in writers {
+            let _ = w.join();
+        }
         shared.leases.stop();
     });
     shared.leases.release_all();
@@ -418,6 +432,18 @@ pub fn run(
         summary,
         model_loaded: model.is_loaded(),
     })
+}
+
+/// Start a named stage thread (a profile then names the stage).
+fn spawn<'scope, 'env, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn_scoped(s, f)
+        .expect("cannot start a thread")
 }
 
 /// Stream the inputs, decide destinations, hand the rest to the prep workers.
