@@ -358,8 +358,9 @@ pub fn run(
         retry: retry_tx,
         defer: defer_tx,
         index_hits: AtomicU64::new(0),
-        // the images being written, the batch being inferred, one being decoded
-        slots: Slots::new(WRITERS + opts.batch.max(1) + 1),
+        // the batch being inferred and two more (decoded, or written by either writer): more
+        // would read further ahead of the first output without writing faster
+        slots: Slots::new(opts.batch.max(1) + 2),
     };
     if let Some(w) = index.take_warning() {
         shared.warn_once("index", || w);
