@@ -2,8 +2,10 @@
 //! SHA-256 is the primary; a copy that arrives while the primary is in flight waits for it and
 //! is written from the same prediction (`duplicate`); a copy that arrives after the primary
 //! was written is copied from the primary's output when the format matches. The map holds the
-//! hash and, once written, the primary's first output path.
-use std::collections::HashMap;
+//! first 128 bits of the hash of every image seen; the output paths of only the last [`RECENT`] written (copies are
+//! usually near each other in a walk; an older one is served through the cache as a
+//! `duplicate`, or inferred again without a cache).
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,10 +19,23 @@ pub struct Waiter {
     pub started: std::time::Instant,
 }
 
-enum Slot {
-    InFlight(Vec<Waiter>),
-    /// Written to this output (`None`: settled without an output; later copies start over).
-    Done(Option<Box<Path>>),
+/// How many written outputs are remembered for copies.
+pub const RECENT: usize = 4096;
+
+/// The first 128 bits of a SHA-256: what is kept of every image settled (16 bytes each).
+fn short(sha: &[u8; 32]) -> u128 {
+    u128::from_le_bytes(sha[..16].try_into().expect("16 bytes"))
+}
+
+#[derive(Default)]
+struct Maps {
+    /// Primaries in flight, with the copies waiting for them.
+    in_flight: HashMap<[u8; 32], Vec<Waiter>>,
+    /// Every image settled in this run.
+    done: HashSet<u128>,
+    /// The outputs of the last [`RECENT`] images written.
+    recent: HashMap<u128, Box<Path>>,
+    order: VecDeque<u128>,
 }
 
 /// What [`Dedup::claim`] decided.
@@ -33,62 +48,66 @@ pub enum Claim {
     Attached,
     /// The primary was already written here.
     Written(PathBuf),
-    /// Seen before, settled without an output: process it again (as a duplicate).
+    /// Seen before, settled without an output (or written long ago): process it again (as
+    /// a duplicate).
     Again,
 }
 
 #[derive(Default)]
 pub struct Dedup {
-    map: Mutex<HashMap<[u8; 32], Slot>>,
+    map: Mutex<Maps>,
 }
 
 impl Dedup {
     /// Claim `sha` for `waiter` (attached if the primary is in flight and `attach` is set).
     pub fn claim(&self, sha: &[u8; 32], waiter: Waiter, attach: bool) -> Claim {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(sha) {
-            None => {
-                map.insert(*sha, Slot::InFlight(Vec::new()));
-                Claim::Primary
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(waiters) = m.in_flight.get_mut(sha) {
+            if attach {
+                waiters.push(waiter);
             }
-            Some(Slot::InFlight(waiters)) => {
-                if attach {
-                    waiters.push(waiter);
-                }
-                Claim::Attached
-            }
-            Some(Slot::Done(Some(p))) => Claim::Written(p.to_path_buf()),
-            Some(Slot::Done(None)) => Claim::Again,
+            return Claim::Attached;
         }
+        let id = short(sha);
+        if m.done.contains(&id) {
+            return match m.recent.get(&id) {
+                Some(p) => Claim::Written(p.to_path_buf()),
+                None => Claim::Again,
+            };
+        }
+        m.in_flight.insert(*sha, Vec::new());
+        Claim::Primary
     }
 
     /// The primary of `sha` is settled (written to `output`, or not written at all): returns
     /// the waiters, which the caller now settles the same way.
     pub fn finish(&self, sha: &[u8; 32], output: Option<&Path>) -> Vec<Waiter> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = map.insert(*sha, Slot::Done(output.map(Box::from)));
-        match slot {
-            Some(Slot::InFlight(w)) => w,
-            _ => Vec::new(),
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let id = short(sha);
+        m.done.insert(id);
+        if let Some(out) = output {
+            if m.recent.insert(id, Box::from(out)).is_none() {
+                m.order.push_back(id);
+            }
+            while m.order.len() > RECENT {
+                if let Some(old) = m.order.pop_front() {
+                    m.recent.remove(&old);
+                }
+            }
         }
+        m.in_flight.remove(sha).unwrap_or_default()
     }
 
     /// The primary of `sha` was not processed after all (its file changed under the run):
     /// forget the hash and hand back the waiters, to be processed on their own.
     pub fn abandon(&self, sha: &[u8; 32]) -> Vec<Waiter> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.remove(sha) {
-            Some(Slot::InFlight(w)) => w,
-            Some(done) => {
-                map.insert(*sha, done);
-                Vec::new()
-            }
-            None => Vec::new(),
-        }
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.in_flight.remove(sha).unwrap_or_default()
     }
 
     /// Distinct images seen.
     pub fn unique(&self) -> u64 {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        (m.done.len() + m.in_flight.len()) as u64
     }
 }

@@ -140,6 +140,9 @@ impl Index {
             // without shared memory (NFS) SQLite keeps its rollback journal, which also works.
             let _ = conn.pragma_update(None, "journal_mode", "WAL");
             let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+            // lookups are one row each, in walk order: a small page cache is enough, and keeps
+            // memory flat however large the archive
+            let _ = conn.pragma_update(None, "cache_size", -256);
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS files (
                      path BLOB PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER,
