@@ -13,9 +13,8 @@
 //! Records are written as they happen; nothing is kept per input beyond the stages' bounds and
 //! the in-run dedup map of hashes.
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
@@ -25,13 +24,12 @@ use super::dest::Destinations;
 use super::index::Index;
 use super::lease::Leases;
 use super::model::LazyModel;
+use super::options::BatchOptions;
 use super::report::{Counts, Progress, Record, ReportSink, Status, Summary};
-use super::walk::{Found, Input, Sources};
-use super::BatchOptions;
-use crate::cache::{value, Cache, CacheKey, Lease};
+use super::state::{dry_line, Item, Job, Ready, Shared, Slots};
+use super::walk::{Found, Sources};
+use crate::cache::Cache;
 use crate::error::Error;
-use crate::meta::Metadata;
-use crate::pipeline::{Keep, Prepared};
 
 /// What a run did.
 #[derive(Debug)]
@@ -39,275 +37,6 @@ pub struct Outcome {
     pub summary: Summary,
     /// Whether the weights were loaded (a run with nothing to infer never loads them).
     pub model_loaded: bool,
-}
-
-/// One input on its way through the stages.
-pub(crate) struct Item {
-    pub input: Input,
-    pub dest: PathBuf,
-    pub started: Instant,
-    pub sha: Option<[u8; 32]>,
-    /// The file's bytes, once read (read once: hashed and decoded from this buffer).
-    pub bytes: Option<Vec<u8>>,
-    /// Holds the in-run dedup slot of its hash.
-    pub primary: bool,
-    /// Its hash was seen before in this run: served from the cache it is a `duplicate`.
-    pub dup: bool,
-    /// Looked up in the cache once already (hits and misses are counted once).
-    pub looked_up: bool,
-    /// The prediction, when the cache (or another process through it) had it.
-    pub cached: Option<Vec<f32>>,
-    pub lease: Option<Lease>,
-    /// Its place among the images in flight, held from the read of its bytes until it is
-    /// written or settled.
-    pub slot: Option<Slot>,
-}
-
-impl Item {
-    pub fn new(input: Input, dest: PathBuf) -> Self {
-        Self {
-            input,
-            dest,
-            started: Instant::now(),
-            sha: None,
-            bytes: None,
-            primary: false,
-            dup: false,
-            looked_up: false,
-            cached: None,
-            lease: None,
-            slot: None,
-        }
-    }
-
-    pub fn sha_hex(&self) -> Option<String> {
-        self.sha.as_ref().map(super::read::hex)
-    }
-}
-
-/// The images in flight between the read of their bytes and their output: a bound on memory
-/// (a few files, however large), and on how far reading runs ahead of writing (the first
-/// output of a folder of large scans comes after a few of them are read, not all).
-pub(crate) struct Slots {
-    free: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Slots {
-    pub fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self {
-            free: Mutex::new(n.max(1)),
-            freed: Condvar::new(),
-        })
-    }
-
-    /// Wait for a free slot.
-    pub fn take(self: &Arc<Self>) -> Slot {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        Slot(self.clone())
-    }
-}
-
-/// A taken slot, given back when dropped.
-pub(crate) struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.freed.notify_one();
-    }
-}
-
-/// What the output keeps of its source besides L: depth, alpha, metadata.
-#[derive(Default)]
-pub(crate) struct Carry {
-    pub keep: Keep,
-    pub meta: Metadata,
-}
-
-/// A decoded image ready for the model (or, cached, for the writer).
-pub(crate) struct Job {
-    pub item: Item,
-    pub prepared: Prepared,
-    pub carry: Carry,
-    /// The prediction: from the cache, or filled in by inference.
-    pub ab: Option<Vec<f32>>,
-    pub status: Status,
-}
-
-/// The outcome of inference for one job, on its way to the writer.
-pub(crate) type Ready = (Job, Result<(), String>);
-
-/// Run state shared by every stage: counters, the report, warnings said once, the fatal error
-/// that stops the run.
-pub(crate) struct Shared<'a> {
-    pub opts: &'a BatchOptions,
-    pub cache: &'a dyn Cache,
-    pub model: &'a LazyModel,
-    pub index: &'a Index,
-    pub leases: Leases<'a>,
-    pub dedup: Dedup,
-    pub progress: Progress,
-    sink: Option<&'a ReportSink>,
-    summary: Mutex<Summary>,
-    counts: Mutex<Counts>,
-    warned: Mutex<HashSet<String>>,
-    fatal: Mutex<Option<Error>>,
-    pub aborted: AtomicBool,
-    /// Items handed to the prep workers and not yet passed on to inference or the writer, nor
-    /// settled: in the work and retry queues, in a worker, or waiting in the poller.
-    pub open: AtomicUsize,
-    pub walk_done: AtomicBool,
-    /// Work handed back by the poller or by a worker (files changed under the run).
-    pub retry: Sender<Item>,
-    /// Images another process is inferring, for the poller.
-    pub defer: Sender<Item>,
-    /// Hash hits from the index (files not read to learn their hash).
-    pub index_hits: AtomicU64,
-    pub slots: Arc<Slots>,
-}
-
-impl Shared<'_> {
-    pub fn summary(&self) -> std::sync::MutexGuard<'_, Summary> {
-        self.summary.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn counts(&self, f: impl FnOnce(&mut Counts)) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c);
-        self.progress.update(&c);
-    }
-
-    /// Print a warning the first time its `kind` comes up.
-    pub fn warn_once(&self, kind: &str, msg: impl FnOnce() -> String) {
-        let first = self
-            .warned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(kind.to_owned());
-        if first {
-            self.progress
-                .println(&format!("ddcolor: warning: {}", msg()));
-        }
-    }
-
-    /// Add a note to the summary, once.
-    pub fn note_once(&self, note: &str) {
-        let mut s = self.summary();
-        if !s.notes.iter().any(|n| n == note) {
-            s.notes.push(note.to_owned());
-        }
-    }
-
-    /// Stop the run: `e` is what `run` returns.
-    pub fn abort(&self, e: Error) {
-        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() {
-            *f = Some(e);
-        }
-        self.aborted.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::SeqCst)
-    }
-
-    /// One open item left the prep stage (passed on, settled or dropped).
-    pub fn done_with_one(&self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Hand an item back to the prep workers (counted as open until they are done with it).
-    pub fn hand_back(&self, item: Item) {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        let _ = self.retry.send(item);
-    }
-
-    /// Hand an item to the poller: another process holds its lease.
-    pub fn defer_item(&self, item: Item) {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        let _ = self.defer.send(item);
-    }
-
-    /// The walk is over and no item is left in the prep stage or the poller.
-    pub fn finished(&self) -> bool {
-        self.walk_done.load(Ordering::SeqCst) && self.open.load(Ordering::SeqCst) == 0
-    }
-
-    /// Settle one input: count it, print failures, and append its line to the report.
-    pub fn record(&self, r: Record) {
-        if r.status == Status::Failed {
-            self.progress.println(&format!(
-                "ddcolor: error: {}: {}",
-                r.path.display(),
-                r.error.as_deref().unwrap_or("failed")
-            ));
-        }
-        if let Some(sink) = self.sink {
-            if let Err(e) = sink.write(&r) {
-                self.warn_once("report", || format!("cannot write the report: {e}"));
-            }
-        }
-        self.summary().count(r.status);
-        self.counts(|c| match r.status {
-            Status::Failed => c.failed += 1,
-            Status::Inferred => {
-                c.inferred += 1;
-                c.written += 1
-            }
-            Status::Cached => {
-                c.cached += 1;
-                c.written += 1
-            }
-            Status::Duplicate => c.written += 1,
-            Status::Skipped => {}
-        });
-        self.progress.inc();
-    }
-
-    /// Settle `item` without an output.
-    pub fn settle(&self, item: &Item, status: Status, reason: &str) {
-        self.record(Record {
-            path: item.input.source.clone(),
-            sha256: item.sha_hex(),
-            status,
-            output: None,
-            error: Some(reason.to_owned()),
-            millis: item.started.elapsed().as_millis() as u64,
-        });
-    }
-
-    /// The cache key of an image (loads the model if its identity is not known yet).
-    pub fn key(&self, sha: &[u8; 32]) -> Result<(CacheKey, usize), Error> {
-        let (id, channels) = self.model.identity(self.index)?;
-        let key = CacheKey::new(
-            &self.opts.cache_prefix,
-            &id[..16],
-            self.model.size(),
-            &super::read::hex(sha),
-        );
-        Ok((key, channels))
-    }
-
-    /// A stored value as a prediction, if it is intact.
-    pub fn decode_value(&self, bytes: &[u8], channels: usize) -> Option<Vec<f32>> {
-        value::decode(bytes, self.model.size(), channels)
-    }
-
-    /// Release a lease; a failure is a warning (the lease expires on its own).
-    pub fn release(&self, lease: Option<Lease>) {
-        if let Some(lease) = lease {
-            if let Err(e) = self.leases.release(&lease) {
-                self.warn_once("cache-release", || {
-                    format!("cannot release an inference lease ({e})")
-                });
-            }
-        }
-    }
 }
 
 /// Writer threads (compose, encode, write).
@@ -513,15 +242,6 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
     shared.summary().files = found;
     shared.progress.walk_done(found);
     shared.walk_done.store(true, Ordering::SeqCst);
-}
-
-/// A `--dry-run` line on stdout.
-pub(crate) fn dry_line(shared: &Shared, line: &str) {
-    if shared.opts.dry_run {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-    }
 }
 
 fn prep_worker(

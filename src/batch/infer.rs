@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::engine::{Job, Ready, Shared};
+use super::state::{Job, Ready, Shared};
 use crate::cache::value;
 
 /// Run the model on batches of jobs, store each value, release its lease, pass it on.

@@ -4,7 +4,8 @@
 //! ([`lease`]) -> decode -> infer (the model loads on first need: [`model`]) -> compose and
 //! write atomically -> record ([`report`], one durable line per input). [`engine`] wires the
 //! stages: a walker thread, prep workers, a poller for images another process is inferring,
-//! the inference loop and a writer. Memory follows the stages' bounds, not the archive.
+//! the inference loop ([`infer`]) and two writers ([`write`]); what they share is in
+//! [`state`], the options in [`options`]. Memory follows the stages' bounds, not the archive.
 pub mod dedup;
 pub mod dest;
 pub mod engine;
@@ -12,74 +13,17 @@ pub mod index;
 mod infer;
 pub mod lease;
 pub mod model;
+mod options;
 mod poll;
 mod prep;
 pub mod read;
 pub mod report;
+mod state;
 pub mod walk;
 mod write;
-
-use std::path::PathBuf;
-use std::time::Duration;
 
 pub use dest::OutputFormat;
 pub use engine::{run, Outcome};
 pub use model::{LazyModel, ModelSpec};
+pub use options::{BatchOptions, ALREADY_COLOUR, DEFAULT_LEASE_TTL};
 pub use report::{Record, Status, Summary};
-
-/// The reason a photo in colour is skipped (unless `--force`).
-pub const ALREADY_COLOUR: &str = "already colour";
-
-/// Default inference lease: short, because the holder renews it every third of it.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
-
-/// Everything a batch run needs besides the model, the cache and the inputs.
-#[derive(Debug, Clone)]
-pub struct BatchOptions {
-    pub output: PathBuf,
-    pub format: OutputFormat,
-    pub overwrite: bool,
-    pub dry_run: bool,
-    /// Images per forward pass.
-    pub batch: usize,
-    pub max_pixels: u64,
-    /// Expiry of stored values (None: keep until evicted).
-    pub cache_ttl: Option<Duration>,
-    /// Read the cache, never write it (and take no leases).
-    pub cache_readonly: bool,
-    pub cache_prefix: String,
-    /// How long an inference lease lasts unless renewed; a holder that dies blocks others at
-    /// most this long.
-    pub lease_ttl: Duration,
-    pub quiet: bool,
-    /// Colorize photos that are already in colour (by default they are skipped).
-    pub force: bool,
-    /// JPEG quality of JPEG outputs (1-100).
-    pub jpeg_quality: u8,
-    /// Read and hash every file, trusting no index entry (`--rehash`).
-    pub rehash: bool,
-    /// Threads that read, hash and decode (0: chosen from the cores, 2 to 4).
-    pub readers: usize,
-}
-
-impl Default for BatchOptions {
-    fn default() -> Self {
-        Self {
-            output: PathBuf::from("colorized"),
-            format: OutputFormat::Same,
-            overwrite: false,
-            dry_run: false,
-            batch: 1,
-            max_pixels: crate::imageio::DEFAULT_MAX_PIXELS,
-            cache_ttl: None,
-            cache_readonly: false,
-            cache_prefix: crate::cache::key::DEFAULT_PREFIX.into(),
-            lease_ttl: DEFAULT_LEASE_TTL,
-            quiet: false,
-            force: false,
-            jpeg_quality: crate::imageio::JPEG_QUALITY,
-            rehash: false,
-            readers: 0,
-        }
-    }
-}

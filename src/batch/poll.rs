@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::engine::{Item, Shared};
+use super::state::{Item, Shared};
 use crate::cache::{CacheKey, Lookup};
 
 /// Watch images whose lease another process holds: hand each back when its value lands (then

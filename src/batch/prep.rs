@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use super::dedup::{Claim, Waiter};
-use super::engine::{dry_line, Carry, Item, Job, Shared};
 use super::index::Stat;
+use super::options::ALREADY_COLOUR;
 use super::read::{max_file_bytes, read_file, sha256};
 use super::report::{Record, Status};
-use super::ALREADY_COLOUR;
+use super::state::{dry_line, Carry, Item, Job, Shared};
 use crate::cache::{LeaseOutcome, Lookup, Miss};
 use crate::imageio;
 use crate::pipeline::{self, Keep};

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 
-use super::engine::{Carry, Ready, Shared};
 use super::prep::fail;
 use super::report::{Record, Status};
+use super::state::{Carry, Ready, Shared};
 use crate::imageio;
 use crate::pipeline::{self, Keep};
 

@@ -1,16 +1,17 @@
 //! `ddcolor colorize`: its arguments, and the run: settings checked, the cache opened, the
 //! batch engine over the inputs (the model loads only if an image needs it), then the summary
 //! and the metrics file.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::cache::CacheArgs;
 use super::exit;
-use super::settings::{parse_duration, ColorizeSettings};
+use super::settings::{check_dtype, parse_duration, resolve_weights, CacheArgs, CacheSettings};
+use crate::batch::index::Index;
 use crate::batch::report::ReportSink;
-use crate::batch::{self, LazyModel, OutputFormat};
+use crate::batch::walk::{self, Sources, WalkOptions};
+use crate::batch::{self, BatchOptions, LazyModel, ModelSpec, OutputFormat};
 use crate::colorizer::DEFAULT_SIZE;
 use crate::device::{self, DeviceSpec};
 use crate::error::Error;
@@ -151,6 +152,92 @@ pub struct ColorizeArgs {
     /// No progress bar and no summary; errors are still printed.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Everything `colorize` needs, checked.
+pub struct ColorizeSettings {
+    pub model: ModelSpec,
+    pub cache: CacheSettings,
+    pub sources: Sources,
+    pub batch: BatchOptions,
+    pub require_cache: bool,
+    pub report: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl ColorizeSettings {
+    pub fn from_args(args: &ColorizeArgs) -> Result<Self, Error> {
+        let m = &args.model;
+        crate::pipeline::check_model_size(m.size).map_err(Error::Usage)?;
+        if args.batch == 0 {
+            return Err(Error::Usage("--batch must be at least 1".into()));
+        }
+        if args.paths.is_empty() && args.files_from.is_none() {
+            return Err(Error::Usage(
+                "nothing to colorize: name files or folders, or use --files-from".into(),
+            ));
+        }
+        m.device.check().map_err(Error::Usage)?;
+        check_dtype(m.device, m.dtype)?;
+        if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
+            std::fs::File::open(list).map_err(|e| {
+                Error::Usage(format!("cannot read --files-from {}: {e}", list.display()))
+            })?;
+        }
+        let cache = CacheSettings::from_args(&args.cache)?;
+        let weights = resolve_weights(m.weights.as_deref(), m.model, args.quiet)?;
+        let sources = Sources {
+            roots: args.paths.clone(),
+            list: args.files_from.clone().map(|f| (f, args.null)),
+            opts: WalkOptions {
+                include: walk::glob_set(&args.include).map_err(Error::Usage)?,
+                exclude: walk::glob_set(&args.exclude).map_err(Error::Usage)?,
+                follow_symlinks: args.follow_symlinks,
+                ..WalkOptions::default()
+            },
+        };
+        Ok(Self {
+            model: ModelSpec {
+                weights,
+                device: m.device,
+                dtype: m.dtype,
+                tf32: m.tf32,
+                size: m.size,
+                resize: args.resize,
+                gamut: args.gamut,
+            },
+            sources,
+            batch: BatchOptions {
+                output: args.output.clone(),
+                format: args.format,
+                overwrite: args.overwrite,
+                dry_run: args.dry_run,
+                batch: args.batch,
+                max_pixels: args.max_pixels,
+                cache_ttl: args.cache_ttl,
+                cache_readonly: args.cache_readonly,
+                cache_prefix: args.cache.cache_prefix.clone(),
+                lease_ttl: args.lease_ttl,
+                quiet: args.quiet,
+                force: args.force,
+                jpeg_quality: args.jpeg_quality,
+                rehash: args.rehash,
+                readers: 0,
+            },
+            cache,
+            require_cache: args.require_cache,
+            report: args.report.clone(),
+            metrics_file: args.metrics_file.clone(),
+        })
+    }
+
+    /// The index of hashed files for this run (disabled if it has no home).
+    pub fn open_index(&self) -> Index {
+        match self.cache.index_dir() {
+            Some(dir) => Index::open(&Index::file_in(&dir)),
+            None => Index::disabled(),
+        }
+    }
 }
 
 pub fn run(args: ColorizeArgs) -> Result<i32, Error> {

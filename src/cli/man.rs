@@ -1,16 +1,15 @@
 //! `ddcolor man` (the roff page, built from the clap definitions) and `ddcolor completions`.
-use super::{exit, Cli};
+use super::exit;
 
-/// Print the completion script for `shell` to stdout.
-pub fn completions(shell: clap_complete::Shell) {
-    let mut cmd = <Cli as clap::CommandFactory>::command();
+/// Print the completion script for `shell` of the command tree `cmd` to stdout.
+pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) {
     clap_complete::generate(shell, &mut cmd, "ddcolor", &mut std::io::stdout());
 }
 
 /// The manual page, ddcolor(1), as one page: clap_mangen's name, synopsis, description and
 /// command list, then every command's synopsis and options, the environment, where weights
 /// are looked for, and the exit status.
-pub fn man_page(w: &mut dyn std::io::Write) -> std::io::Result<()> {
+pub fn man_page(cmd: clap::Command, w: &mut dyn std::io::Write) -> std::io::Result<()> {
     use clap_mangen::roff::{bold, roman, Roff};
     fn leaves(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
         if cmd.has_subcommands() {
@@ -19,7 +18,7 @@ pub fn man_page(w: &mut dyn std::io::Write) -> std::io::Result<()> {
             out.push(cmd.clone());
         }
     }
-    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone());
     man.render_title(w)?;

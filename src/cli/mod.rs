@@ -1,30 +1,20 @@
 //! The command line, in two stages (as ripgrep does): what clap parsed, one file per
 //! subcommand ([`colorize`], [`cache`], [`weights`], [`bench`], [`man`]), and
-//! [`settings`], which validates the parsed arguments once and builds what they name.
-use clap::{Parser, Subcommand};
+//! [`settings`], which validates the parsed arguments once and builds what they name. Imports go
+//! one way: this file uses the subcommands, they use [`settings`] and [`exit`].
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::Error;
 
 pub mod bench;
 pub mod cache;
 pub mod colorize;
+pub mod exit;
 pub mod man;
 pub mod settings;
 pub mod weights;
 
 pub use settings::parse_duration;
-
-/// Exit codes (documented in the README).
-pub mod exit {
-    /// Everything asked for was done.
-    pub const OK: i32 = 0;
-    /// Some files failed; every other file was done.
-    pub const SOME_FAILED: i32 = 1;
-    /// Bad usage or configuration (flags, weights); nothing was done.
-    pub const USAGE: i32 = 2;
-    /// `--require-cache` and the cache could not be reached; nothing was done.
-    pub const CACHE_UNREACHABLE: i32 = 3;
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,11 +72,11 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             .map(|()| exit::OK)
             .map_err(|e| Error::Usage(e.to_string())),
         Command::Completions { shell } => {
-            man::completions(shell);
+            man::completions(shell, Cli::command());
             Ok(exit::OK)
         }
         Command::Man => {
-            man::man_page(&mut std::io::stdout().lock())
+            man::man_page(Cli::command(), &mut std::io::stdout().lock())
                 .map_err(|e| Error::Usage(format!("cannot write the manual page: {e}")))?;
             Ok(exit::OK)
         }

@@ -1,15 +1,12 @@
 //! The second stage of the command line: parsed arguments checked once and turned into what
 //! the library takes (the model spec, the cache with its fallback policy, the walk and the
 //! batch options). Everything that can be refused is refused here, before any work.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use clap::Args;
 use std::time::Duration;
 
-use super::cache::CacheArgs;
-use super::colorize::ColorizeArgs;
 use super::exit;
-use crate::batch::index::Index;
-use crate::batch::walk::{self, Sources, WalkOptions};
-use crate::batch::{BatchOptions, ModelSpec};
 use crate::cache::{Cache, CacheOptions, CacheSpec};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::Error;
@@ -55,6 +52,26 @@ pub fn resolve_weights(
     crate::weights::resolve(weights, model, &locations, &hub, quiet)
         .map(|r| r.path)
         .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// The `--cache` flags, shared by `colorize` and `cache stats|clear`.
+#[derive(Debug, Args, Clone)]
+pub struct CacheArgs {
+    /// disk[:PATH] (default, under $XDG_CACHE_HOME/ddcolor), redis://[user:pass@]host:port[/db],
+    /// rediss://... (TLS), redis-cluster://host:port,host:port,..., or none.
+    #[arg(
+        long,
+        env = "DDCOLOR_CACHE",
+        default_value = "disk",
+        value_name = "SPEC"
+    )]
+    pub cache: String,
+    /// Key prefix, to keep several projects apart in one Redis.
+    #[arg(long, default_value = crate::cache::key::DEFAULT_PREFIX, value_name = "PREFIX")]
+    pub cache_prefix: String,
+    /// Bound for the disk cache (500M, 2G, ...); least recently used results are evicted.
+    #[arg(long, value_parser = crate::cache::parse_size, value_name = "SIZE")]
+    pub cache_max_size: Option<u64>,
 }
 
 /// `--cache` and its options, the spec parsed once.
@@ -135,95 +152,9 @@ impl CacheSettings {
     }
 }
 
-/// Everything `colorize` needs, checked.
-pub struct ColorizeSettings {
-    pub model: ModelSpec,
-    pub cache: CacheSettings,
-    pub sources: Sources,
-    pub batch: BatchOptions,
-    pub require_cache: bool,
-    pub report: Option<PathBuf>,
-    pub metrics_file: Option<PathBuf>,
-}
-
-impl ColorizeSettings {
-    pub fn from_args(args: &ColorizeArgs) -> Result<Self, Error> {
-        let m = &args.model;
-        crate::pipeline::check_model_size(m.size).map_err(Error::Usage)?;
-        if args.batch == 0 {
-            return Err(Error::Usage("--batch must be at least 1".into()));
-        }
-        if args.paths.is_empty() && args.files_from.is_none() {
-            return Err(Error::Usage(
-                "nothing to colorize: name files or folders, or use --files-from".into(),
-            ));
-        }
-        m.device.check().map_err(Error::Usage)?;
-        check_dtype(m.device, m.dtype)?;
-        if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
-            std::fs::File::open(list).map_err(|e| {
-                Error::Usage(format!("cannot read --files-from {}: {e}", list.display()))
-            })?;
-        }
-        let cache = CacheSettings::from_args(&args.cache)?;
-        let weights = resolve_weights(m.weights.as_deref(), m.model, args.quiet)?;
-        let sources = Sources {
-            roots: args.paths.clone(),
-            list: args.files_from.clone().map(|f| (f, args.null)),
-            opts: WalkOptions {
-                include: walk::glob_set(&args.include).map_err(Error::Usage)?,
-                exclude: walk::glob_set(&args.exclude).map_err(Error::Usage)?,
-                follow_symlinks: args.follow_symlinks,
-                ..WalkOptions::default()
-            },
-        };
-        Ok(Self {
-            model: ModelSpec {
-                weights,
-                device: m.device,
-                dtype: m.dtype,
-                tf32: m.tf32,
-                size: m.size,
-                resize: args.resize,
-                gamut: args.gamut,
-            },
-            sources,
-            batch: BatchOptions {
-                output: args.output.clone(),
-                format: args.format,
-                overwrite: args.overwrite,
-                dry_run: args.dry_run,
-                batch: args.batch,
-                max_pixels: args.max_pixels,
-                cache_ttl: args.cache_ttl,
-                cache_readonly: args.cache_readonly,
-                cache_prefix: args.cache.cache_prefix.clone(),
-                lease_ttl: args.lease_ttl,
-                quiet: args.quiet,
-                force: args.force,
-                jpeg_quality: args.jpeg_quality,
-                rehash: args.rehash,
-                readers: 0,
-            },
-            cache,
-            require_cache: args.require_cache,
-            report: args.report.clone(),
-            metrics_file: args.metrics_file.clone(),
-        })
-    }
-
-    /// The index of hashed files for this run (disabled if it has no home).
-    pub fn open_index(&self) -> Index {
-        match self.cache.index_dir() {
-            Some(dir) => Index::open(&Index::file_in(&dir)),
-            None => Index::disabled(),
-        }
-    }
-}
-
 /// What the device and dtype allow, checked before any work (the model loads only when an
 /// image needs it): bf16 has no CPU matrix product in candle.
-fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<(), Error> {
+pub fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<(), Error> {
     let cpu = matches!(device, DeviceSpec::Cpu)
         || (matches!(device, DeviceSpec::Auto) && !crate::device::cuda_compiled());
     if cpu && dtype == Precision::Bf16 {

@@ -1,0 +1,62 @@
+//! What a batch run is told besides the model, the cache and the inputs.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::dest::OutputFormat;
+
+/// The reason a photo in colour is skipped (unless `--force`).
+pub const ALREADY_COLOUR: &str = "already colour";
+
+/// Default inference lease: short, because the holder renews it every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Everything a batch run needs besides the model, the cache and the inputs.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    /// Images per forward pass.
+    pub batch: usize,
+    pub max_pixels: u64,
+    /// Expiry of stored values (None: keep until evicted).
+    pub cache_ttl: Option<Duration>,
+    /// Read the cache, never write it (and take no leases).
+    pub cache_readonly: bool,
+    pub cache_prefix: String,
+    /// How long an inference lease lasts unless renewed; a holder that dies blocks others at
+    /// most this long.
+    pub lease_ttl: Duration,
+    pub quiet: bool,
+    /// Colorize photos that are already in colour (by default they are skipped).
+    pub force: bool,
+    /// JPEG quality of JPEG outputs (1-100).
+    pub jpeg_quality: u8,
+    /// Read and hash every file, trusting no index entry (`--rehash`).
+    pub rehash: bool,
+    /// Threads that read, hash and decode (0: chosen from the cores, 2 to 4).
+    pub readers: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            output: PathBuf::from("colorized"),
+            format: OutputFormat::Same,
+            overwrite: false,
+            dry_run: false,
+            batch: 1,
+            max_pixels: crate::imageio::DEFAULT_MAX_PIXELS,
+            cache_ttl: None,
+            cache_readonly: false,
+            cache_prefix: crate::cache::key::DEFAULT_PREFIX.into(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            quiet: false,
+            force: false,
+            jpeg_quality: crate::imageio::JPEG_QUALITY,
+            rehash: false,
+            readers: 0,
+        }
+    }
+}
