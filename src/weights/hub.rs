@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 
-use super::REVISION;
+use super::models::REVISION;
 use crate::{hash, progress};
 
 /// The public hub.

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{ModelName, PTH_REPO, REVISION, WEIGHTS_FILE};
+use super::models::{ModelName, PTH_REPO, REVISION, WEIGHTS_FILE};
 
 /// A place a checkpoint was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

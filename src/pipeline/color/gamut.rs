@@ -2,27 +2,10 @@
 //! range along its hue ([`clamp_ab`]); the fit rule keeps L and hue and searches for the
 //! largest chroma that sRGB can show ([`lab_to_rgb_in_gamut`], [`fit_gamut_row`]).
 
+pub use super::lab::{clamp_ab, AB_LIMIT};
 use super::lab::{lab_to_linear, LightnessTerms};
 use super::srgb::linear_to_srgb;
 use crate::simd::multiversion;
-
-/// Largest |a| or |b| the Lab range holds.
-pub const AB_LIMIT: f32 = 127.0;
-
-/// Scale (a, b) towards grey, keeping the hue angle, until both fit `[-127, 127]`: a b of -180
-/// becomes -127 with a shrunk by the same factor, never a wrapped or clamped-per-axis value.
-/// The first half of the clip rule ([`Gamut::Clip`](crate::pipeline::Gamut::Clip)).
-#[inline(always)]
-pub fn clamp_ab(lab: [f32; 3]) -> [f32; 3] {
-    let [l, a, b] = lab;
-    let m = a.abs().max(b.abs());
-    if m > AB_LIMIT {
-        let s = AB_LIMIT / m;
-        [l, a * s, b * s]
-    } else {
-        [l, a, b]
-    }
-}
 
 multiversion! {
     /// `flags[i] = 1` where linear RGB `(r[i], g[i], b[i])` is outside sRGB (with its slack,

@@ -2,7 +2,26 @@
 //! cube root from a table.
 
 use super::srgb::{linear_to_srgb, srgb_to_linear};
-use super::{clamp_ab, BitTable};
+use super::table::BitTable;
+
+/// Largest |a| or |b| the Lab range holds.
+pub const AB_LIMIT: f32 = 127.0;
+
+/// Scale (a, b) towards grey, keeping the hue angle, until both fit `[-127, 127]`: a b of -180
+/// becomes -127 with a shrunk by the same factor, never a wrapped or clamped-per-axis value.
+/// The first half of the clip rule ([`Gamut::Clip`](crate::pipeline::Gamut::Clip)).
+#[inline(always)]
+pub fn clamp_ab(lab: [f32; 3]) -> [f32; 3] {
+    let [l, a, b] = lab;
+    let m = a.abs().max(b.abs());
+    if m > AB_LIMIT {
+        let s = AB_LIMIT / m;
+        [l, a * s, b * s]
+    } else {
+        [l, a, b]
+    }
+}
+
 use crate::simd::multiversion;
 
 /// OpenCV's sRGB (linear) -> XYZ matrix (D65), rows X, Y, Z.

@@ -1,7 +1,7 @@
 //! The sRGB transfer curve: decoding (encoded -> linear) from a table, encoding (linear ->
 //! encoded) by a polynomial per octave, scalar and as a vectorised row kernel.
 
-use super::BitTable;
+use super::table::BitTable;
 
 #[inline]
 fn clip01(x: f32) -> f32 {
