@@ -159,7 +159,7 @@ pub fn three_processes(cache: &str) {
     );
 }
 
-fn disk_spec(dir: &Path) -> String {
+pub fn disk_spec(dir: &Path) -> String {
     format!("disk:{}", dir.display())
 }
 

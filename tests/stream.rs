@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::batch::{colorize_cmd, count, report, run, stderr, tree, ALBUM_UNIQUE};
+use crate::batch::{
+    colorize_cmd, count, disk_spec as disk, report, run, stderr, tree, ALBUM_UNIQUE,
+};
 use crate::redis_util::RedisServer;
 use crate::util::fixtures;
 
@@ -59,10 +61,6 @@ fn wait_for_outputs(child: &mut Child, dir: &Path, n: usize) {
         assert!(t.elapsed() < Duration::from_secs(120), "no {n} outputs");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn disk(dir: &Path) -> String {
-    format!("disk:{}", dir.display())
 }
 
 #[test]
