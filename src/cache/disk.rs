@@ -23,6 +23,7 @@
 //! expired lease to a unique name, checks that what it moved is still the expired lease (else
 //! puts it back), and creates its own with `create_new` again. `release` is compare-and-delete:
 //! rename aside, check the token, delete (or put back a lease that is not ours).
+//! The file format and its helpers are in `lease_file.rs`.
 //!
 //! A holder renews its lease (`renew`: token checked, then a new expiry written beside the
 //! lease and renamed over it) every third of its TTL. Lease files of holders that died, and
@@ -32,7 +33,7 @@
 //! takes its lease over can cost that process its fresh lease (two processes then infer the
 //! same image once: wasted work, never a wrong result).
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,6 +42,7 @@ use sha2::{Digest, Sha256};
 
 use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 use super::key::CacheKey;
+use super::lease_file::{create_lease, put_back, read_lease, suffixed, UNPARSED_LEASE_GRACE};
 use super::options::CacheOptions;
 use super::util::{hex, lock, new_token, now_ms, ttl_ms};
 
@@ -48,8 +50,6 @@ use super::util::{hex, lock, new_token, now_ms, ttl_ms};
 const RESCAN_PUTS: u32 = 256;
 /// ... or after this long.
 const RESCAN_AFTER: Duration = Duration::from_secs(300);
-/// A lease file that cannot be parsed (being written right now) counts as live this long.
-const UNPARSED_LEASE_GRACE: Duration = Duration::from_secs(10);
 /// Temporary files older than this are debris from a crashed writer and are removed on scan.
 const STALE_TMP: Duration = Duration::from_secs(3600);
 /// A lease file this long past its expiry belongs to a holder that died: removed on scan.
@@ -109,65 +109,6 @@ impl Scan {
     fn total(&self) -> u64 {
         self.values.iter().map(|e| e.size).sum()
     }
-}
-
-/// What a lease file says.
-struct LeaseFile {
-    token: Option<String>,
-    expiry_ms: Option<u64>,
-    mtime: Option<SystemTime>,
-}
-
-impl LeaseFile {
-    fn alive(&self, now: u64) -> bool {
-        match self.expiry_ms {
-            Some(e) => e > now,
-            // Created but not written yet (or damaged): live for a short grace period.
-            None => self
-                .mtime
-                .and_then(|m| m.elapsed().ok())
-                .is_none_or(|age| age < UNPARSED_LEASE_GRACE),
-        }
-    }
-}
-
-fn read_lease(path: &Path) -> io::Result<LeaseFile> {
-    let mut f = File::open(path)?;
-    let mtime = f.metadata().and_then(|m| m.modified()).ok();
-    let mut s = String::new();
-    // A lease is a few dozen bytes; anything unreadable as text counts as unparsed.
-    let _ = Read::by_ref(&mut f).take(256).read_to_string(&mut s);
-    let mut parts = s.split_whitespace();
-    let token = parts.next().map(str::to_owned);
-    let expiry_ms = parts.next().and_then(|e| e.parse().ok());
-    Ok(LeaseFile {
-        token: expiry_ms.and(token),
-        expiry_ms,
-        mtime,
-    })
-}
-
-fn create_lease(path: &Path, token: &str, expiry_ms: u64) -> io::Result<()> {
-    let mut f = File::options().write(true).create_new(true).open(path)?;
-    if let Err(e) = f.write_all(format!("{token} {expiry_ms}\n").as_bytes()) {
-        drop(f);
-        let _ = fs::remove_file(path);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Move `aside` back to `path` unless something new is at `path` already.
-fn put_back(aside: &Path, path: &Path) {
-    let _ = fs::hard_link(aside, path);
-    let _ = fs::remove_file(aside);
-}
-
-/// `path` with `suffix` appended to its file name.
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 fn is_hex2(name: &str) -> bool {

@@ -20,6 +20,7 @@
 mod backend;
 pub mod disk;
 pub mod key;
+mod lease_file;
 pub mod none;
 mod options;
 pub mod redis;
