@@ -113,7 +113,7 @@ fn a_file_replaced_during_a_run_never_poisons_the_cache() {
     );
 }
 
-/// Four workers on one album whose inference takes longer than the lease TTL: every image is
+/// Four workers on one album whose inference (2.5 s) takes longer than the lease TTL (2 s): every image is
 /// inferred exactly once between them (the holders renew their leases).
 fn four_slow_workers(cache: &str) {
     let tmp = tempfile::tempdir().unwrap();
@@ -127,8 +127,8 @@ fn four_slow_workers(cache: &str) {
                 cache,
                 &tmp.path().join(format!("r{i}.json")),
             );
-            c.args(["--lease-ttl", "1s"])
-                .env("DDCOLOR_TEST_INFER_SLEEP_MS", "1500")
+            c.args(["--lease-ttl", "2s"])
+                .env("DDCOLOR_TEST_INFER_SLEEP_MS", "2500")
                 .stderr(Stdio::piped());
             c.spawn().unwrap()
         })
@@ -240,8 +240,9 @@ fn bytes_read(pid: u32) -> u64 {
 fn the_first_output_of_a_folder_of_large_files_comes_early() {
     let tmp = tempfile::tempdir().unwrap();
     let album = tmp.path().join("album");
-    let files = gray_album(&album, 12, 64);
-    // scans padded to 32 MB (data after a PNG's end is ignored by decoders)
+    let files = gray_album(&album, 16, 64);
+    // scans padded to 32 MB (data after a PNG's end is ignored by decoders); about 3 of the 16
+    // are read when the first output lands, the old engine read all 16 first
     let mut total = 0u64;
     for f in &files {
         let mut b = std::fs::read(f).unwrap();
