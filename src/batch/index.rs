@@ -189,6 +189,15 @@ impl Index {
         }
     }
 
+    /// Whether entries are looked up and recorded (an index that could not be opened, or that
+    /// failed, is not).
+    pub fn is_enabled(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The warning of a failed index, once.
     pub fn take_warning(&self) -> Option<String> {
         self.warning

@@ -107,7 +107,10 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
             None => match read_file(&item.input.source, max_file_bytes(shared.opts.max_pixels)) {
                 Ok(r) => {
                     shared.counts(|c| c.hashed += 1);
-                    remember(shared, &item.input.source, r.stat, r.sha256);
+                    if shared.index.is_enabled() {
+                        let resolved = item.input.source.canonicalize().ok();
+                        remember(shared, resolved.as_deref(), r.stat, r.sha256);
+                    }
                     if r.sha256 != sha {
                         // changed since its hash was taken: start over with the new bytes
                         changed_under_us(shared, &mut item, r.bytes, r.sha256);
@@ -129,9 +132,15 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
 /// reading it (the bytes are kept for decoding).
 fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
     let source = &item.input.source;
-    if !shared.opts.rehash {
-        if let (Ok(meta), Ok(resolved)) = (std::fs::metadata(source), source.canonicalize()) {
-            if let Some(sha) = shared.index.lookup(&resolved, &Stat::of(&meta)) {
+    // the path is resolved once, and only when an index is there to ask and to tell
+    let resolved = shared
+        .index
+        .is_enabled()
+        .then(|| source.canonicalize().ok())
+        .flatten();
+    if let (false, Some(resolved)) = (shared.opts.rehash, &resolved) {
+        if let Ok(meta) = std::fs::metadata(source) {
+            if let Some(sha) = shared.index.lookup(resolved, &Stat::of(&meta)) {
                 item.sha = Some(sha);
                 shared
                     .index_hits
@@ -145,16 +154,17 @@ fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
     }
     let r = read_file(source, max_file_bytes(shared.opts.max_pixels))?;
     shared.counts(|c| c.hashed += 1);
-    remember(shared, source, r.stat, r.sha256);
+    remember(shared, resolved.as_deref(), r.stat, r.sha256);
     item.sha = Some(r.sha256);
     item.bytes = Some(r.bytes);
     Ok(())
 }
 
-/// Record a hash in the index (only for a file that did not change while it was read).
-fn remember(shared: &Shared, source: &Path, stat: Option<Stat>, sha: [u8; 32]) {
-    if let (Some(stat), Ok(resolved)) = (stat, source.canonicalize()) {
-        shared.index.record(&resolved, &stat, sha);
+/// Record a hash in the index under the file's resolved path (only for a file that did not
+/// change while it was read).
+fn remember(shared: &Shared, resolved: Option<&Path>, stat: Option<Stat>, sha: [u8; 32]) {
+    if let (Some(stat), Some(resolved)) = (stat, resolved) {
+        shared.index.record(resolved, &stat, sha);
     }
 }
 

@@ -75,8 +75,3 @@ fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
-
-/// A digest as lowercase hex.
-pub fn hex(h: &[u8; 32]) -> String {
-    crate::hash::hex(h)
-}

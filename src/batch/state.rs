@@ -61,7 +61,7 @@ impl Item {
     }
 
     pub fn sha_hex(&self) -> Option<String> {
-        self.sha.as_ref().map(super::read::hex)
+        self.sha.as_ref().map(|h| crate::hash::hex(h))
     }
 }
 
@@ -268,7 +268,7 @@ impl Shared<'_> {
             &self.opts.cache_prefix,
             &id[..16],
             self.model.size(),
-            &super::read::hex(sha),
+            &crate::hash::hex(sha),
         );
         Ok((key, channels))
     }
