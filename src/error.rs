@@ -7,12 +7,15 @@ use crate::model::LoadError;
 pub enum Error {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("{path}: cannot decode image: {reason}")]
+    #[error("{}: cannot decode image: {reason}", crate::text::shown(path))]
     Decode { path: PathBuf, reason: String },
-    #[error("{path}: cannot write output: {reason}")]
+    #[error("{}: cannot write output: {reason}", crate::text::shown(path))]
     Write { path: PathBuf, reason: String },
     #[error("{0}")]
     Usage(String),
+    /// The cache could not be reached, or stopped answering, and `--require-cache` was given.
+    #[error("cache unreachable: {0}")]
+    CacheUnreachable(String),
     #[error("model inference failed: {0}")]
     Inference(#[from] candle_core::Error),
 }

@@ -63,7 +63,9 @@ pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_pixels: u64) -> Result<Deco
     let format = reader
         .format()
         .ok_or_else(|| err("not an image format ddcolor can read".into()))?;
-    let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| err(decode_error(format, &e)))?;
     let pixels = w as u64 * h as u64;
     if pixels == 0 {
         return Err(err(format!("the header claims an empty {w}x{h} image")));
@@ -84,11 +86,13 @@ pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_pixels: u64) -> Result<Deco
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| err(decode_error(format, &e)))?;
     // metadata is best effort: a damaged profile or EXIF block never costs the picture
     let icc = decoder.icc_profile().ok().flatten();
     let exif = decoder.exif_metadata().ok().flatten();
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    let mut image = read_pixels(decoder, format, &bytes, (w, h)).map_err(err)?;
     let mut meta = Metadata::read(format, bytes, icc, exif);
     if let Some(o) = image::metadata::Orientation::from_exif(meta.orientation) {
         image.apply_orientation(o);
@@ -101,9 +105,180 @@ pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_pixels: u64) -> Result<Deco
     })
 }
 
+/// What a decoder's error says to an archivist: a file that cannot be decoded as its header
+/// promises is damaged (truncated, or its structure inconsistent); an unsupported variant or a
+/// limit is said as such.
+fn decode_error(format: ImageFormat, e: &image::ImageError) -> String {
+    use image::error::{ImageError as E, LimitErrorKind};
+    let name = format_name(format);
+    match e {
+        E::Unsupported(u) => format!("unsupported {name} file: {u}"),
+        E::Limits(l) if matches!(l.kind(), LimitErrorKind::InsufficientMemory) => {
+            format!("not enough memory to decode this {name} file")
+        }
+        E::Limits(l) => format!("{name} file over a limit: {l}"),
+        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            format!("damaged {name} file: it ends before its image data does ({io})")
+        }
+        other => format!("damaged {name} file: {other}"),
+    }
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    format
+        .extensions_str()
+        .first()
+        .map_or("image", |e| match *e {
+            "jpg" => "JPEG",
+            "png" => "PNG",
+            "tiff" | "tif" => "TIFF",
+            "webp" => "WebP",
+            "bmp" => "BMP",
+            "gif" => "GIF",
+            _ => "image",
+        })
+}
+
+/// A zeroed buffer of `n` samples, or an error if the memory cannot be had (the allocation
+/// that fails is this file's failure; `vec!` would abort the process).
+fn try_zeroed<T: Clone + Default>(n: usize) -> std::result::Result<Vec<T>, String> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        format!(
+            "not enough memory to decode: the image needs {} MB",
+            (n * std::mem::size_of::<T>()) >> 20
+        )
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// Whether about `bytes` more can be allocated now (reserved and given back at once): an
+/// image whose working set cannot be had fails alone instead of aborting the process halfway.
+pub fn memory_available(bytes: u64) -> bool {
+    let Ok(n) = usize::try_from(bytes) else {
+        return false;
+    };
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(n).is_ok()
+}
+
+/// Decode the pixels into a buffer allocated fallibly; JPEG through zune-jpeg in strict mode,
+/// so that entropy-coded data that ends before the image does (a cut file, a header edited to
+/// claim more pixels) is an error rather than gray padding.
+fn read_pixels(
+    decoder: impl ImageDecoder,
+    format: ImageFormat,
+    bytes: &[u8],
+    (w, h): (u32, u32),
+) -> std::result::Result<DynamicImage, String> {
+    use image::{ColorType as C, ImageBuffer};
+    let color = decoder.color_type();
+    let total = usize::try_from(decoder.total_bytes())
+        .map_err(|_| "not enough memory to decode: the image is too large".to_string())?;
+    // the decoded pixels, an upright copy, and the f32 planes of the pipeline (RGB and L)
+    let working = (total as u64)
+        .saturating_mul(2)
+        .saturating_add((w as u64 * h as u64).saturating_mul(16));
+    if !memory_available(working) {
+        return Err(format!(
+            "not enough memory for a {w}x{h} image (about {} MB needed)",
+            working >> 20
+        ));
+    }
+    let fill = |buf: &mut [u8]| -> std::result::Result<(), String> {
+        if format == ImageFormat::Jpeg {
+            return jpeg_strict(bytes, buf, color, (w, h));
+        }
+        decoder
+            .read_image(buf)
+            .map_err(|e| decode_error(format, &e))
+    };
+    fn raw8(
+        n: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), String>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let mut buf = try_zeroed::<u8>(n)?;
+        fill(&mut buf)?;
+        Ok(buf)
+    }
+    fn raw<T: bytemuck::Pod + Default>(
+        n: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), String>,
+    ) -> std::result::Result<Vec<T>, String> {
+        let mut buf = try_zeroed::<T>(n / std::mem::size_of::<T>())?;
+        fill(bytemuck::cast_slice_mut(&mut buf))?;
+        Ok(buf)
+    }
+    let mismatch = || "damaged image: its data does not match its size".to_string();
+    Ok(match color {
+        C::L8 => DynamicImage::ImageLuma8(
+            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::La8 => DynamicImage::ImageLumaA8(
+            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::Rgb8 => DynamicImage::ImageRgb8(
+            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::Rgba8 => DynamicImage::ImageRgba8(
+            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::L16 => DynamicImage::ImageLuma16(
+            ImageBuffer::from_raw(w, h, raw::<u16>(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::La16 => DynamicImage::ImageLumaA16(
+            ImageBuffer::from_raw(w, h, raw::<u16>(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::Rgb16 => DynamicImage::ImageRgb16(
+            ImageBuffer::from_raw(w, h, raw::<u16>(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::Rgba16 => DynamicImage::ImageRgba16(
+            ImageBuffer::from_raw(w, h, raw::<u16>(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::Rgb32F => DynamicImage::ImageRgb32F(
+            ImageBuffer::from_raw(w, h, raw::<f32>(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        C::Rgba32F => DynamicImage::ImageRgba32F(
+            ImageBuffer::from_raw(w, h, raw::<f32>(total, fill)?).ok_or_else(mismatch)?,
+        ),
+        other => return Err(format!("unsupported pixel layout {other:?}")),
+    })
+}
+
+/// JPEG pixels in zune-jpeg's strict mode, in the colour layout image's decoder reported.
+fn jpeg_strict(
+    bytes: &[u8],
+    out: &mut [u8],
+    color: image::ColorType,
+    (w, h): (u32, u32),
+) -> std::result::Result<(), String> {
+    use zune_core::colorspace::ColorSpace;
+    let space = match color {
+        image::ColorType::L8 => ColorSpace::Luma,
+        image::ColorType::La8 => ColorSpace::LumaA,
+        image::ColorType::Rgba8 => ColorSpace::RGBA,
+        _ => ColorSpace::RGB,
+    };
+    let options = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(space)
+        .set_strict_mode(true)
+        .set_max_width(w as usize)
+        .set_max_height(h as usize);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    d.decode_into(out)
+        .map_err(|e| format!("damaged JPEG file: {e:?}"))
+}
+
 /// Walk a JPEG's segments and entropy-coded scans up to the end-of-image marker. JPEG decoders
 /// are lenient and fill a cut-off file with gray; an archive wants to hear that it is cut off.
-/// Data after the end marker (camera trailers, motion photos) is allowed.
+/// Data after the end marker (camera trailers, motion photos) is allowed. Also checks that the
+/// image data can hold the image the frame header claims: Huffman coding spends at least one
+/// bit on every 8x8 block (its DC code), so a header edited to claim more pixels than the data
+/// was coded for is refused instead of decoding to a sea of gray.
 pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
     let truncated = |what: &str| Err(format!("truncated JPEG: the file ends {what}"));
     if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
@@ -111,6 +286,10 @@ pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
     }
     let n = b.len();
     let mut i = 2;
+    // blocks the frame header implies (Huffman-coded frames only), and entropy-coded bytes
+    let mut blocks: Option<u64> = None;
+    let mut claimed = (0u32, 0u32);
+    let mut coded: u64 = 0;
     loop {
         // a marker: 0xFF (fill bytes allowed), then its code
         while i < n && b[i] == 0xFF && i + 1 < n && b[i + 1] == 0xFF {
@@ -124,7 +303,7 @@ pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
         }
         let m = b[i + 1];
         match m {
-            0xD9 => return Ok(()),
+            0xD9 => break,
             0x01 | 0xD0..=0xD7 => {
                 i += 2;
                 continue;
@@ -139,10 +318,17 @@ pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
         if len < 2 || end > n {
             return truncated("inside a segment");
         }
+        // SOF0-2 (baseline, extended, progressive; Huffman): the frame's size and sampling
+        if matches!(m, 0xC0..=0xC2) {
+            let (f, blk) = frame_blocks(&b[i + 4..end])?;
+            claimed = f;
+            blocks = Some(blk);
+        }
         i = end;
         if m == 0xDA {
             // entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or a
             // restart marker
+            let start = i;
             loop {
                 if i + 1 >= n {
                     return truncated("in the middle of the image data");
@@ -152,8 +338,51 @@ pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), String> {
                 }
                 i += 1;
             }
+            coded += (i - start) as u64;
         }
     }
+    if let Some(blocks) = blocks {
+        if coded.saturating_mul(8) < blocks {
+            return Err(format!(
+                "damaged JPEG: its header claims {}x{} pixels ({blocks} blocks of 8x8), but its \
+                 image data ({coded} bytes) is too short to hold them",
+                claimed.0, claimed.1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A frame header's width and height, and the 8x8 blocks its components hold (at least: a
+/// component scanned alone holds no more than when interleaved).
+fn frame_blocks(sof: &[u8]) -> std::result::Result<((u32, u32), u64), String> {
+    let bad = || Err("damaged JPEG: a malformed frame header".to_string());
+    if sof.len() < 6 {
+        return bad();
+    }
+    let h = u16::from_be_bytes([sof[1], sof[2]]) as u64;
+    let w = u16::from_be_bytes([sof[3], sof[4]]) as u64;
+    let nc = sof[5] as usize;
+    if sof.len() < 6 + 3 * nc || nc == 0 {
+        return bad();
+    }
+    let comps: Vec<(u64, u64)> = (0..nc)
+        .map(|c| {
+            let s = sof[6 + 3 * c + 1];
+            ((s >> 4).max(1) as u64, (s & 15).max(1) as u64)
+        })
+        .collect();
+    let hmax = comps.iter().map(|c| c.0).max().unwrap_or(1);
+    let vmax = comps.iter().map(|c| c.1).max().unwrap_or(1);
+    let blocks = comps
+        .iter()
+        .map(|&(hs, vs)| {
+            let cw = (w * hs).div_ceil(hmax);
+            let ch = (h * vs).div_ceil(vmax);
+            cw.div_ceil(8) * ch.div_ceil(8)
+        })
+        .sum();
+    Ok(((w as u32, h as u32), blocks))
 }
 
 /// The format to write for an output path, from its extension.
@@ -180,8 +409,9 @@ fn host_name() -> &'static str {
     })
 }
 
-/// A temporary name beside `dest`, unique to this process and call.
-fn temp_path(dest: &Path) -> PathBuf {
+/// A temporary name beside `dest`, unique to this process and call (swept by [`sweep_temps`]
+/// if its writer dies before it is renamed or removed).
+pub(crate) fn temp_path(dest: &Path) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = dest
         .file_name()

@@ -21,6 +21,7 @@ pub mod model;
 pub mod pipeline;
 pub mod progress;
 mod simd;
+pub mod text;
 pub mod weights;
 
 pub use colorizer::Colorizer;

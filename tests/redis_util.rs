@@ -264,6 +264,18 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Send `signal` to the server (SIGSTOP freezes it: connections are accepted by the kernel,
+    /// nothing answers; SIGCONT thaws it).
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) with a pid of our own child and a valid signal number
+        assert_eq!(
+            unsafe { libc::kill(pid as i32, signal) },
+            0,
+            "kill {signal}"
+        );
+    }
+
     /// Kill the server and wait for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -13,7 +13,7 @@ use crate::redis_util::RedisServer;
 use crate::util::fixtures;
 
 /// `n` distinct gray PNGs of `side` pixels in `dir`: `img00.png`, `img01.png`, ...
-fn gray_album(dir: &Path, n: usize, side: u32) -> Vec<PathBuf> {
+pub fn gray_album(dir: &Path, n: usize, side: u32) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     (0..n)
         .map(|i| {

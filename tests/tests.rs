@@ -3,7 +3,9 @@ mod batch;
 mod batch_redis;
 mod cache;
 mod cli;
+mod faults;
 mod fidelity;
+mod fuzz;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod hub_server;

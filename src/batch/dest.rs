@@ -112,7 +112,7 @@ impl Destinations {
                 Status::Failed,
                 format!(
                     "output {} is already the output of another input",
-                    dest.display()
+                    crate::text::shown(&dest)
                 ),
             ));
         }
@@ -120,7 +120,10 @@ impl Destinations {
             Err(_) => Ok(dest),
             Ok(_) if self.is_an_input(&dest) => Err((
                 Status::Failed,
-                format!("output {} would overwrite an input", dest.display()),
+                format!(
+                    "output {} would overwrite an input",
+                    crate::text::shown(&dest)
+                ),
             )),
             Ok(_) if !self.overwrite => Err((
                 Status::Skipped,
@@ -138,4 +141,56 @@ impl Destinations {
         self.inputs_in_output.contains(&hash_path(&c))
             || self.roots_in_output.iter().any(|r| c.starts_with(r))
     }
+}
+
+/// The checks made once before a run reads anything or loads the model: the output folder is
+/// not one of the input folders (plainly or through a symbolic link), and it exists (created
+/// here, unless `create` is false, as for `--dry-run`) and can be written. Each refusal names
+/// the folder and says why; the CLI exits 2 on it.
+pub fn preflight(output: &Path, input_folders: &[PathBuf], create: bool) -> Result<(), String> {
+    let shown = crate::text::shown(output);
+    if let Ok(out) = output.canonicalize() {
+        for root in input_folders {
+            if root.canonicalize().ok().as_deref() == Some(out.as_path()) {
+                return Err(format!(
+                    "the output folder {shown} is the input folder {}: outputs would be written \
+                     among (and over) the inputs, so nothing was done; choose another --output",
+                    crate::text::shown(root)
+                ));
+            }
+        }
+    }
+    let cannot = |why: String| format!("cannot write to the output folder {shown}: {why}");
+    if !create {
+        // nothing is created in a dry run: the nearest existing ancestor must be a folder
+        let mut p = Some(output);
+        while let Some(dir) = p {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(_) => {
+                    return Err(cannot(format!(
+                        "{} is not a folder",
+                        crate::text::shown(dir)
+                    )))
+                }
+                Err(_) => p = dir.parent().filter(|d| !d.as_os_str().is_empty()),
+            }
+        }
+        return Ok(());
+    }
+    if let Ok(m) = std::fs::metadata(output) {
+        if !m.is_dir() {
+            return Err(cannot("a file is in its place".into()));
+        }
+    }
+    std::fs::create_dir_all(output).map_err(|e| cannot(e.to_string()))?;
+    // a probe file: permissions, read-only mounts, quotas, ACLs all answer the same way
+    let probe = crate::imageio::temp_path(&output.join("ddcolor-probe"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| cannot(e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }

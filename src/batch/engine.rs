@@ -62,6 +62,8 @@ pub fn run(
     opts: &BatchOptions,
     sink: Option<&ReportSink>,
 ) -> Result<Outcome, Error> {
+    super::dest::preflight(&opts.output, &sources.root_folders(), !opts.dry_run)
+        .map_err(Error::Usage)?;
     let started = Instant::now();
     let (retry_tx, retry_rx) = unbounded::<Item>();
     let (defer_tx, defer_rx) = unbounded::<Item>();
@@ -90,6 +92,7 @@ pub fn run(
         // the batch being inferred and two more (decoded, or written by either writer): more
         // would read further ahead of the first output without writing faster
         slots: Slots::new(opts.batch.max(1) + 2),
+        cache_down: AtomicBool::new(false),
     };
     if let Some(w) = index.take_warning() {
         shared.warn_once("index", || w);
@@ -194,7 +197,14 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
         shared.counts(|c| c.found = found);
         match f {
             Found::Error(path, err) => {
-                dry_line(shared, &format!("fail\t{}\t{err}", path.display()));
+                dry_line(
+                    shared,
+                    &format!(
+                        "fail\t{}\t{}",
+                        crate::text::shown(&path),
+                        crate::text::escape_controls(&err)
+                    ),
+                );
                 shared.record(Record {
                     path,
                     sha256: None,
@@ -213,7 +223,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
                     };
                     dry_line(
                         shared,
-                        &format!("{action}\t{}\t{reason}", input.source.display()),
+                        &format!("{action}\t{}\t{reason}", crate::text::shown(&input.source)),
                     );
                     shared.record(Record {
                         output: (status == Status::Skipped)
@@ -280,6 +290,7 @@ fn prep_worker(
             continue;
         }
         let job = super::prep::advance(shared, item);
+        shared.check_cache();
         let sent = match job {
             Some(job) if job.ab.is_some() => write.send((job, Ok(()))).is_ok(),
             Some(job) => infer.send(job).is_ok(),

@@ -169,7 +169,7 @@ impl Index {
                 None,
                 Some(format!(
                     "cannot open the hash index {} ({e}); every file is read and hashed",
-                    path.display()
+                    crate::text::shown(path)
                 )),
             ),
         };
@@ -215,7 +215,7 @@ impl Index {
                 *guard = None;
                 *self.warning.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
                     "the hash index {} failed ({e}); it is not used for the rest of this run",
-                    self.path.display()
+                    crate::text::shown(&self.path)
                 ));
                 None
             }

@@ -46,7 +46,7 @@ impl ModelSpec {
             let c = model.config();
             eprintln!(
                 "ddcolor: loaded {} ({} encoder, {} model) on {}, {}",
-                self.weights.display(),
+                crate::text::shown(&self.weights),
                 c.encoder.name(),
                 c.variant(),
                 device::describe(&dev),

@@ -190,7 +190,8 @@ fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [
     item.cached = None;
 }
 
-/// Look `key` up; a value that fails its checks is a miss. Counted when `count`.
+/// Look `key` up; a value that fails its checks is a miss. A backend error is counted when
+/// `count` (the first lookup of an image).
 fn lookup(
     shared: &Shared,
     key: &crate::cache::CacheKey,
@@ -215,14 +216,8 @@ fn lookup(
         }
         Lookup::Miss(_) => None,
     };
-    if count {
-        let mut s = shared.summary();
-        if ab.is_some() {
-            s.cache_hits += 1;
-        } else {
-            s.cache_misses += 1;
-        }
-    }
+    // hits and misses are counted when an image is settled, by how it was served
+    // ([`Shared::record`]): a miss here may still end as a value another process stored
     ab
 }
 
@@ -320,7 +315,7 @@ fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
 fn dry_text(action: &str, item: &Item) -> String {
     format!(
         "{action}\t{}\t{}",
-        item.input.source.display(),
-        item.dest.display()
+        crate::text::shown(&item.input.source),
+        crate::text::shown(&item.dest)
     )
 }

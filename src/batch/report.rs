@@ -88,7 +88,9 @@ pub struct Summary {
     pub failed: u64,
     /// Model forward passes (batches) run.
     pub forward_passes: u64,
+    /// Images whose colours came from the cache (each counted once, by how it was served).
     pub cache_hits: u64,
+    /// Images the model ran on here (their lookup missed and no other process stored them).
     pub cache_misses: u64,
     /// Lookups that failed because the backend did (counted within misses too).
     pub cache_errors: u64,

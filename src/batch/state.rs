@@ -149,6 +149,8 @@ pub(crate) struct Shared<'a> {
     /// Hash hits from the index (files not read to learn their hash).
     pub index_hits: AtomicU64,
     pub slots: Arc<Slots>,
+    /// The cache was seen [`crate::cache::Cache::down`] (acted on once).
+    pub cache_down: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -170,8 +172,10 @@ impl Shared<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(kind.to_owned());
         if first {
-            self.progress
-                .println(&format!("ddcolor: warning: {}", msg()));
+            self.progress.println(&format!(
+                "ddcolor: warning: {}",
+                crate::text::escape_controls(&msg())
+            ));
         }
     }
 
@@ -180,6 +184,31 @@ impl Shared<'_> {
         let mut s = self.summary();
         if !s.notes.iter().any(|n| n == note) {
             s.notes.push(note.to_owned());
+        }
+    }
+
+    /// Notice a cache that stopped answering mid-run (once): with `--require-cache` the run
+    /// stops (exit 3), otherwise a warning (the cache switched to its fallback, or fails fast).
+    pub fn check_cache(&self) {
+        if self.cache_down.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(why) = self.cache.down() else {
+            return;
+        };
+        if self.cache_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.opts.require_cache {
+            self.abort(Error::CacheUnreachable(format!(
+                "{why}; the run stopped (--require-cache): the outputs written so far are in \
+                 place and in the report"
+            )));
+        } else {
+            self.warn_once("cache-down", || {
+                format!("the cache stopped answering mid-run: {why}")
+            });
+            self.note_once("the cache went down mid-run; see the warning above");
         }
     }
 
@@ -220,11 +249,12 @@ impl Shared<'_> {
 
     /// Settle one input: count it, print failures, and append its line to the report.
     pub fn record(&self, r: Record) {
+        self.check_cache();
         if r.status == Status::Failed {
             self.progress.println(&format!(
                 "ddcolor: error: {}: {}",
-                r.path.display(),
-                r.error.as_deref().unwrap_or("failed")
+                crate::text::shown(&r.path),
+                crate::text::escape_controls(r.error.as_deref().unwrap_or("failed"))
             ));
         }
         if let Some(sink) = self.sink {
@@ -232,7 +262,17 @@ impl Shared<'_> {
                 self.warn_once("report", || format!("cannot write the report: {e}"));
             }
         }
-        self.summary().count(r.status);
+        {
+            // each image counts once, by how it was finally served: its colours came from the
+            // cache (a hit, whoever stored them) or from the model here (a miss)
+            let mut s = self.summary();
+            s.count(r.status);
+            match r.status {
+                Status::Cached => s.cache_hits += 1,
+                Status::Inferred => s.cache_misses += 1,
+                _ => {}
+            }
+        }
         self.counts(|c| match r.status {
             Status::Failed => c.failed += 1,
             Status::Inferred => {

@@ -215,6 +215,12 @@ fn walk_folder(
     out_canon: Option<&Path>,
     emit: &mut dyn FnMut(Found) -> bool,
 ) -> bool {
+    if out_canon.is_some() && root.canonicalize().ok().as_deref() == out_canon {
+        return emit(Found::Error(
+            root.to_path_buf(),
+            "is the output folder: nothing in it is colorized (choose another --output)".into(),
+        ));
+    }
     let mut it = walkdir::WalkDir::new(root)
         .follow_links(opts.follow_symlinks)
         .sort_by_file_name()

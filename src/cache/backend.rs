@@ -102,6 +102,14 @@ pub trait Cache: Send + Sync {
 
     /// Write and read back a probe key once: a cache that cannot be written is used read-only.
     fn check_writable(&self) -> Result<(), CacheError>;
+
+    /// Why the backend is no longer asked, once it stopped answering mid-run (a network
+    /// backend's circuit breaker tripped after calls in a row timed out or lost the
+    /// connection); `None` while it works. A backend that is down fails every call at once;
+    /// [`super::failover::Failover`] sends them to a fallback cache instead.
+    fn down(&self) -> Option<String> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn Cache {

@@ -123,18 +123,18 @@ impl DiskCache {
             if !root.is_dir() {
                 return Err(CacheError {
                     backend: "disk".to_owned(),
-                    message: format!("cannot create {}: {e}", root.display()),
+                    message: format!("cannot create {}: {e}", crate::text::shown(&root)),
                 });
             }
         }
         let meta = fs::metadata(&root).map_err(|e| CacheError {
             backend: "disk".to_owned(),
-            message: format!("{}: {e}", root.display()),
+            message: format!("{}: {e}", crate::text::shown(&root)),
         })?;
         if !meta.is_dir() {
             return Err(CacheError {
                 backend: "disk".to_owned(),
-                message: format!("{} is not a directory", root.display()),
+                message: format!("{} is not a directory", crate::text::shown(&root)),
             });
         }
         let tag = hex(&Sha256::digest(CacheKey::scan_prefix(&opts.prefix).as_bytes())[..4]);
@@ -161,7 +161,7 @@ impl DiskCache {
     fn err(&self, what: &str, e: impl std::fmt::Display) -> CacheError {
         CacheError {
             backend: "disk".to_owned(),
-            message: format!("{what} in {}: {e}", self.root.display()),
+            message: format!("{what} in {}: {e}", crate::text::shown(&self.root)),
         }
     }
 
@@ -332,14 +332,14 @@ impl DiskCache {
                 Lookup::Hit(bytes)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Miss(Miss::Absent),
-            Err(e) => Lookup::Miss(Miss::Error(format!("{}: {e}", file.display()))),
+            Err(e) => Lookup::Miss(Miss::Error(format!("{}: {e}", crate::text::shown(&file)))),
         }
     }
 }
 
 impl Cache for DiskCache {
     fn describe(&self) -> String {
-        format!("disk:{}", self.root.display())
+        format!("disk:{}", crate::text::shown(&self.root))
     }
 
     fn get_many(&self, keys: &[CacheKey]) -> Vec<Lookup> {
@@ -507,7 +507,10 @@ impl Cache for DiskCache {
             st.puts_since_scan = 0;
         }
         let mut details = vec![
-            ("path".to_owned(), self.root.display().to_string()),
+            (
+                "path".to_owned(),
+                crate::text::shown(&self.root).to_string(),
+            ),
             (
                 "directory bytes (all prefixes)".to_owned(),
                 total.to_string(),

@@ -13,12 +13,14 @@
 //!   `util.rs` (tokens, clocks);
 //! - the backends: [`disk`], [`none`], [`redis`] (one implementation over a single server,
 //!   [`redis::single`], or a cluster, [`redis::cluster`]);
+//! - [`failover`]: a network backend with the fallback it switches to once it goes down;
 //! - the factory, `spec.rs`: [`CacheSpec::parse`] once, then [`open_spec`] (or [`open`] for
 //!   both at once), with [`CacheSpec::fallback`] for a remote cache that cannot be reached.
 //!
 //! This file only names them and re-exports what callers use.
 mod backend;
 pub mod disk;
+pub mod failover;
 pub mod key;
 mod lease_file;
 pub mod none;

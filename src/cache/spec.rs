@@ -21,8 +21,8 @@ use super::redis::single::Single;
 use super::redis::RedisCache;
 use super::secret::{redact, Secrets};
 
-/// What a `--cache` spec names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a `--cache` spec names. Its `Debug` hides passwords, as every message does.
+#[derive(Clone, PartialEq, Eq)]
 pub enum CacheSpec {
     /// A directory (`None`: the default one, [`disk::default_dir`]).
     Disk(Option<PathBuf>),
@@ -33,6 +33,20 @@ pub enum CacheSpec {
     Cluster(Vec<String>),
     /// No cache: every lookup misses.
     None,
+}
+
+impl std::fmt::Debug for CacheSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Disk(p) => f.debug_tuple("Disk").field(p).finish(),
+            Self::Redis(url) => f.debug_tuple("Redis").field(&redact(url)).finish(),
+            Self::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
+                .finish(),
+            Self::None => f.write_str("None"),
+        }
+    }
 }
 
 impl CacheSpec {
@@ -188,6 +202,18 @@ fn validate_redis_url(url: &str, shown: &str) -> Result<(), CacheError> {
     use ::redis::IntoConnectionInfo;
     if ::redis::parse_redis_url(url).is_none() {
         return Err(spec_error(format!("`{shown}` is not a valid Redis URL")));
+    }
+    // the database number: digits only (redis-rs would take `-1` and let the server refuse it,
+    // which looks like an unreachable cache rather than the typo it is)
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let path_start = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(db) = rest[path_start..].strip_prefix('/') {
+        let db = db.split(['?', '#']).next().unwrap_or("");
+        if !db.is_empty() && !db.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(spec_error(format!(
+                "`{shown}`: the database number must be a whole number from 0, not `{db}`"
+            )));
+        }
     }
     url.into_connection_info().map(|_| ()).map_err(|e| {
         let secrets = Secrets::of_urls([url]);

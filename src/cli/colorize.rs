@@ -130,7 +130,9 @@ pub struct ColorizeArgs {
     /// Use cached results but never store new ones.
     #[arg(long)]
     pub cache_readonly: bool,
-    /// Fail (exit 3, nothing written) if the cache cannot be reached, instead of falling back.
+    /// Fail (exit 3, nothing written) if the cache cannot be reached, instead of falling back;
+    /// a cache that stops answering mid-run stops the run (exit 3; outputs already written
+    /// stay, each in the report).
     #[arg(long)]
     pub require_cache: bool,
     /// How long an inference lease outlives its holder: the holder renews it every third of
@@ -181,7 +183,10 @@ impl ColorizeSettings {
         check_dtype(m.device, m.dtype)?;
         if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
             std::fs::File::open(list).map_err(|e| {
-                Error::Usage(format!("cannot read --files-from {}: {e}", list.display()))
+                Error::Usage(format!(
+                    "cannot read --files-from {}: {e}",
+                    crate::text::shown(list)
+                ))
             })?;
         }
         let cache = CacheSettings::from_args(&args.cache)?;
@@ -216,6 +221,7 @@ impl ColorizeSettings {
                 max_pixels: args.max_pixels,
                 cache_ttl: args.cache_ttl,
                 cache_readonly: args.cache_readonly,
+                require_cache: args.require_cache,
                 cache_prefix: args.cache.cache_prefix.clone(),
                 lease_ttl: args.lease_ttl,
                 quiet: args.quiet,
@@ -242,6 +248,15 @@ impl ColorizeSettings {
 
 pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
     let settings = ColorizeSettings::from_args(&args)?;
+    // before the cache is opened or anything read: an output folder that is an input folder,
+    // or that cannot be made (a file in its way), is bad configuration (exit 2) named as such;
+    // nothing is created yet (the engine creates and probes it first thing, before the model)
+    batch::dest::preflight(
+        &settings.batch.output,
+        &settings.sources.root_folders(),
+        false,
+    )
+    .map_err(Error::Usage)?;
     let (cache, readonly) = match settings
         .cache
         .open_for_run(settings.require_cache, args.cache_readonly)
@@ -251,13 +266,15 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
     };
     let mut opts = settings.batch.clone();
     opts.cache_readonly = readonly;
-    let sink =
-        match &settings.report {
-            Some(p) => Some(ReportSink::open(p).map_err(|e| {
-                Error::Usage(format!("cannot write the report {}: {e}", p.display()))
-            })?),
-            None => None,
-        };
+    let sink = match &settings.report {
+        Some(p) => Some(ReportSink::open(p).map_err(|e| {
+            Error::Usage(format!(
+                "cannot write the report {}: {e}",
+                crate::text::shown(p)
+            ))
+        })?),
+        None => None,
+    };
     let index = settings.open_index();
     let model = LazyModel::new(settings.model.clone(), args.quiet);
     let outcome = batch::run(

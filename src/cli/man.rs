@@ -90,8 +90,8 @@ pub fn man_page(cmd: clap::Command, w: &mut dyn std::io::Write) -> std::io::Resu
     for (code, meaning) in [
         (exit::OK, "Every input was done (colorized, cached, duplicate or skipped)."),
         (exit::SOME_FAILED, "Some inputs failed; all others were done."),
-        (exit::USAGE, "Bad usage or configuration (flags, weights that cannot be read or fetched); nothing was done."),
-        (exit::CACHE_UNREACHABLE, "--require-cache and the cache could not be reached; nothing was done."),
+        (exit::USAGE, "Bad usage or configuration (flags, a cache spec that cannot be parsed, weights that cannot be read or fetched, an output folder that is an input folder or cannot be written); nothing was done."),
+        (exit::CACHE_UNREACHABLE, "--require-cache and the cache could not be reached (nothing was done), or it stopped answering mid-run (the run stopped; what was written is in the report)."),
     ] {
         roff.control("TP", [])
             .text([bold(code.to_string())])

@@ -58,7 +58,10 @@ pub fn main_exit_code() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ddcolor: {e}");
-            exit::USAGE
+            match e {
+                Error::CacheUnreachable(_) => exit::CACHE_UNREACHABLE,
+                _ => exit::USAGE,
+            }
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct CacheArgs {
     #[arg(
         long,
         env = "DDCOLOR_CACHE",
+        // the value may hold a password: `--help` names the variable, never its value
+        hide_env_values = true,
         default_value = "disk",
         value_name = "SPEC"
     )]
@@ -112,6 +114,11 @@ impl CacheSettings {
     ) -> Result<(Box<dyn Cache>, bool), i32> {
         let mut readonly = readonly;
         let cache = match self.spec.open(&self.options) {
+            // a network cache that stops answering mid-run: the run goes on with the fallback
+            // (with `require`, the engine stops it instead: exit 3)
+            Ok(c) if self.spec.is_remote() && !require => Box::new(
+                crate::cache::failover::Failover::new(c, &self.spec, &self.options),
+            ),
             Ok(c) => c,
             Err(e) if require => {
                 eprintln!("ddcolor: cache unreachable: {e}");

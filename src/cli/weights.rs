@@ -40,14 +40,14 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
                     if let Some(found) = locations.find(name) {
                         println!(
                             "{name}\t{}\t(already here: {})",
-                            found.path.display(),
+                            crate::text::shown(&found.path),
                             found.place
                         );
                         continue;
                     }
                 }
                 let path = fetch(name, &locations, &hub, args.quiet, args.force)?;
-                println!("{name}\t{}", path.display());
+                println!("{name}\t{}", crate::text::shown(&path));
             }
             Ok(())
         }
@@ -69,7 +69,7 @@ pub fn list(locations: &Locations) -> String {
             m.to_string()
         };
         let local = match locations.find(m) {
-            Some(f) => format!("{} ({})", f.path.display(), f.place),
+            Some(f) => format!("{} ({})", crate::text::shown(&f.path), f.place),
             None => "-".to_owned(),
         };
         rows.push([
@@ -96,7 +96,7 @@ pub fn list(locations: &Locations) -> String {
         ));
     }
     match locations.data_dir() {
-        Some(d) => out.push_str(&format!("downloads go to {}\n", d.display())),
+        Some(d) => out.push_str(&format!("downloads go to {}\n", crate::text::shown(d))),
         None => out.push_str("no download folder: set DDCOLOR_WEIGHTS_DIR or HOME\n"),
     }
     out

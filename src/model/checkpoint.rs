@@ -16,27 +16,33 @@ use candle_core::{DType, Device, Tensor};
 /// Why a checkpoint could not be turned into a model.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read weights file {path}: {source}")]
+    #[error("cannot read weights file {}: {source}", crate::text::shown(path))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a readable checkpoint: {reason}")]
+    #[error("{} is not a readable checkpoint: {reason}", crate::text::shown(path))]
     Container { path: PathBuf, reason: String },
-    #[error("{path} is not a DDColor checkpoint: {reason}")]
+    #[error("{} is not a DDColor checkpoint: {reason}", crate::text::shown(path))]
     NotDdcolor { path: PathBuf, reason: String },
-    #[error("{path}: missing key `{key}` (the file is not a complete DDColor checkpoint)")]
+    #[error(
+        "{}: missing key `{key}` (the file is not a complete DDColor checkpoint)",
+        crate::text::shown(path)
+    )]
     MissingKey { path: PathBuf, key: String },
-    #[error("{path}: shape of `{key}` is {actual:?} but {expected:?} was expected")]
+    #[error(
+        "{}: shape of `{key}` is {actual:?} but {expected:?} was expected",
+        crate::text::shown(path)
+    )]
     Shape {
         path: PathBuf,
         key: String,
         actual: Vec<usize>,
         expected: Vec<usize>,
     },
-    #[error("{path}: {reason}")]
+    #[error("{}: {reason}", crate::text::shown(path))]
     Invalid { path: PathBuf, reason: String },
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", crate::text::shown(path))]
     Tensor {
         path: PathBuf,
         source: candle_core::Error,

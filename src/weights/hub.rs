@@ -36,7 +36,8 @@ pub enum HubError {
     },
     #[error(
         "{url}: transfer interrupted at {got} of {total} bytes ({reason}); the same command \
-         resumes it from {}", part.display()
+         resumes it from {}",
+        crate::text::shown(part)
     )]
     Interrupted {
         url: String,
@@ -48,7 +49,8 @@ pub enum HubError {
     /// The bytes are not what the hub announced; nothing was kept.
     #[error(
         "{url}: the downloaded {what} does not match what the hub announced (got {got}, \
-         expected {want}); the download was discarded and {} was not written", dest.display()
+         expected {want}); the download was discarded and {} was not written",
+        crate::text::shown(dest)
     )]
     Mismatch {
         url: String,
@@ -59,7 +61,7 @@ pub enum HubError {
     },
     #[error("{url}: {reason}")]
     Protocol { url: String, reason: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", crate::text::shown(path))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -234,7 +236,7 @@ impl Hub {
             if !quiet {
                 eprintln!(
                     "ddcolor: waiting for another process downloading {}",
-                    dest.display()
+                    crate::text::shown(dest)
                 );
             }
             fs2::FileExt::lock_exclusive(&lock).map_err(io_err(&lock_file))?;
@@ -273,7 +275,10 @@ impl Hub {
             }
         };
         if !visible && !quiet {
-            eprintln!("ddcolor: downloading {url}\n  to {}", dest.display());
+            eprintln!(
+                "ddcolor: downloading {url}\n  to {}",
+                crate::text::shown(dest)
+            );
         }
         let mut meta = Meta::default();
         let mut tries = 0u32;
@@ -347,7 +352,7 @@ impl Hub {
             if !quiet {
                 eprintln!(
                     "ddcolor: downloaded {} ({len} bytes{})",
-                    dest.display(),
+                    crate::text::shown(dest),
                     if meta.sha256.is_some() {
                         ", SHA-256 verified"
                     } else {

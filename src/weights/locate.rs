@@ -155,26 +155,24 @@ impl Locations {
             let n = model.as_str();
             out.push(format!(
                 "{}, {}/ddcolor_{n}.{{pth,bin,safetensors}}",
-                dir.join(n).join(WEIGHTS_FILE).display(),
-                dir.display()
+                crate::text::shown(&dir.join(n).join(WEIGHTS_FILE)),
+                crate::text::shown(dir)
             ));
         }
         if let Some(dir) = self.download_dir(model) {
-            out.push(dir.join(WEIGHTS_FILE).display().to_string());
+            out.push(crate::text::shown(&dir.join(WEIGHTS_FILE)));
         }
         if let Some(hub) = &self.hub {
             for (repo, file) in [
                 (model.repo(), WEIGHTS_FILE.to_owned()),
                 (PTH_REPO.to_owned(), model.pth_file()),
             ] {
-                out.push(
-                    hub.join(repo_folder(&repo))
+                out.push(crate::text::shown(
+                    &hub.join(repo_folder(&repo))
                         .join("snapshots")
                         .join("<revision>")
-                        .join(file)
-                        .display()
-                        .to_string(),
-                );
+                        .join(file),
+                ));
             }
         }
         out

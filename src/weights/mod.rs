@@ -78,11 +78,11 @@ pub struct Resolved {
 /// Why no checkpoint could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("--weights {}: no such file or folder", .0.display())]
+    #[error("--weights {}: no such file or folder", crate::text::shown(.0))]
     GivenMissing(PathBuf),
     #[error(
         "--weights {}: a folder without {WEIGHTS_FILE} in it; name the checkpoint file",
-        .0.display()
+        crate::text::shown(.0)
     )]
     GivenFolder(PathBuf),
     /// Nothing local and no download: what was searched, why there was no download, and what
@@ -206,7 +206,7 @@ pub fn help_text(model: ModelName, locations: &Locations, hub: &Hub) -> String {
     let repo = model.repo();
     match locations.download_dir(model) {
         Some(dir) => {
-            let d = dir.display();
+            let d = crate::text::shown(&dir);
             s.push_str(&format!(
                 "To use {model} without downloading here, put its {WEIGHTS_FILE} (about {size}) \
                  at\n  {dest}\n({CONFIG_FILE} beside it is optional). Any machine with internet \
@@ -218,7 +218,7 @@ pub fn help_text(model: ModelName, locations: &Locations, hub: &Hub) -> String {
                  (on another machine, copy the folder to {d} here afterwards). Or pass --weights \
                  FILE.",
                 size = model.approx_size(),
-                dest = dir.join(WEIGHTS_FILE).display(),
+                dest = crate::text::shown(&dir.join(WEIGHTS_FILE)),
                 wurl = hub.url(&repo, WEIGHTS_FILE),
                 curl = hub.url(&repo, CONFIG_FILE),
             ));

@@ -7,10 +7,15 @@
 //! its lease share a hash tag ([`CacheKey`]), so in a cluster too every single-key command goes
 //! to the one node that owns the key. `stats` and `clear` SCAN every master.
 //!
-//! One connection behind a mutex; a call that fails with a connection error (I/O, timeout,
-//! dropped) reconnects and retries once. Connect timeout 2 s, read/write timeouts 5 s, so a
-//! dead server never hangs a run. No message carries a password.
+//! One connection behind a mutex; a call that fails with a connection error (I/O, dropped)
+//! reconnects and retries once (a timeout is not retried: the server is slow or frozen, and a
+//! retry would only wait again). Connect timeout 2 s, read/write timeouts 5 s, so a dead server
+//! never hangs a call; and a circuit breaker: after [`BREAKER_STRIKES`] calls in a row fail
+//! that way, the server is treated as down for the rest of the process ([`Cache::down`]) and
+//! every call fails at once, so a frozen server (SIGSTOP, a stuck failover) costs a run
+//! seconds, not a timeout per image. No message carries a password.
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ pub mod single;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read and write timeout of every command.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls in a row that time out or lose the connection before the server is treated as down.
+pub const BREAKER_STRIKES: u32 = 3;
 /// SCAN page size hint.
 const SCAN_COUNT: usize = 1000;
 
@@ -89,6 +96,10 @@ pub struct RedisCache<T: Topology> {
     shown: String,
     secrets: Secrets,
     prefix: String,
+    /// Calls in a row that failed with a connection error (reset by any answer).
+    strikes: AtomicU32,
+    /// The breaker tripped: no call reaches the server again.
+    down: AtomicBool,
 }
 
 /// Install rustls' ring crypto provider as the process default (once; a provider installed
@@ -237,12 +248,24 @@ impl<T: Topology> RedisCache<T> {
             shown,
             secrets,
             prefix: opts.prefix.clone(),
+            strikes: AtomicU32::new(0),
+            down: AtomicBool::new(false),
         };
         cache.with_conn("connect", |c, _| T::on_any(c, &cmd("PING")).map(drop))?;
         Ok(cache)
     }
 
     fn err(&self, what: &str, e: &RedisError) -> CacheError {
+        if e.is_timeout() {
+            return CacheError {
+                backend: T::BACKEND.to_owned(),
+                message: format!(
+                    "{}: {what}: no answer within {} s",
+                    self.shown,
+                    IO_TIMEOUT.as_secs()
+                ),
+            };
+        }
         CacheError {
             backend: T::BACKEND.to_owned(),
             message: format!(
@@ -255,7 +278,10 @@ impl<T: Topology> RedisCache<T> {
 
     /// Run `f` on the connection, connecting first if needed. A connection error drops the
     /// connection and retries once on a fresh one (`f`'s second argument says it is a retry);
-    /// a server that refuses or times out a fresh connection gets no second try: fail fast.
+    /// a timeout, or a server that refuses or times out a fresh connection, gets no second
+    /// try: fail fast. Each call that fails so is a strike for the breaker; once it trips,
+    /// calls fail here without touching the network (also those that were waiting for the
+    /// connection while the strikes were struck).
     fn with_conn<R>(
         &self,
         what: &str,
@@ -264,27 +290,62 @@ impl<T: Topology> RedisCache<T> {
         let mut guard = lock(&self.conn);
         let mut retry = false;
         loop {
+            if self.down.load(Ordering::SeqCst) {
+                *guard = None;
+                return Err(CacheError {
+                    backend: T::BACKEND.to_owned(),
+                    message: format!("{}: {what}: {}", self.shown, self.down_reason()),
+                });
+            }
             let conn = match guard.as_mut() {
                 Some(c) => c,
                 None => match self.topology.connect() {
                     Ok(c) => guard.insert(c),
-                    Err(e) => return Err(self.err(what, &e)),
+                    Err(e) => {
+                        self.strike(&e);
+                        return Err(self.err(what, &e));
+                    }
                 },
             };
             match f(conn, retry) {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.strikes.store(0, Ordering::SeqCst);
+                    return Ok(v);
+                }
                 Err(e) => {
                     let conn_err = is_connection_error(&e);
                     if conn_err {
                         *guard = None;
                     }
-                    if !conn_err || retry {
+                    if !conn_err || retry || e.is_timeout() {
+                        if conn_err {
+                            self.strike(&e);
+                        } else {
+                            // the server answered (with an error): it is alive
+                            self.strikes.store(0, Ordering::SeqCst);
+                        }
                         return Err(self.err(what, &e));
                     }
                     retry = true;
                 }
             }
         }
+    }
+
+    /// One more call in a row failed with a connection error `e`.
+    fn strike(&self, e: &RedisError) {
+        if is_connection_error(e)
+            && self.strikes.fetch_add(1, Ordering::SeqCst) + 1 >= BREAKER_STRIKES
+        {
+            self.down.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn down_reason(&self) -> String {
+        format!(
+            "not answering ({BREAKER_STRIKES} calls in a row timed out or lost the connection); \
+             not asked again by this process"
+        )
     }
 
     /// Walk every key under our prefix on every master: `visit` gets each SCAN page's keys.
@@ -322,6 +383,12 @@ impl<T: Topology> RedisCache<T> {
 }
 
 impl<T: Topology> Cache for RedisCache<T> {
+    fn down(&self) -> Option<String> {
+        self.down
+            .load(Ordering::SeqCst)
+            .then(|| format!("{}: {}", self.shown, self.down_reason()))
+    }
+
     fn describe(&self) -> String {
         self.shown.clone()
     }
