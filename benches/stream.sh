@@ -25,25 +25,8 @@ trap 'rm -rf "$work"' EXIT
 rss_mb() { awk '/Maximum resident set size/ {printf "%.0f", $6/1024}' "$1"; }
 secs() { awk '/Elapsed \(wall clock\)/ {n=split($8,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; printf "%.2f", s}' "$1"; }
 
-# COUNT distinct 8-bit gray PNGs of SIDE pixels under DIR (1000 per subfolder), written by
-# Python's standard library alone.
-make_pngs() { # DIR COUNT SIDE
-  python3 - "$1" "$2" "$3" <<'EOF'
-import os, struct, sys, zlib
-d, n, side = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.makedirs(d, exist_ok=True)
-def chunk(t, b): return struct.pack('>I', len(b)) + t + b + struct.pack('>I', zlib.crc32(t + b) & 0xffffffff)
-for i in range(n):
-    px = bytearray(((x * 3 + y * 5 + i) % 256) for y in range(side) for x in range(side))
-    px[:4] = i.to_bytes(4, 'little')  # every file distinct
-    rows = b''.join(b'\0' + bytes(px[y * side:(y + 1) * side]) for y in range(side))
-    png = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 8, 0, 0, 0, 0)) \
-        + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')
-    sub = os.path.join(d, f'{i // 1000:03d}')
-    os.makedirs(sub, exist_ok=True)
-    open(os.path.join(sub, f'img{i:06d}.png'), 'wb').write(png)
-EOF
-}
+# COUNT distinct 8-bit gray PNGs of SIDE pixels under DIR (1000 per subfolder)
+make_pngs() { python3 benches/make-album.py "$@"; } # DIR COUNT SIDE
 
 echo "## 1. time to first output: $large_n files of $large_mb MB"
 make_pngs "$work/large" "$large_n" 64

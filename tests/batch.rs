@@ -15,6 +15,14 @@ pub const ALBUM_UNIQUE: usize = 9;
 pub fn ddcolor() -> Command {
     let mut c = Command::new(crate::util::ddcolor_bin());
     c.env_remove("DDCOLOR_WEIGHTS").env_remove("DDCOLOR_CACHE");
+    // a test suite run inside a Slurm array task or a Kubernetes Indexed Job is not sharded
+    for v in [
+        "SLURM_ARRAY_TASK_ID",
+        "JOB_COMPLETION_INDEX",
+        "DDCOLOR_SHARDS",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 

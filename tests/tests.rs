@@ -13,6 +13,7 @@ mod model;
 mod ops;
 mod pipeline;
 mod redis_util;
+mod shard;
 mod stream;
 mod util;
 mod weights;

@@ -156,11 +156,11 @@ pub fn run(
     summary.unique = shared.dedup.unique();
     summary.elapsed = started.elapsed();
     summary.model_loaded = model.is_loaded();
-    summary.hashed = shared
-        .counts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .hashed;
+    {
+        let c = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+        summary.hashed = c.hashed;
+        summary.bytes_read = c.bytes_read;
+    }
     Ok(Outcome {
         summary,
         model_loaded: model.is_loaded(),
@@ -189,9 +189,22 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
         &sources.root_folders(),
     );
     let mut found = 0u64;
+    let mut total = 0u64;
     let result = sources.walk(&opts.output, &mut |f| {
         if shared.is_aborted() {
             return false;
+        }
+        total += 1;
+        // another shard's input: not opened, not hashed, not reported (an error that has no
+        // relative path yet is reported by the shard its path falls in)
+        if let Some(shard) = opts.shard {
+            let relative = match &f {
+                Found::Input(i) => i.relative.as_path(),
+                Found::Error(p, _) => p.as_path(),
+            };
+            if !shard.takes(relative) {
+                return true;
+            }
         }
         found += 1;
         shared.counts(|c| c.found = found);
@@ -249,7 +262,11 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
     if let Err(e) = result {
         shared.abort(Error::Usage(format!("cannot read --files-from: {e}")));
     }
-    shared.summary().files = found;
+    {
+        let mut s = shared.summary();
+        s.files = found;
+        s.shard = opts.shard.map(|sh| (sh, total));
+    }
     shared.progress.walk_done(found);
     shared.walk_done.store(true, Ordering::SeqCst);
 }

@@ -1,5 +1,5 @@
 //! Batch colorizing as a stream of images, each flowing through bounded stages on its own:
-//! walk ([`walk`]) -> destination and skip checks ([`dest`]) -> read once and hash ([`read`],
+//! walk ([`walk`], only this process's [`shard`]) -> destination and skip checks ([`dest`]) -> read once and hash ([`read`],
 //! [`index`]) -> in-run dedup ([`dedup`]) -> cache lookup -> lease, renewed while held
 //! ([`lease`]) -> decode -> infer (the model loads on first need: [`model`]) -> compose and
 //! write atomically -> record ([`report`], one durable line per input). [`engine`] wires the
@@ -18,6 +18,7 @@ mod poll;
 mod prep;
 pub mod read;
 pub mod report;
+pub mod shard;
 mod state;
 pub mod walk;
 mod write;

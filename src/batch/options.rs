@@ -40,6 +40,9 @@ pub struct BatchOptions {
     pub rehash: bool,
     /// Threads that read, hash and decode (0: chosen from the cores, 2 to 4).
     pub readers: usize,
+    /// Only the inputs of this shard (by relative path; [`super::shard`]); the rest are not
+    /// opened, hashed or reported.
+    pub shard: Option<super::shard::Shard>,
 }
 
 impl Default for BatchOptions {
@@ -61,6 +64,7 @@ impl Default for BatchOptions {
             jpeg_quality: crate::imageio::JPEG_QUALITY,
             rehash: false,
             readers: 0,
+            shard: None,
         }
     }
 }

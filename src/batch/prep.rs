@@ -106,7 +106,10 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
             Some(b) => b,
             None => match read_file(&item.input.source, max_file_bytes(shared.opts.max_pixels)) {
                 Ok(r) => {
-                    shared.counts(|c| c.hashed += 1);
+                    shared.counts(|c| {
+                        c.hashed += 1;
+                        c.bytes_read += r.bytes.len() as u64;
+                    });
                     if shared.index.is_enabled() {
                         let resolved = item.input.source.canonicalize().ok();
                         remember(shared, resolved.as_deref(), r.stat, r.sha256);
@@ -153,7 +156,10 @@ fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
         item.slot = Some(shared.slots.take());
     }
     let r = read_file(source, max_file_bytes(shared.opts.max_pixels))?;
-    shared.counts(|c| c.hashed += 1);
+    shared.counts(|c| {
+        c.hashed += 1;
+        c.bytes_read += r.bytes.len() as u64;
+    });
     remember(shared, resolved.as_deref(), r.stat, r.sha256);
     item.sha = Some(r.sha256);
     item.bytes = Some(r.bytes);

@@ -102,6 +102,12 @@ pub struct Summary {
     pub hashed: u64,
     /// Whether the weights were loaded (a run with nothing to infer never loads them).
     pub model_loaded: bool,
+    /// Bytes of input files read (each file read once, unless the index gave its hash and it
+    /// was read later to decode it).
+    pub bytes_read: u64,
+    /// The shard this run took, and how many inputs the walk found in all shards (`files` are
+    /// this shard's).
+    pub shard: Option<(super::shard::Shard, u64)>,
 }
 
 impl Summary {
@@ -154,6 +160,9 @@ impl Summary {
             self.forward_passes,
             self.elapsed.as_secs_f64()
         );
+        if let Some((shard, total)) = self.shard {
+            s.push_str(&format!("\nshard {shard}: {} of {total} files", self.files));
+        }
         for n in &self.notes {
             s.push_str("\nnote: ");
             s.push_str(n);
@@ -172,7 +181,7 @@ impl Summary {
                 self.by_status(st)
             ));
         }
-        let gauges: [(&str, &str, f64); 8] = [
+        let gauges: [(&str, &str, f64); 9] = [
             (
                 "ddcolor_unique_images",
                 "Distinct images (by SHA-256) in the last run.",
@@ -202,6 +211,11 @@ impl Summary {
                 "ddcolor_files_hashed",
                 "Files read and hashed in the last run (the others were known to the index).",
                 self.hashed as f64,
+            ),
+            (
+                "ddcolor_bytes_read",
+                "Bytes of input files read in the last run.",
+                self.bytes_read as f64,
             ),
             (
                 "ddcolor_model_loaded",
@@ -283,6 +297,7 @@ use crate::progress::{stderr_bar, style};
 pub struct Counts {
     pub found: u64,
     pub hashed: u64,
+    pub bytes_read: u64,
     pub cached: u64,
     pub inferred: u64,
     pub written: u64,

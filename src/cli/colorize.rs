@@ -10,6 +10,7 @@ use super::exit;
 use super::settings::{check_dtype, parse_duration, resolve_weights, CacheArgs, CacheSettings};
 use crate::batch::index::Index;
 use crate::batch::report::ReportSink;
+use crate::batch::shard::{Shard, ShardArg};
 use crate::batch::walk::{self, Sources, WalkOptions};
 use crate::batch::{self, BatchOptions, LazyModel, ModelSpec, OutputFormat};
 use crate::colorizer::DEFAULT_SIZE;
@@ -139,6 +140,13 @@ pub struct ColorizeArgs {
     /// this while it works, so only a process that died or was stopped loses it.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub lease_ttl: Duration,
+    /// Take only shard K of N of the inputs (0 <= K < N), chosen by a stable hash of each
+    /// input's path inside the output folder, so that N machines share an archive without
+    /// reading it N times; `none`: every input. Default: the shard a Slurm job array
+    /// (SLURM_ARRAY_TASK_ID, _MIN, _MAX, _STEP, _COUNT) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with the count in DDCOLOR_SHARDS) names, else every input.
+    #[arg(long, value_parser = crate::batch::shard::parse_shard_arg, value_name = "K/N|none")]
+    pub shard: Option<ShardArg>,
     /// Read and hash every file, trusting nothing the index of hashed files remembers.
     #[arg(long)]
     pub rehash: bool,
@@ -190,6 +198,20 @@ impl ColorizeSettings {
             })?;
         }
         let cache = CacheSettings::from_args(&args.cache)?;
+        let shard = match args.shard {
+            Some(ShardArg::Shard(s)) => Some(s),
+            Some(ShardArg::None) => None,
+            None => match Shard::from_env(|k| std::env::var(k).ok()) {
+                Ok(Some((s, from))) => {
+                    if !args.quiet {
+                        eprintln!("ddcolor: shard {s} (from {from}; --shard none for all)");
+                    }
+                    Some(s)
+                }
+                Ok(None) => None,
+                Err(e) => return Err(Error::Usage(format!("--shard: {e}"))),
+            },
+        };
         let weights = resolve_weights(m.weights.as_deref(), m.model, args.quiet)?;
         let sources = Sources {
             roots: args.paths.clone(),
@@ -229,6 +251,7 @@ impl ColorizeSettings {
                 jpeg_quality: args.jpeg_quality,
                 rehash: args.rehash,
                 readers: 0,
+                shard,
             },
             cache,
             require_cache: args.require_cache,
