@@ -17,6 +17,7 @@ pub struct Colorizer {
     size: usize,
     resize: ResizeMode,
     gamut: Gamut,
+    saturation: f32,
 }
 
 impl Colorizer {
@@ -28,7 +29,19 @@ impl Colorizer {
             size,
             resize,
             gamut: Gamut::default(),
+            saturation: 1.0,
         })
+    }
+
+    /// Scale the predicted chroma by `s` when composing (0 gray, 1 as predicted, up to 2;
+    /// see [`pipeline::saturate`]). Predictions are unchanged: a cache keeps them raw.
+    pub fn with_saturation(mut self, s: f32) -> Self {
+        self.saturation = s;
+        self
+    }
+
+    pub fn saturation(&self) -> f32 {
+        self.saturation
     }
 
     /// What becomes of predicted colours outside sRGB (default [`Gamut::Auto`]).
@@ -90,7 +103,7 @@ impl Colorizer {
             &prepared.l,
             prepared.width,
             prepared.height,
-            ab,
+            &pipeline::saturate(ab, self.saturation),
             self.size,
             self.resize,
             self.gamut,
@@ -105,7 +118,8 @@ impl Colorizer {
         ab: &[f32],
         keep: &pipeline::Keep,
     ) -> DynamicImage {
-        pipeline::compose_image(prepared, ab, self.size, self.resize, self.gamut, keep)
+        let ab = pipeline::saturate(ab, self.saturation);
+        pipeline::compose_image(prepared, &ab, self.size, self.resize, self.gamut, keep)
     }
 
     /// Colorize one decoded image: 8-bit RGB out, the size of the input.

@@ -1,4 +1,5 @@
 //! One integration-test binary (see Cargo.toml `autotests = false`): each module is one area.
+mod archivist;
 mod batch;
 mod batch_redis;
 mod cache;

@@ -26,5 +26,5 @@ mod write;
 pub use dest::OutputFormat;
 pub use engine::{run, Outcome};
 pub use model::{LazyModel, ModelSpec};
-pub use options::{BatchOptions, ALREADY_COLOUR, DEFAULT_LEASE_TTL};
+pub use options::{BatchOptions, StdioAliases, ALREADY_COLOUR, DEFAULT_LEASE_TTL};
 pub use report::{Record, Status, Summary};

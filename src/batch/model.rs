@@ -22,6 +22,8 @@ pub struct ModelSpec {
     pub size: usize,
     pub resize: ResizeMode,
     pub gamut: Gamut,
+    /// `--saturation`: applied when composing, never stored.
+    pub saturation: f32,
 }
 
 impl ModelSpec {
@@ -53,7 +55,9 @@ impl ModelSpec {
                 device::dtype_name(model.dtype())
             );
         }
-        Ok(Colorizer::new(model, self.size, self.resize)?.with_gamut(self.gamut))
+        Ok(Colorizer::new(model, self.size, self.resize)?
+            .with_gamut(self.gamut)
+            .with_saturation(self.saturation))
     }
 }
 
@@ -72,11 +76,13 @@ pub struct LazyModel {
     size: usize,
     resize: ResizeMode,
     gamut: Gamut,
+    saturation: f32,
 }
 
 impl LazyModel {
     pub fn new(spec: ModelSpec, quiet: bool) -> Self {
-        let (size, resize, gamut) = (spec.size, spec.resize, spec.gamut);
+        let (size, resize, gamut, saturation) =
+            (spec.size, spec.resize, spec.gamut, spec.saturation);
         Self {
             source: Source::Spec { spec, quiet },
             colorizer: OnceLock::new(),
@@ -85,6 +91,7 @@ impl LazyModel {
             size,
             resize,
             gamut,
+            saturation,
         }
     }
 
@@ -98,6 +105,7 @@ impl LazyModel {
             size: colorizer.size(),
             resize: colorizer.resize(),
             gamut: colorizer.gamut(),
+            saturation: colorizer.saturation(),
         };
         let _ = lazy.colorizer.set(colorizer);
         lazy
@@ -116,7 +124,8 @@ impl LazyModel {
         ab: &[f32],
         keep: &crate::pipeline::Keep,
     ) -> image::DynamicImage {
-        crate::pipeline::compose_image(prepared, ab, self.size, self.resize, self.gamut, keep)
+        let ab = crate::pipeline::saturate(ab, self.saturation);
+        crate::pipeline::compose_image(prepared, &ab, self.size, self.resize, self.gamut, keep)
     }
 
     /// Whether the weights were loaded in this run.

@@ -43,6 +43,32 @@ pub struct BatchOptions {
     /// Only the inputs of this shard (by relative path; [`super::shard`]); the rest are not
     /// opened, hashed or reported.
     pub shard: Option<super::shard::Shard>,
+    /// Standard input and output stand-ins (`colorize - --output -`): the temporary file that
+    /// holds what was read from standard input, and the temporary folder whose output goes to
+    /// standard output. Messages and the report name them `-`.
+    pub stdio: StdioAliases,
+}
+
+/// See [`BatchOptions::stdio`].
+#[derive(Debug, Clone, Default)]
+pub struct StdioAliases {
+    pub stdin_file: Option<PathBuf>,
+    pub stdout_dir: Option<PathBuf>,
+}
+
+impl StdioAliases {
+    /// `r` as the user should see it: the stand-ins named `-`.
+    pub fn apply(&self, mut r: super::report::Record) -> super::report::Record {
+        if self.stdin_file.as_ref() == Some(&r.path) {
+            r.path = PathBuf::from("-");
+        }
+        if let (Some(dir), Some(out)) = (&self.stdout_dir, &r.output) {
+            if out.starts_with(dir) {
+                r.output = Some(PathBuf::from("-"));
+            }
+        }
+        r
+    }
 }
 
 impl Default for BatchOptions {
@@ -65,6 +91,7 @@ impl Default for BatchOptions {
             rehash: false,
             readers: 0,
             shard: None,
+            stdio: StdioAliases::default(),
         }
     }
 }

@@ -250,6 +250,7 @@ impl Shared<'_> {
     /// Settle one input: count it, print failures, and append its line to the report.
     pub fn record(&self, r: Record) {
         self.check_cache();
+        let r = self.opts.stdio.apply(r);
         if r.status == Status::Failed {
             self.progress.println(&format!(
                 "ddcolor: error: {}: {}",

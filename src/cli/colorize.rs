@@ -65,7 +65,7 @@ pub struct ModelArgs {
 
 #[derive(Debug, Args)]
 pub struct ColorizeArgs {
-    /// Image files and folders (walked recursively).
+    /// Image files and folders (walked recursively); `-`: one image from standard input.
     #[arg(value_name = "PATHS")]
     pub paths: Vec<PathBuf>,
     /// Read more paths from FILE (`-`: standard input), one per line.
@@ -75,7 +75,8 @@ pub struct ColorizeArgs {
     #[arg(short = '0', long = "null")]
     pub null: bool,
     /// Output folder. Results mirror each input's path below the folder it was found in; a
-    /// file named directly lands at DIR/<file name>.
+    /// file named directly lands at DIR/<file name> (standard input at DIR/stdin.EXT). `-`:
+    /// write the one input's result to standard output (format: --format, else the input's).
     #[arg(long, short = 'o', value_name = "DIR")]
     pub output: PathBuf,
     #[command(flatten)]
@@ -89,6 +90,16 @@ pub struct ColorizeArgs {
     /// its hue), or auto (the default: fit for 16-bit images, clip for 8-bit ones).
     #[arg(long, default_value = "auto", value_name = "MODE")]
     pub gamut: crate::pipeline::Gamut,
+    /// Colour strength: the predicted chroma times S, from 0 (the scan's own gray) through 1
+    /// (the model as is, the default) to 2; the gamut rule then keeps it in range. Applied when
+    /// composing: the cache keeps the raw prediction, so another S never reruns the model.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_parser = crate::pipeline::parse_saturation,
+        value_name = "S"
+    )]
+    pub saturation: f32,
     /// Only files matching this glob (repeatable; `*.tif`, `1950s/**`).
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -232,6 +243,7 @@ impl ColorizeSettings {
                 size: m.size,
                 resize: args.resize,
                 gamut: args.gamut,
+                saturation: args.saturation,
             },
             sources,
             batch: BatchOptions {
@@ -252,6 +264,7 @@ impl ColorizeSettings {
                 rehash: args.rehash,
                 readers: 0,
                 shard,
+                stdio: Default::default(),
             },
             cache,
             require_cache: args.require_cache,
@@ -270,7 +283,18 @@ impl ColorizeSettings {
 }
 
 pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
-    let settings = ColorizeSettings::from_args(&args)?;
+    let mut settings = ColorizeSettings::from_args(&args)?;
+    // `-` in, `--output -` out: temporary stand-ins, named `-` in messages and the report
+    let filter = super::filter::Filter::setup(
+        &mut settings.sources.roots,
+        args.files_from.as_deref(),
+        &mut settings.batch.output,
+        args.report.as_deref(),
+        args.max_pixels,
+    )?;
+    if let Some(f) = &filter {
+        settings.batch.stdio = f.aliases.clone();
+    }
     // before the cache is opened or anything read: an output folder that is an input folder,
     // or that cannot be made (a file in its way), is bad configuration (exit 2) named as such;
     // nothing is created yet (the engine creates and probes it first thing, before the model)
@@ -312,7 +336,10 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
     if !args.quiet {
         eprintln!("{}", s.render());
     }
-    let success = s.failed == 0;
+    let mut success = s.failed == 0;
+    if let (Some(f), false) = (&filter, args.dry_run) {
+        success &= f.finish(s)?;
+    }
     if let (Some(path), false) = (&settings.metrics_file, args.dry_run) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

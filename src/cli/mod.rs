@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cache;
 pub mod colorize;
 pub mod exit;
+mod filter;
 pub mod man;
 pub mod settings;
 pub mod weights;

@@ -26,6 +26,34 @@ pub use self::color::{clamp_ab, AB_LIMIT};
 pub use self::compose::{compose, compose_gamut, compose_image};
 pub use self::prepare::{prepare, prepare_image, rgb_f32_from_image};
 pub use self::quantise::to_rgb8;
+
+/// The strongest `--saturation`: twice the model's chroma.
+pub const MAX_SATURATION: f32 = 2.0;
+
+/// The model's ab with its chroma scaled by `s` (0: no colour, the scan's own gray; 1: the
+/// model as is; up to [`MAX_SATURATION`]). Scaling commutes with the (linear) resize of ab to
+/// the image's size, so it is applied here, at model resolution; the gamut rule then keeps
+/// the stronger colours in range when they are composed.
+pub fn saturate(ab: &[f32], s: f32) -> std::borrow::Cow<'_, [f32]> {
+    if s == 1.0 {
+        return std::borrow::Cow::Borrowed(ab);
+    }
+    std::borrow::Cow::Owned(ab.iter().map(|v| v * s).collect())
+}
+
+/// Parse `--saturation`: a number from 0 to [`MAX_SATURATION`].
+pub fn parse_saturation(s: &str) -> Result<f32, String> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad saturation {s:?}: a number from 0 to {MAX_SATURATION}"))?;
+    if !(0.0..=MAX_SATURATION).contains(&v) {
+        return Err(format!(
+            "saturation {v} is out of range: 0 (gray) to {MAX_SATURATION} (twice the model's)"
+        ));
+    }
+    Ok(v)
+}
 use crate::keywords::keyword_enum;
 
 /// How the model's ab prediction is brought back to the image's size (PyTorch `F.interpolate`).
