@@ -12,6 +12,7 @@ pub mod cli;
 pub mod colorizer;
 pub mod device;
 pub mod error;
+pub mod gallery;
 pub mod hash;
 pub mod imageio;
 pub mod kernels;

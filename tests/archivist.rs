@@ -230,3 +230,84 @@ fn saturation_is_applied_at_compose_time_from_the_cache() {
     c.args(["--saturation", "2.5"]);
     assert_eq!(run(c).status.code(), Some(2));
 }
+
+#[test]
+fn the_gallery_is_one_self_contained_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    for f in [
+        "coffee-scan-16bit.tif",
+        "coffee-scan-16bit.png",
+        "cameraman.png",
+        "rocket.jpg",
+    ] {
+        std::fs::copy(fixtures(&format!("photos/{f}")), album.join(f)).unwrap();
+    }
+    std::fs::copy(fixtures("bad/truncated.jpg"), album.join("cut.jpg")).unwrap();
+    let r = tmp.path().join("run.ndjson");
+    let o = run(colorize_cmd(&[&album], &tmp.path().join("out"), "none", &r));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rep = report(&r);
+    assert_eq!(rep[0]["model"], "ddcolor-test.safetensors", "{rep:?}");
+    assert_eq!(rep[0]["size"], 64);
+
+    let review = tmp.path().join("review");
+    let gallery = |extra: &[&str]| {
+        let mut c = ddcolor();
+        c.arg("gallery")
+            .arg(&r)
+            .arg("--output")
+            .arg(&review)
+            .args(extra);
+        run(c)
+    };
+    let o = gallery(&["--thumb-size", "256"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 4 sources and 4 outputs; the damaged file has neither
+    assert!(stderr(&o).contains("8 thumbnails made"), "{}", stderr(&o));
+    let html = std::fs::read_to_string(review.join("index.html")).unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "a remote resource"
+    );
+    for l in &rep {
+        assert!(html.contains(&serde_json::to_string(l["path"].as_str().unwrap()).unwrap()));
+    }
+    assert!(
+        html.contains("truncated JPEG"),
+        "the failure's reason is on the page"
+    );
+    let thumbs: Vec<_> = std::fs::read_dir(review.join("thumbs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(thumbs.len(), 8);
+    for t in &thumbs {
+        let img = image::open(t).unwrap();
+        assert_eq!(
+            image::guess_format(&std::fs::read(t).unwrap()).unwrap(),
+            image::ImageFormat::Jpeg
+        );
+        assert!(img.width().max(img.height()) <= 256, "{}", t.display());
+        // every src on the page is one of these, relative
+        let name = format!("thumbs/{}", t.file_name().unwrap().to_string_lossy());
+        assert!(html.contains(&name), "{name}");
+    }
+    // a second build keeps the thumbnails that are newer than their images
+    let o = gallery(&["--thumb-size", "256"]);
+    assert!(
+        stderr(&o).contains("0 thumbnails made, 8 kept"),
+        "{}",
+        stderr(&o)
+    );
+    // no report lines: a usage error
+    let empty = tmp.path().join("empty.ndjson");
+    std::fs::write(&empty, "not a report\n").unwrap();
+    let mut c = ddcolor();
+    c.arg("gallery")
+        .arg(&empty)
+        .arg("-o")
+        .arg(tmp.path().join("x"));
+    assert_eq!(run(c).status.code(), Some(2));
+}

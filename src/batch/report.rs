@@ -64,16 +64,34 @@ pub struct Record {
 
 impl Record {
     pub fn to_json(&self) -> String {
-        json!({
+        self.to_json_with(None)
+    }
+
+    /// The NDJSON line, with the run's model and size when known (`model`, `size`).
+    pub fn to_json_with(&self, run: Option<&RunInfo>) -> String {
+        let mut v = json!({
             "path": self.path.to_string_lossy(),
             "sha256": self.sha256,
             "status": self.status.as_str(),
             "output": self.output.as_ref().map(|p| p.to_string_lossy()),
             "error": self.error,
             "ms": self.millis,
-        })
-        .to_string()
+        });
+        if let (Some(run), Some(map)) = (run, v.as_object_mut()) {
+            map.insert("model".into(), json!(run.model));
+            map.insert("size".into(), json!(run.size));
+        }
+        v.to_string()
     }
+}
+
+/// What every line of a run's report says about the run: the model (its name, or the
+/// checkpoint's file name) and the size it saw, so that merged reports of several runs (and
+/// the gallery) still tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    pub model: String,
+    pub size: usize,
 }
 
 /// Counters for the summary and the metrics file.
@@ -256,6 +274,7 @@ impl Summary {
 /// that exists.
 pub struct ReportSink {
     out: Mutex<Box<dyn Write + Send>>,
+    run: Option<RunInfo>,
 }
 
 impl ReportSink {
@@ -268,11 +287,18 @@ impl ReportSink {
         };
         Ok(Self {
             out: Mutex::new(out),
+            run: None,
         })
     }
 
+    /// Add the run's model and size to every line.
+    pub fn with_run(mut self, run: RunInfo) -> Self {
+        self.run = Some(run);
+        self
+    }
+
     pub fn write(&self, r: &Record) -> std::io::Result<()> {
-        let mut line = r.to_json();
+        let mut line = r.to_json_with(self.run.as_ref());
         line.push('\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         out.write_all(line.as_bytes())?;

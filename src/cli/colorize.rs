@@ -314,12 +314,25 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
     let mut opts = settings.batch.clone();
     opts.cache_readonly = readonly;
     let sink = match &settings.report {
-        Some(p) => Some(ReportSink::open(p).map_err(|e| {
-            Error::Usage(format!(
-                "cannot write the report {}: {e}",
-                crate::text::shown(p)
-            ))
-        })?),
+        Some(p) => Some(
+            ReportSink::open(p)
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "cannot write the report {}: {e}",
+                        crate::text::shown(p)
+                    ))
+                })?
+                .with_run(crate::batch::report::RunInfo {
+                    model: match &args.model.weights {
+                        Some(w) => w
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        None => args.model.model.to_string(),
+                    },
+                    size: args.model.size,
+                }),
+        ),
         None => None,
     };
     let index = settings.open_index();

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod colorize;
 pub mod exit;
 mod filter;
+pub mod gallery;
 pub mod man;
 pub mod settings;
 pub mod weights;
@@ -34,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Colorize images and folders of images into an output folder.
     Colorize(Box<colorize::ColorizeArgs>),
+    /// A static review page (HTML, self-contained) from colorize reports: originals and
+    /// outputs side by side, filters, keyboard navigation, flags for a rerun list.
+    Gallery(gallery::GalleryArgs),
     /// Inspect or empty the result cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Colorize(args) => colorize::run(*args),
         Command::Cache(cmd) => cache::run(&cmd),
+        Command::Gallery(args) => gallery::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Weights(cmd) => weights::run(&cmd)
             .map(|()| exit::OK)

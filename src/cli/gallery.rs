@@ -1,0 +1,75 @@
+//! `ddcolor gallery`: a static review page from `colorize --report` files.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::exit;
+use crate::error::Error;
+use crate::gallery::{self, GalleryOptions};
+
+#[derive(Debug, Args)]
+pub struct GalleryArgs {
+    /// Reports written by `colorize --report` (NDJSON); several are merged, the last line about
+    /// a path winning (a rerun, a requeued task).
+    #[arg(value_name = "REPORT", required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Folder for the page (index.html) and its thumbnails; open index.html in any browser,
+    /// from anywhere (no server, no network).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: PathBuf,
+    /// Title of the page.
+    #[arg(long, default_value = "ddcolor review", value_name = "TEXT")]
+    pub title: String,
+    /// Long side of the thumbnails, in pixels.
+    #[arg(long, default_value_t = 768, value_name = "PX")]
+    pub thumb_size: u32,
+    /// Refuse images whose header claims more pixels than this (as `colorize`).
+    #[arg(long, default_value_t = crate::imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    pub max_pixels: u64,
+    /// No summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
+    let (entries, bad) = gallery::read_reports(&args.reports).map_err(Error::Usage)?;
+    if entries.is_empty() {
+        return Err(Error::Usage(
+            "the reports hold no report lines: write them with `ddcolor colorize --report FILE`"
+                .into(),
+        ));
+    }
+    let stats = gallery::build(
+        &entries,
+        &args.output,
+        &GalleryOptions {
+            title: args.title.clone(),
+            thumb_side: args.thumb_size,
+            max_pixels: args.max_pixels,
+        },
+    )
+    .map_err(Error::Usage)?;
+    if !args.quiet {
+        eprintln!(
+            "ddcolor: gallery of {} images in {} ({} thumbnails made, {} kept{}{})",
+            stats.images,
+            crate::text::shown(&args.output.join("index.html")),
+            stats.thumbnails,
+            stats.reused,
+            if stats.missing > 0 {
+                format!(
+                    ", {} images could not be read for thumbnails",
+                    stats.missing
+                )
+            } else {
+                String::new()
+            },
+            if bad > 0 {
+                format!(", {bad} lines that are not report lines skipped")
+            } else {
+                String::new()
+            },
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,273 @@
+//! `ddcolor gallery`: a static review page from run reports. One self-contained folder (an
+//! `index.html` with its data inline, and `thumbs/`) that opens from a USB stick with no
+//! server and no network: per image the original and the output side by side, the status,
+//! model, size and time, the reason of a failure or skip; filters by status and folder,
+//! keyboard navigation, and flags that become a `--files-from` list for the rerun. Pages of
+//! [`PAGE_SIZE`] cards and lazily loaded thumbnails keep it usable at 10,000 images.
+//!
+//! Thumbnails (JPEG, long side [`GalleryOptions::thumb_side`]) are made in parallel from the
+//! sources and outputs the reports name, through the same decoder as `colorize` (16-bit scans,
+//! TIFF, EXIF orientation); one that is newer than its image is kept.
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use crate::imageio;
+
+/// Cards per page.
+pub const PAGE_SIZE: usize = 48;
+
+/// One input, as the last report line about it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub path: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub ms: Option<u64>,
+    pub model: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// Read NDJSON reports (`colorize --report`), in order: the last line about a path wins (a
+/// rerun, a requeued task's second attempt). Lines that are not report lines are counted and
+/// skipped.
+pub fn read_reports(paths: &[PathBuf]) -> Result<(Vec<Entry>, usize), String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut last: HashMap<String, Entry> = HashMap::new();
+    let mut bad = 0;
+    for p in paths {
+        let f = std::fs::File::open(p)
+            .map_err(|e| format!("cannot read the report {}: {e}", crate::text::shown(p)))?;
+        for line in std::io::BufReader::new(f).lines() {
+            let line =
+                line.map_err(|e| format!("cannot read the report {}: {e}", crate::text::shown(p)))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let Some(e) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| entry(&v))
+            else {
+                bad += 1;
+                continue;
+            };
+            if !last.contains_key(&e.path) {
+                order.push(e.path.clone());
+            }
+            last.insert(e.path.clone(), e);
+        }
+    }
+    let entries = order.into_iter().filter_map(|p| last.remove(&p)).collect();
+    Ok((entries, bad))
+}
+
+fn entry(v: &Value) -> Option<Entry> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(Entry {
+        path: s("path")?,
+        status: s("status")?,
+        output: s("output"),
+        error: s("error"),
+        ms: v.get("ms").and_then(Value::as_u64),
+        model: s("model"),
+        size: v.get("size").and_then(Value::as_u64),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct GalleryOptions {
+    pub title: String,
+    /// Long side of the thumbnails, in pixels.
+    pub thumb_side: u32,
+    /// Images that may be decoded at once for thumbnails (bounded by `max_pixels`).
+    pub max_pixels: u64,
+}
+
+/// What [`build`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GalleryStats {
+    pub images: usize,
+    pub thumbnails: usize,
+    pub reused: usize,
+    /// Sources or outputs named in the reports that could not be read.
+    pub missing: usize,
+}
+
+/// Write `out/index.html` and `out/thumbs/` for `entries`.
+pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<GalleryStats, String> {
+    let thumbs = out.join("thumbs");
+    std::fs::create_dir_all(&thumbs)
+        .map_err(|e| format!("cannot create {}: {e}", crate::text::shown(&thumbs)))?;
+    // (source image, thumbnail name) for every side that exists
+    let jobs: Vec<(PathBuf, String)> = entries
+        .iter()
+        .flat_map(|e| {
+            let key = &crate::hash::hex(&crate::batch::read::sha256(e.path.as_bytes()))[..20];
+            let before =
+                (e.path != "-").then(|| (PathBuf::from(&e.path), format!("{key}-before.jpg")));
+            let after = e
+                .output
+                .as_deref()
+                .filter(|o| *o != "-")
+                .map(|o| (PathBuf::from(o), format!("{key}-after.jpg")));
+            [before, after].into_iter().flatten()
+        })
+        .collect();
+    let made: Vec<(String, Result<bool, String>)> = jobs
+        .par_iter()
+        .map(|(src, name)| {
+            let r = thumbnail(src, &thumbs.join(name), opts);
+            (name.clone(), r)
+        })
+        .collect();
+    let mut stats = GalleryStats {
+        images: entries.len(),
+        ..Default::default()
+    };
+    let mut ok: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (name, r) in made {
+        match r {
+            Ok(fresh) => {
+                if fresh {
+                    stats.thumbnails += 1;
+                } else {
+                    stats.reused += 1;
+                }
+                ok.insert(name);
+            }
+            Err(_) => stats.missing += 1,
+        }
+    }
+    // in path order, as an archivist browses folders
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let items: Vec<Value> = sorted
+        .iter()
+        .map(|e| {
+            let key = &crate::hash::hex(&crate::batch::read::sha256(e.path.as_bytes()))[..20];
+            let side = |which: &str| {
+                let name = format!("{key}-{which}.jpg");
+                ok.contains(&name).then(|| format!("thumbs/{name}"))
+            };
+            let folder = Path::new(&e.path)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            json!({
+                "path": e.path,
+                "folder": folder,
+                "status": e.status,
+                "output": e.output,
+                "error": e.error,
+                "ms": e.ms,
+                "model": e.model,
+                "size": e.size,
+                "before": side("before"),
+                "after": side("after"),
+            })
+        })
+        .collect();
+    // flags are kept per gallery (every file:// page shares one browser storage)
+    let id = crate::hash::hex(&crate::batch::read::sha256(
+        sorted
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_bytes(),
+    ));
+    let data = json!({
+        "title": opts.title,
+        "id": &id[..16],
+        "page_size": PAGE_SIZE,
+        "items": items,
+    });
+    // inside <script>: `</` must not close the element early
+    let data = data.to_string().replace("</", "<\\/");
+    let html = include_str!("page.html")
+        .replace("__TITLE__", &html_escape(&opts.title))
+        .replace("__DATA__", &data);
+    let index = out.join("index.html");
+    imageio::write_atomic(&index, |w| {
+        w.write_all(html.as_bytes())
+            .map_err(|e| crate::error::Error::Write {
+                path: index.clone(),
+                reason: e.to_string(),
+            })
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(stats)
+}
+
+/// A JPEG thumbnail of `src` at `dest`; `Ok(false)` when `dest` is already newer than `src`.
+fn thumbnail(src: &Path, dest: &Path, opts: &GalleryOptions) -> Result<bool, String> {
+    let src_time = std::fs::metadata(src)
+        .and_then(|m| m.modified())
+        .map_err(|e| e.to_string())?;
+    if let Ok(t) = std::fs::metadata(dest).and_then(|m| m.modified()) {
+        if t >= src_time {
+            return Ok(false);
+        }
+    }
+    let img = imageio::decode(src, opts.max_pixels).map_err(|e| e.to_string())?;
+    let (w, h) = (img.width(), img.height());
+    let side = opts.thumb_side.max(16);
+    let scale = (side as f64 / w.max(h) as f64).min(1.0);
+    let (tw, th) = (
+        ((w as f64 * scale).round() as u32).max(1),
+        ((h as f64 * scale).round() as u32).max(1),
+    );
+    // 8-bit RGB for the browser (16-bit scans and gray images alike)
+    let rgb = img.to_rgb8();
+    let small = if (tw, th) == (w, h) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, tw, th, image::imageops::FilterType::Triangle)
+    };
+    imageio::save_with(&image::DynamicImage::ImageRgb8(small), dest, None, 85)
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_line_about_a_path_wins_and_junk_is_counted() {
+        let dir = std::env::temp_dir().join(format!("ddcolor-gallery-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.ndjson"), dir.join("b.ndjson"));
+        std::fs::write(
+            &a,
+            "{\"path\":\"x.jpg\",\"status\":\"failed\",\"error\":\"boom\",\"ms\":1}\n\
+             not json\n{\"path\":\"y.jpg\",\"status\":\"inferred\",\"output\":\"o/y.jpg\"}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            "{\"path\":\"x.jpg\",\"status\":\"cached\",\"output\":\"o/x.jpg\",\"model\":\"paper\",\"size\":512}\n",
+        )
+        .unwrap();
+        let (entries, bad) = read_reports(&[a, b]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(bad, 1);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].path, "x.jpg");
+        assert_eq!(entries[0].status, "cached");
+        assert_eq!(entries[0].model.as_deref(), Some("paper"));
+        assert_eq!(entries[0].size, Some(512));
+        assert_eq!(entries[1].output.as_deref(), Some("o/y.jpg"));
+    }
+}
