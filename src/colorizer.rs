@@ -6,7 +6,7 @@ use image::{DynamicImage, RgbImage};
 
 use crate::error::{Error, Result};
 use crate::model::DDColor;
-use crate::pipeline::{self, Gamut, Prepared, ResizeMode};
+use crate::pipeline::{self, Gamut, LabFlavour, Prepared, ResizeMode};
 
 /// Model size used when none is given (the resolution DDColor was trained at).
 pub const DEFAULT_SIZE: usize = 512;
@@ -18,6 +18,7 @@ pub struct Colorizer {
     resize: ResizeMode,
     gamut: Gamut,
     saturation: f32,
+    lab: LabFlavour,
 }
 
 impl Colorizer {
@@ -30,7 +31,19 @@ impl Colorizer {
             resize,
             gamut: Gamut::default(),
             saturation: 1.0,
+            lab: LabFlavour::Exact,
         })
+    }
+
+    /// How L is computed from sRGB (default exact; [`LabFlavour::OpenCv`] for the authors'
+    /// pixels with `--compat upstream`).
+    pub fn with_lab(mut self, lab: LabFlavour) -> Self {
+        self.lab = lab;
+        self
+    }
+
+    pub fn lab(&self) -> LabFlavour {
+        self.lab
     }
 
     /// Scale the predicted chroma by `s` when composing (0 gray, 1 as predicted, up to 2;
@@ -68,7 +81,7 @@ impl Colorizer {
 
     /// Full-resolution L and the square model input of an interleaved RGB `[0,1]` image.
     pub fn prepare(&self, rgb: &[f32], width: usize, height: usize) -> Prepared {
-        pipeline::prepare(rgb, width, height, self.size)
+        pipeline::prepare_with(rgb, width, height, self.size, self.lab)
     }
 
     /// Run the network on a batch of model inputs (`3*size*size` each); returns `2*size*size`
@@ -125,7 +138,7 @@ impl Colorizer {
     /// Colorize one decoded image: 8-bit RGB out, the size of the input.
     pub fn colorize(&self, img: &DynamicImage) -> Result<RgbImage> {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let prepared = pipeline::prepare_image(img, self.size);
+        let prepared = pipeline::prepare_image_with(img, self.size, self.lab);
         let ab = self.predict(&[&prepared.model_input])?;
         let out = self.compose(&prepared, &ab[0]);
         Ok(pipeline::to_rgb8(&out, w, h))

@@ -47,6 +47,28 @@ pub fn decode_with_metadata(path: &Path, max_pixels: u64) -> Result<Decoded> {
 /// engine reads a file once, hashes that buffer and decodes the same buffer, so a cache key
 /// always names the bytes that were inferred.
 pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_pixels: u64) -> Result<Decoded> {
+    decode_bytes_as(path, bytes, max_pixels, Decoder::Own)
+}
+
+/// Whose decoder reads the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decoder {
+    /// ddcolor's own (zune-jpeg in strict mode for JPEG, image's decoders for the rest).
+    #[default]
+    Own,
+    /// JPEG as OpenCV's `imread` reads it (libjpeg-turbo, 8-bit RGB), for `--compat
+    /// upstream`; other formats as [`Decoder::Own`] (OpenCV's PNG and TIFF readers give the
+    /// same 8-bit samples).
+    OpenCv,
+}
+
+/// [`decode_bytes`] with a choice of [`Decoder`].
+pub fn decode_bytes_as(
+    path: &Path,
+    bytes: Vec<u8>,
+    max_pixels: u64,
+    decoder: Decoder,
+) -> Result<Decoded> {
     let err = |reason: String| Error::Decode {
         path: path.to_owned(),
         reason,
@@ -86,13 +108,20 @@ pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_pixels: u64) -> Result<Deco
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
     reader.limits(limits);
+    let decoder_kind = decoder;
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| err(decode_error(format, &e)))?;
     // metadata is best effort: a damaged profile or EXIF block never costs the picture
     let icc = decoder.icc_profile().ok().flatten();
     let exif = decoder.exif_metadata().ok().flatten();
-    let mut image = read_pixels(decoder, format, &bytes, (w, h)).map_err(err)?;
+    let mut image = match (format, decoder_kind) {
+        (ImageFormat::Jpeg, Decoder::OpenCv) => {
+            drop(decoder);
+            jpeg_like_opencv(&bytes).map_err(err)?
+        }
+        _ => read_pixels(decoder, format, &bytes, (w, h)).map_err(err)?,
+    };
     let mut meta = Metadata::read(format, bytes, icc, exif);
     if let Some(o) = image::metadata::Orientation::from_exif(meta.orientation) {
         image.apply_orientation(o);
@@ -244,6 +273,29 @@ fn read_pixels(
         ),
         other => return Err(format!("unsupported pixel layout {other:?}")),
     })
+}
+
+/// JPEG pixels as OpenCV's `imread` gives them: libjpeg-turbo (here through mozjpeg, the same
+/// decoder), its default integer IDCT and fancy upsampling, converted to 8-bit RGB (gray
+/// replicated), as `IMREAD_COLOR` does.
+fn jpeg_like_opencv(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Vec<[u8; 3]>)> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        let mut img = d.rgb()?;
+        let (w, h) = (img.width(), img.height());
+        let px: Vec<[u8; 3]> = img.read_scanlines()?;
+        img.finish()?;
+        Ok((w, h, px))
+    });
+    let (w, h, px) = match decoded {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(format!("damaged JPEG file: {e}")),
+        Err(_) => return Err("damaged JPEG file (libjpeg refused it)".into()),
+    };
+    let raw: Vec<u8> = px.into_iter().flatten().collect();
+    image::RgbImage::from_raw(w as u32, h as u32, raw)
+        .map(DynamicImage::ImageRgb8)
+        .ok_or_else(|| "damaged JPEG file: its data does not match its size".to_string())
 }
 
 /// JPEG pixels in zune-jpeg's strict mode, in the colour layout image's decoder reported.

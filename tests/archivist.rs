@@ -311,3 +311,46 @@ fn the_gallery_is_one_self_contained_folder() {
         .arg(tmp.path().join("x"));
     assert_eq!(run(c).status.code(), Some(2));
 }
+
+#[test]
+fn compat_upstream_is_its_own_pipeline_with_its_own_cache_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = fixtures("photos/coffee.jpg");
+    let cache = disk(&tmp.path().join("cache"));
+    let go = |name: &str, extra: &[&str]| {
+        let r = tmp.path().join(format!("{name}.json"));
+        let mut c = colorize_cmd(&[&photo], &tmp.path().join(name), &cache, &r);
+        c.args(extra);
+        let o = run(c);
+        (o, r)
+    };
+    let (o, r) = go("default", &["--resize", "nearest", "--gamut", "clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(count(&report(&r), "inferred"), 1);
+    // the model sees another input: inferred again, not served the default pipeline's value
+    let (o, r) = go("compat", &["--compat", "upstream"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        count(&report(&r), "inferred"),
+        1,
+        "served the default pipeline's value"
+    );
+    let (o, r) = go("compat-again", &["--compat", "upstream"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(count(&report(&r), "cached"), 1);
+    let a = std::fs::read(tmp.path().join("default/coffee.jpg")).unwrap();
+    let b = std::fs::read(tmp.path().join("compat/coffee.jpg")).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(
+        b,
+        std::fs::read(tmp.path().join("compat-again/coffee.jpg")).unwrap()
+    );
+    // it sets the resize and gamut rules itself
+    for extra in [["--resize", "bilinear"], ["--gamut", "fit"]] {
+        let (o, _) = go(
+            "conflict",
+            &[&["--compat", "upstream"][..], &extra[..]].concat(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+    }
+}

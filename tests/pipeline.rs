@@ -741,3 +741,60 @@ fn compose_image_equals_the_per_pixel_rules() {
         }
     }
 }
+
+/// `--compat upstream`'s L*a*b*: OpenCV's float RGB2Lab (its interpolated table), checked
+/// against what OpenCV itself gave for 864 colours (tests/data/opencv-lab.txt, written by
+/// scripts/opencv-lab-fixture.py).
+#[test]
+fn opencv_lab_table_matches_opencv() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/opencv-lab.txt"),
+    )
+    .unwrap();
+    let (mut n, mut exact, mut worst) = (0, 0, 0.0f32);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let v: Vec<f32> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        let got = ddcolor::pipeline::color::rgb_to_lab_opencv([v[0], v[1], v[2]]);
+        let d = (0..3)
+            .map(|k| (got[k] - v[3 + k]).abs())
+            .fold(0.0, f32::max);
+        worst = worst.max(d);
+        exact += usize::from(d == 0.0);
+        n += 1;
+    }
+    assert_eq!(n, 864);
+    // the same table and the same integer interpolation: equal, but for a corner of the table
+    // rounded the other way (OpenCV builds it with its own soft-float cbrt and pow)
+    assert!(worst <= 0.0062, "worst difference {worst}");
+    assert!(exact * 1000 >= n * 995, "{exact} of {n} exact");
+}
+
+/// `--compat upstream` decodes JPEGs as OpenCV's `imread` does: the same RGB bytes
+/// (tests/data/opencv-imread.txt, written by scripts/opencv-lab-fixture.py), EXIF orientation
+/// applied.
+#[test]
+fn opencv_decoder_reads_jpegs_as_imread() {
+    use ddcolor::imageio::{decode_bytes_as, Decoder};
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/opencv-imread.txt"),
+    )
+    .unwrap();
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(' ').collect();
+        let path = crate::util::fixtures(&format!("photos/{}", f[0]));
+        let bytes = std::fs::read(&path).unwrap();
+        let d = decode_bytes_as(&path, bytes, 1 << 30, Decoder::OpenCv).unwrap();
+        let rgb = d.image.to_rgb8();
+        assert_eq!(
+            (rgb.width().to_string(), rgb.height().to_string()),
+            (f[1].to_owned(), f[2].to_owned()),
+            "{}",
+            f[0]
+        );
+        let digest = ddcolor::hash::hex(&ddcolor::batch::read::sha256(rgb.as_raw()));
+        assert_eq!(digest, f[3], "{}: not OpenCV's pixels", f[0]);
+        n += 1;
+    }
+    assert!(n >= 5);
+}

@@ -10,7 +10,7 @@ use crate::colorizer::Colorizer;
 use crate::device::{self, DeviceSpec, Precision};
 use crate::error::Error;
 use crate::model::DDColor;
-use crate::pipeline::{Gamut, ResizeMode};
+use crate::pipeline::{Gamut, LabFlavour, ResizeMode};
 
 /// How to build the colorizer.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct ModelSpec {
     pub gamut: Gamut,
     /// `--saturation`: applied when composing, never stored.
     pub saturation: f32,
+    /// How L is computed (`--compat upstream`: OpenCV's way).
+    pub lab: LabFlavour,
 }
 
 impl ModelSpec {
@@ -57,7 +59,8 @@ impl ModelSpec {
         }
         Ok(Colorizer::new(model, self.size, self.resize)?
             .with_gamut(self.gamut)
-            .with_saturation(self.saturation))
+            .with_saturation(self.saturation)
+            .with_lab(self.lab))
     }
 }
 
@@ -77,12 +80,18 @@ pub struct LazyModel {
     resize: ResizeMode,
     gamut: Gamut,
     saturation: f32,
+    lab: LabFlavour,
 }
 
 impl LazyModel {
     pub fn new(spec: ModelSpec, quiet: bool) -> Self {
-        let (size, resize, gamut, saturation) =
-            (spec.size, spec.resize, spec.gamut, spec.saturation);
+        let (size, resize, gamut, saturation, lab) = (
+            spec.size,
+            spec.resize,
+            spec.gamut,
+            spec.saturation,
+            spec.lab,
+        );
         Self {
             source: Source::Spec { spec, quiet },
             colorizer: OnceLock::new(),
@@ -92,6 +101,7 @@ impl LazyModel {
             resize,
             gamut,
             saturation,
+            lab,
         }
     }
 
@@ -106,6 +116,7 @@ impl LazyModel {
             resize: colorizer.resize(),
             gamut: colorizer.gamut(),
             saturation: colorizer.saturation(),
+            lab: colorizer.lab(),
         };
         let _ = lazy.colorizer.set(colorizer);
         lazy
@@ -114,6 +125,16 @@ impl LazyModel {
     /// The square size the model sees.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// How L is computed for the model's input and the output.
+    pub fn lab(&self) -> LabFlavour {
+        self.lab
+    }
+
+    /// Full-resolution L and the model input of a decoded image (pipeline settings only).
+    pub fn prepare_image(&self, img: &image::DynamicImage) -> crate::pipeline::Prepared {
+        crate::pipeline::prepare_image_with(img, self.size, self.lab)
     }
 
     /// Full-resolution L plus a prediction, as an image (see [`Colorizer::compose_image`]):

@@ -230,7 +230,13 @@ fn lookup(
 /// Decode the bytes and prepare the model input; photos already in colour are skipped (unless
 /// `--force`), never inferred and never stored.
 fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
-    let decoded = imageio::decode_bytes(&item.input.source, bytes, shared.opts.max_pixels);
+    // `--compat upstream` reads JPEG pixels as OpenCV does
+    let decoder = match shared.model.lab() {
+        pipeline::LabFlavour::OpenCv => imageio::Decoder::OpenCv,
+        pipeline::LabFlavour::Exact => imageio::Decoder::Own,
+    };
+    let decoded =
+        imageio::decode_bytes_as(&item.input.source, bytes, shared.opts.max_pixels, decoder);
     let d = match decoded {
         Ok(d) => d,
         Err(e) => {
@@ -246,7 +252,7 @@ fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
         keep: Keep::of(&d.image),
         meta: d.meta,
     };
-    let prepared = pipeline::prepare_image(&d.image, shared.model.size());
+    let prepared = shared.model.prepare_image(&d.image);
     drop(d.image);
     let status = match (&item.cached, item.dup) {
         (Some(_), true) => Status::Duplicate,

@@ -305,9 +305,14 @@ impl Shared<'_> {
     /// The cache key of an image (loads the model if its identity is not known yet).
     pub fn key(&self, sha: &[u8; 32]) -> Result<(CacheKey, usize), Error> {
         let (id, channels) = self.model.identity(self.index)?;
+        // the model's input depends on how L is computed: OpenCV's way is another input
+        let model_id = match self.model.lab() {
+            crate::pipeline::LabFlavour::Exact => id[..16].to_owned(),
+            crate::pipeline::LabFlavour::OpenCv => format!("{}-cv", &id[..16]),
+        };
         let key = CacheKey::new(
             &self.opts.cache_prefix,
-            &id[..16],
+            &model_id,
             self.model.size(),
             &crate::hash::hex(sha),
         );

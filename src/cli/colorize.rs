@@ -85,9 +85,16 @@ pub struct ColorizeArgs {
     /// edges; the default) or nearest (the upstream DDColor script's behaviour).
     #[arg(long, default_value = "bilinear", value_name = "MODE")]
     pub resize: ResizeMode,
+    /// upstream: the authors' pixels from the same checkpoint, for comparing with their
+    /// results: JPEGs decoded as OpenCV's imread does (libjpeg-turbo), L computed as OpenCV's
+    /// float BGR2Lab computes it (an interpolated table), nearest ab upsampling and OpenCV's
+    /// clipping (--resize nearest --gamut upstream). Its cache entries are its own.
+    #[arg(long, value_name = "MODE", value_parser = ["upstream"], conflicts_with_all = ["resize", "gamut"])]
+    pub compat: Option<String>,
     /// Predicted colours that sRGB cannot show: fit (keep the scan's lightness and the hue,
     /// reduce chroma), clip (as the upstream script, after bringing ab into the Lab range along
-    /// its hue), or auto (the default: fit for 16-bit images, clip for 8-bit ones).
+    /// its hue), upstream (clip with ab as predicted, as OpenCV does) or auto (the default: fit
+    /// for 16-bit images, clip for 8-bit ones).
     #[arg(long, default_value = "auto", value_name = "MODE")]
     pub gamut: crate::pipeline::Gamut,
     /// Colour strength: the predicted chroma times S, from 0 (the scan's own gray) through 1
@@ -209,6 +216,7 @@ impl ColorizeSettings {
             })?;
         }
         let cache = CacheSettings::from_args(&args.cache)?;
+        let upstream = args.compat.as_deref() == Some("upstream");
         let shard = match args.shard {
             Some(ShardArg::Shard(s)) => Some(s),
             Some(ShardArg::None) => None,
@@ -241,8 +249,21 @@ impl ColorizeSettings {
                 dtype: m.dtype,
                 tf32: m.tf32,
                 size: m.size,
-                resize: args.resize,
-                gamut: args.gamut,
+                resize: if upstream {
+                    ResizeMode::Nearest
+                } else {
+                    args.resize
+                },
+                gamut: if upstream {
+                    crate::pipeline::Gamut::Upstream
+                } else {
+                    args.gamut
+                },
+                lab: if upstream {
+                    crate::pipeline::LabFlavour::OpenCv
+                } else {
+                    crate::pipeline::LabFlavour::Exact
+                },
                 saturation: args.saturation,
             },
             sources,

@@ -223,6 +223,8 @@ unsafe fn compose_rows<T: Send>(
     }
     // without a bit depth to decide by, Auto is the upstream rule
     let fit = gamut == Gamut::Fit;
+    // the clip rule brings ab into the Lab range first; the upstream rule takes it as it is
+    let clamp = gamut != Gamut::Upstream && !fit;
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(channels * width)
         .zip(sm.l.par_chunks(width))
@@ -232,7 +234,7 @@ unsafe fn compose_rows<T: Send>(
             |row, (y, (dst, l_row))| {
                 sm.row(y, &mut row.a, &mut row.b);
                 let [r, g, b] = &mut row.rgb;
-                color::lab_to_linear_row(l_row, &row.a, &row.b, !fit, [r, g, b]);
+                color::lab_to_linear_row(l_row, &row.a, &row.b, clamp, [r, g, b]);
                 if fit {
                     color::fit_gamut_row(l_row, &row.a, &row.b, [r, g, b]);
                 }

@@ -24,7 +24,9 @@ use image::DynamicImage;
 
 pub use self::color::{clamp_ab, AB_LIMIT};
 pub use self::compose::{compose, compose_gamut, compose_image};
-pub use self::prepare::{prepare, prepare_image, rgb_f32_from_image};
+pub use self::prepare::{
+    prepare, prepare_image, prepare_image_with, prepare_with, rgb_f32_from_image, LabFlavour,
+};
 pub use self::quantise::to_rgb8;
 
 /// The strongest `--saturation`: twice the model's chroma.
@@ -86,6 +88,10 @@ pub enum Gamut {
     /// clip each RGB channel to [0, 1] as OpenCV and the upstream script do: for ab inside the
     /// Lab range, exactly the upstream result.
     Clip,
+    /// Clip each RGB channel with ab as predicted, even beyond the Lab range: what OpenCV's
+    /// `Lab2BGR` does in the upstream script (`--compat upstream`). Extreme predictions change
+    /// hue and lightness.
+    Upstream,
 }
 
 impl Gamut {
@@ -99,7 +105,12 @@ impl Gamut {
     }
 }
 
-keyword_enum!(Gamut, "gamut mode", { Auto => "auto", Fit => "fit", Clip => "clip" });
+keyword_enum!(Gamut, "gamut mode", {
+    Auto => "auto",
+    Fit => "fit",
+    Clip => "clip",
+    Upstream => "upstream",
+});
 
 /// The model's input granularity: the encoder downsamples by 32.
 pub const SIZE_MULTIPLE: usize = 32;

@@ -14,6 +14,17 @@ use super::{color, Prepared};
 /// # Panics
 /// If `rgb` has the wrong length, or `width`, `height` or `size` is 0.
 pub fn prepare(rgb: &[f32], width: usize, height: usize, size: usize) -> Prepared {
+    prepare_with(rgb, width, height, size, LabFlavour::Exact)
+}
+
+/// [`prepare`] with L computed the `flavour` way.
+pub fn prepare_with(
+    rgb: &[f32],
+    width: usize,
+    height: usize,
+    size: usize,
+    flavour: LabFlavour,
+) -> Prepared {
     assert!(width > 0 && height > 0, "empty image ({width}x{height})");
     assert!(size > 0, "model size must be positive");
     assert_eq!(
@@ -22,7 +33,7 @@ pub fn prepare(rgb: &[f32], width: usize, height: usize, size: usize) -> Prepare
         "RGB buffer does not match {width}x{height}"
     );
 
-    let l = l_plane(rgb, width);
+    let l = l_plane(rgb, width, flavour);
 
     let small = resize::resize_interleaved(
         rgb,
@@ -30,7 +41,7 @@ pub fn prepare(rgb: &[f32], width: usize, height: usize, size: usize) -> Prepare
         &Axis::opencv_linear(width, size),
         &Axis::opencv_linear(height, size),
     );
-    let model_input = gray_model_input(size, |y| {
+    let model_input = gray_model_input(size, flavour, |y| {
         let row = &small[3 * size * y..][..3 * size];
         move |x| {
             let p = &row[3 * x..][..3];
@@ -53,13 +64,42 @@ pub fn prepare(rgb: &[f32], width: usize, height: usize, size: usize) -> Prepare
 /// Other layouts go through [`rgb_f32_from_image`] and [`prepare`]. The values equal those of
 /// `prepare(&rgb_f32_from_image(img), ..)`.
 pub fn prepare_image(img: &DynamicImage, size: usize) -> Prepared {
+    prepare_image_with(img, size, LabFlavour::Exact)
+}
+
+/// [`prepare_image`] with L computed the `flavour` way.
+pub fn prepare_image_with(img: &DynamicImage, size: usize, flavour: LabFlavour) -> Prepared {
     let (w, h) = (img.width() as usize, img.height() as usize);
+    let f = flavour;
     match img {
-        DynamicImage::ImageLuma8(b) => prepare_gray(b.as_raw(), 1, w, h, size, 256, unit8),
-        DynamicImage::ImageLumaA8(b) => prepare_gray(b.as_raw(), 2, w, h, size, 256, unit8),
-        DynamicImage::ImageLuma16(b) => prepare_gray(b.as_raw(), 1, w, h, size, 65536, unit16),
-        DynamicImage::ImageLumaA16(b) => prepare_gray(b.as_raw(), 2, w, h, size, 65536, unit16),
-        other => prepare(&rgb_f32_from_image(other), w, h, size),
+        DynamicImage::ImageLuma8(b) => prepare_gray(b.as_raw(), 1, (w, h), size, 256, unit8, f),
+        DynamicImage::ImageLumaA8(b) => prepare_gray(b.as_raw(), 2, (w, h), size, 256, unit8, f),
+        DynamicImage::ImageLuma16(b) => prepare_gray(b.as_raw(), 1, (w, h), size, 65536, unit16, f),
+        DynamicImage::ImageLumaA16(b) => {
+            prepare_gray(b.as_raw(), 2, (w, h), size, 65536, unit16, f)
+        }
+        other => prepare_with(&rgb_f32_from_image(other), w, h, size, f),
+    }
+}
+
+/// How L is computed from sRGB: the exact formulas (ddcolor's default), or OpenCV's float
+/// `BGR2Lab` as OpenCV computes it, through its interpolated table (`--compat upstream`: the
+/// model then sees what it sees in the authors' script).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LabFlavour {
+    #[default]
+    Exact,
+    OpenCv,
+}
+
+impl LabFlavour {
+    /// L of one sRGB pixel.
+    #[inline]
+    pub fn l(self, rgb: [f32; 3]) -> f32 {
+        match self {
+            Self::Exact => color::rgb_to_l(rgb),
+            Self::OpenCv => color::rgb_to_l_opencv(rgb),
+        }
     }
 }
 
@@ -76,11 +116,11 @@ fn unit16(v: u32) -> f32 {
 fn prepare_gray<T>(
     src: &[T],
     stride: usize,
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
     size: usize,
     levels: u32,
     to_unit: impl Fn(u32) -> f32 + Sync,
+    flavour: LabFlavour,
 ) -> Prepared
 where
     T: Copy + Into<u32> + Sync,
@@ -97,7 +137,7 @@ where
         .into_par_iter()
         .map(|i| {
             let v = to_unit(i);
-            color::rgb_to_l([v, v, v])
+            flavour.l([v, v, v])
         })
         .collect();
     // written in place, not zeroed first (calloc of 96 MB, then the lookups, cost twice)
@@ -114,7 +154,7 @@ where
     let ax = Axis::opencv_linear(width, size);
     let ay = Axis::opencv_linear(height, size);
     let at = |yy: usize, xx: usize| to_unit(src[(yy * width + xx) * stride].into());
-    let model_input = gray_model_input(size, |y| {
+    let model_input = gray_model_input(size, flavour, |y| {
         let (y0, y1, wy0, wy1) = ay.tap(y);
         let (ax, at) = (&ax, &at);
         move |x| {
@@ -136,7 +176,11 @@ where
 
 /// Step 4, the model input: 3 x `size` x `size`, planar CHW, each pixel the gray (a = b = 0)
 /// of the L of the resized RGB pixel that `row(y)(x)` gives, one parallel task per row.
-fn gray_model_input<P>(size: usize, row: impl Fn(usize) -> P + Sync) -> Vec<f32>
+fn gray_model_input<P>(
+    size: usize,
+    flavour: LabFlavour,
+    row: impl Fn(usize) -> P + Sync,
+) -> Vec<f32>
 where
     P: Fn(usize) -> [f32; 3],
 {
@@ -152,7 +196,7 @@ where
         .for_each(|(y, ((r, g), b))| {
             let pixel = row(y);
             for x in 0..size {
-                let l = color::rgb_to_l(pixel(x));
+                let l = flavour.l(pixel(x));
                 [r[x], g[x], b[x]] = color::lab_to_rgb([l, 0.0, 0.0]);
             }
         });
@@ -166,7 +210,7 @@ fn rows_per_task(width: usize) -> usize {
 
 /// Step 2: the L plane (row-major, `len / 3` values) of an interleaved RGB image `width`
 /// pixels wide.
-fn l_plane(rgb: &[f32], width: usize) -> Vec<f32> {
+fn l_plane(rgb: &[f32], width: usize, flavour: LabFlavour) -> Vec<f32> {
     assert_eq!(
         rgb.len() % 3,
         0,
@@ -178,7 +222,7 @@ fn l_plane(rgb: &[f32], width: usize) -> Vec<f32> {
         .zip(rgb.par_chunks(3 * rows * width.max(1)))
         .for_each(|(dst, src)| {
             for (d, p) in dst.iter_mut().zip(src.chunks_exact(3)) {
-                *d = color::rgb_to_l([p[0], p[1], p[2]]);
+                *d = flavour.l([p[0], p[1], p[2]]);
             }
         });
     out
