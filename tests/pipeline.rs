@@ -446,11 +446,11 @@ fn keywords_parse_with_aliases_and_name_what_was_expected() {
         "f64".parse::<Precision>(),
         Err("unknown dtype \"f64\"; expected f32, bf16 or f16".to_string())
     );
-    for g in [Gamut::Auto, Gamut::Fit, Gamut::Clip] {
+    for g in [Gamut::Auto, Gamut::Fit, Gamut::Clip, Gamut::Upstream] {
         assert_eq!(g.to_string().parse::<Gamut>(), Ok(g));
     }
     let err = "wide".parse::<Gamut>().unwrap_err();
-    assert!(err.contains("expected auto, fit or clip"), "{err}");
+    assert!(err.contains("expected auto, fit, clip or upstream"), "{err}");
     let err = "bicubic".parse::<ResizeMode>().unwrap_err();
     assert!(err.contains("expected nearest or bilinear"), "{err}");
 }
