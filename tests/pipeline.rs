@@ -450,7 +450,10 @@ fn keywords_parse_with_aliases_and_name_what_was_expected() {
         assert_eq!(g.to_string().parse::<Gamut>(), Ok(g));
     }
     let err = "wide".parse::<Gamut>().unwrap_err();
-    assert!(err.contains("expected auto, fit, clip or upstream"), "{err}");
+    assert!(
+        err.contains("expected auto, fit, clip or upstream"),
+        "{err}"
+    );
     let err = "bicubic".parse::<ResizeMode>().unwrap_err();
     assert!(err.contains("expected nearest or bilinear"), "{err}");
 }

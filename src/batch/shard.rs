@@ -244,12 +244,13 @@ mod tests {
                 *sizes.entry(Shard::of(p, n)).or_default() += 1;
             }
             let mean = ps.len() as f64 / n as f64;
+            // a few percent: what a uniform hash gives (binomial spread; 1,562 paths a shard
+            // at N = 64 vary by 2.5% per standard deviation)
+            let tolerance = if n <= 16 { 0.03 } else { 0.08 };
             for k in 0..n {
                 let got = *sizes.get(&k).unwrap_or(&0) as f64;
-                // binomial spread: within 5 standard deviations, and a few percent
-                let tolerance = (5.0 * mean.sqrt()).max(0.02 * mean);
                 assert!(
-                    (got - mean).abs() <= tolerance,
+                    (got - mean).abs() <= tolerance * mean,
                     "N={n}: shard {k} has {got}, mean {mean}"
                 );
             }
