@@ -164,9 +164,12 @@ fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
     let server = RedisServer::start();
     let out = tmp.path().join("out");
     let r = tmp.path().join("r.json");
+    let prom = tmp.path().join("m.prom");
     let mut c = colorize_cmd(&[&album], &out, &server.url(), &r);
     c.env("DDCOLOR_TEST_INFER_SLEEP_MS", "100")
-        .env("XDG_CACHE_HOME", tmp.path().join("xdg"));
+        .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+        .arg("--metrics-file")
+        .arg(&prom);
     let err = tmp.path().join("stderr");
     c.stderr(std::fs::File::create(&err).unwrap())
         .stdout(Stdio::null());
@@ -207,6 +210,22 @@ fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
     assert_eq!(rep.len(), 40);
     assert_eq!(count(&rep, "inferred"), 40, "{text}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 40);
+    // every operation that failed before the breaker tripped is counted, by kind
+    let m = std::fs::read_to_string(&prom).unwrap();
+    let value = |line: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{line} in\n{m}"))
+    };
+    let total = value("ddcolor_cache_errors");
+    let by: u64 = ["get", "put", "lease", "release"]
+        .iter()
+        .map(|op| value(&format!("ddcolor_cache_operation_errors{{op=\"{op}\"}}")))
+        .sum();
+    // (the call that trips the breaker is answered by the fallback: not an error)
+    assert!(total >= 1, "the failed operations were not counted:\n{m}");
+    assert_eq!(total, by, "{m}");
+    assert!(text.contains(&format!("({total} errors: ")), "{text}");
 }
 
 fn report_lines(p: &Path) -> usize {
@@ -658,4 +677,49 @@ fn a_frozen_redis_trips_the_breaker_and_the_failover_takes_over() {
         Ok(LeaseOutcome::Acquired(_))
     ));
     server.signal(libc::SIGCONT);
+}
+
+/// An ACL user whose keys are `ddcolor:*`, with another --cache-prefix: the cache answers but
+/// refuses every key. Without --require-cache the run goes on, read-only; with it, exit 3 and
+/// nothing done.
+#[test]
+fn require_cache_means_the_cache_answers_and_takes_writes() {
+    use crate::redis_util::RedisConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let good = one_photo(&tmp.path().join("in"), "a.jpg");
+    let server = RedisServer::start_with(RedisConfig {
+        extra_args: ["--user", "ddc", "on", ">s3cret", "~ddcolor:*", "+@all"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let spec = format!("redis://ddc:s3cret@127.0.0.1:{}/0", server.port);
+    let run_with = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let r = tmp.path().join(format!("{name}.json"));
+        let mut c = colorize_cmd(&[&good], &out, &spec, &r);
+        c.args(["--cache-prefix", "other"])
+            .args(extra)
+            .env("XDG_CACHE_HOME", tmp.path().join("xdg"));
+        (run(c), out, r)
+    };
+    let (o, out, _) = run_with("lenient", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    assert!(out.join("a.jpg").is_file());
+    let (o, out, r) = run_with("strict", &["--require-cache"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--require-cache"), "{}", stderr(&o));
+    assert!(!out.exists(), "something was written");
+    assert!(!r.exists() || report(&r).is_empty());
+    assert!(!stderr(&o).contains("s3cret"));
+    // the right prefix works, and with --cache-readonly a prefix it may only read is enough
+    let (o, _, r) = run_with("readonly", &["--require-cache", "--cache-readonly"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "reads of `other:*` are refused too: {}",
+        stderr(&o)
+    );
+    let _ = r;
 }

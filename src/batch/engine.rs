@@ -153,6 +153,12 @@ pub fn run(
         return Err(e);
     }
     let mut summary = shared.summary().clone();
+    // renewals and end-of-run releases that failed: no caller counted them
+    let unreported = shared.leases.unreported.load(Ordering::Relaxed);
+    summary.cache_errors += unreported;
+    summary
+        .cache_errors_by
+        .add(super::report::CacheOp::Release, unreported);
     summary.unique = shared.dedup.unique();
     summary.elapsed = started.elapsed();
     summary.model_loaded = model.is_loaded();

@@ -63,7 +63,7 @@ pub(crate) fn infer_loop(shared: &Shared, jobs: Receiver<Job>, write: &Sender<Re
                                 if let Err(e) =
                                     shared.cache.put(&key, &stored, shared.opts.cache_ttl)
                                 {
-                                    shared.warn_once("cache-put", || {
+                                    shared.cache_error(super::report::CacheOp::Put, || {
                                         format!("cannot store results in the cache ({e})")
                                     });
                                 }

@@ -21,6 +21,9 @@ pub struct Leases<'a> {
     pub lost: AtomicU64,
     /// Renewals and releases that failed because the backend did.
     pub errors: AtomicU64,
+    /// Those of them that no caller was told of (renewals, releases at the end of a run):
+    /// the engine adds them to the summary's error counts.
+    pub unreported: AtomicU64,
 }
 
 impl<'a> Leases<'a> {
@@ -33,6 +36,7 @@ impl<'a> Leases<'a> {
             wake: Condvar::new(),
             lost: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
         }
     }
 
@@ -111,6 +115,7 @@ impl<'a> Leases<'a> {
                 }
                 Err(_) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
+                    self.unreported.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -132,7 +137,10 @@ impl<'a> Leases<'a> {
             .map(|(_, l)| l)
             .collect();
         for l in leases {
-            let _ = self.cache.release(&l);
+            if self.cache.release(&l).is_err() {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.unreported.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -62,6 +62,12 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
         for ((mut item, (key, channels)), look) in waiting.drain(..).zip(keys).zip(found) {
             let ab = match look {
                 Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
+                Lookup::Miss(crate::cache::Miss::Error(e)) => {
+                    shared.cache_error(super::report::CacheOp::Get, || {
+                        format!("cache lookup failed ({e}); recomputing")
+                    });
+                    None
+                }
                 Lookup::Miss(_) => None,
             };
             let hand_back = match ab {

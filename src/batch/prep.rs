@@ -8,7 +8,7 @@ use super::dedup::{Claim, Waiter};
 use super::index::Stat;
 use super::options::ALREADY_COLOUR;
 use super::read::{max_file_bytes, read_file, sha256};
-use super::report::{Record, Status};
+use super::report::{CacheOp, Record, Status};
 use super::state::{dry_line, Carry, Item, Job, Shared};
 use crate::cache::{LeaseOutcome, Lookup, Miss};
 use crate::imageio;
@@ -60,9 +60,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
             }
         };
         if item.cached.is_none() {
-            let first = !item.looked_up;
-            item.looked_up = true;
-            item.cached = lookup(shared, &key, channels, first);
+            item.cached = lookup(shared, &key, channels);
             if shared.opts.dry_run {
                 let action = if item.cached.is_some() {
                     "cache"
@@ -78,7 +76,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                     Ok(LeaseOutcome::Acquired(lease)) => {
                         shared.leases.hold(&lease);
                         // another process may have stored the value between lookup and lease
-                        item.cached = lookup(shared, &key, channels, false);
+                        item.cached = lookup(shared, &key, channels);
                         if item.cached.is_some() {
                             shared.release(Some(lease));
                         } else {
@@ -92,7 +90,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                         return None;
                     }
                     Err(e) => {
-                        shared.warn_once("cache-lease", || {
+                        shared.cache_error(CacheOp::Lease, || {
                             format!("cannot take inference leases ({e}); inferring without one")
                         });
                     }
@@ -192,18 +190,12 @@ fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [
     item.bytes = Some(bytes);
     item.primary = false;
     item.dup = false;
-    item.looked_up = false;
     item.cached = None;
 }
 
-/// Look `key` up; a value that fails its checks is a miss. A backend error is counted when
-/// `count` (the first lookup of an image).
-fn lookup(
-    shared: &Shared,
-    key: &crate::cache::CacheKey,
-    channels: usize,
-    count: bool,
-) -> Option<Vec<f32>> {
+/// Look `key` up; a value that fails its checks is a miss, a backend error is counted (and
+/// with `--require-cache` stops the run).
+fn lookup(shared: &Shared, key: &crate::cache::CacheKey, channels: usize) -> Option<Vec<f32>> {
     let look = shared
         .cache
         .get_many(std::slice::from_ref(key))
@@ -212,12 +204,9 @@ fn lookup(
     let ab = match look {
         Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
         Lookup::Miss(Miss::Error(e)) => {
-            shared.warn_once("cache-get", || {
+            shared.cache_error(CacheOp::Get, || {
                 format!("cache lookup failed ({e}); recomputing")
             });
-            if count {
-                shared.summary().cache_errors += 1;
-            }
             None
         }
         Lookup::Miss(_) => None,

@@ -110,8 +110,10 @@ pub struct Summary {
     pub cache_hits: u64,
     /// Images the model ran on here (their lookup missed and no other process stored them).
     pub cache_misses: u64,
-    /// Lookups that failed because the backend did (counted within misses too).
+    /// Cache operations that failed because the backend did, all kinds together.
     pub cache_errors: u64,
+    /// The same, by kind of operation.
+    pub cache_errors_by: CacheErrorCounts,
     pub elapsed: Duration,
     pub cache: String,
     /// Notes for the summary (e.g. a format that drops bit depth), each said once.
@@ -126,6 +128,63 @@ pub struct Summary {
     /// The shard this run took, and how many inputs the walk found in all shards (`files` are
     /// this shard's).
     pub shard: Option<(super::shard::Shard, u64)>,
+}
+
+/// Failed cache operations by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheErrorCounts {
+    /// Lookups (including those of images waiting for another process's value).
+    pub get: u64,
+    /// Stores of computed values.
+    pub put: u64,
+    /// Taking an inference lease.
+    pub lease: u64,
+    /// Releasing or renewing a lease.
+    pub release: u64,
+}
+
+/// A kind of cache operation, for [`CacheErrorCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOp {
+    Get,
+    Put,
+    Lease,
+    Release,
+}
+
+impl CacheOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Put => "put",
+            Self::Lease => "lease",
+            Self::Release => "release",
+        }
+    }
+}
+
+impl CacheErrorCounts {
+    pub fn add(&mut self, op: CacheOp, n: u64) {
+        match op {
+            CacheOp::Get => self.get += n,
+            CacheOp::Put => self.put += n,
+            CacheOp::Lease => self.lease += n,
+            CacheOp::Release => self.release += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.lease + self.release
+    }
+
+    fn by_op(&self) -> [(CacheOp, u64); 4] {
+        [
+            (CacheOp::Get, self.get),
+            (CacheOp::Put, self.put),
+            (CacheOp::Lease, self.lease),
+            (CacheOp::Release, self.release),
+        ]
+    }
 }
 
 impl Summary {
@@ -161,9 +220,21 @@ impl Summary {
             .hit_rate()
             .map(|r| format!("{:.1}%", r * 100.0))
             .unwrap_or_else(|| "n/a".into());
+        let errors = if self.cache_errors == 0 {
+            "0 errors".to_owned()
+        } else {
+            let kinds: Vec<String> = self
+                .cache_errors_by
+                .by_op()
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(op, n)| format!("{} {n}", op.as_str()))
+                .collect();
+            format!("{} errors: {}", self.cache_errors, kinds.join(", "))
+        };
         let mut s = format!(
             "{} files, {} unique: {} inferred, {} cached, {} duplicate, {} skipped, {} failed\n\
-             cache {}: {} hits, {} misses ({} errors), hit rate {rate}; {} forward passes; {:.1} s",
+             cache {}: {} hits, {} misses ({errors}), hit rate {rate}; {} forward passes; {:.1} s",
             self.files,
             self.unique,
             self.inferred,
@@ -174,7 +245,6 @@ impl Summary {
             self.cache,
             self.cache_hits,
             self.cache_misses,
-            self.cache_errors,
             self.forward_passes,
             self.elapsed.as_secs_f64()
         );
@@ -222,7 +292,7 @@ impl Summary {
             ),
             (
                 "ddcolor_cache_errors",
-                "Cache lookups that failed in the last run.",
+                "Cache operations that failed in the last run (all kinds; by kind: ddcolor_cache_operation_errors).",
                 self.cache_errors as f64,
             ),
             (
@@ -249,6 +319,16 @@ impl Summary {
         for (name, help, v) in gauges {
             s.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        }
+        s.push_str(
+            "# HELP ddcolor_cache_operation_errors Cache operations that failed in the last run, by kind.\n",
+        );
+        s.push_str("# TYPE ddcolor_cache_operation_errors gauge\n");
+        for (op, n) in self.cache_errors_by.by_op() {
+            s.push_str(&format!(
+                "ddcolor_cache_operation_errors{{op=\"{}\"}} {n}\n",
+                op.as_str()
             ));
         }
         s.push_str("# HELP ddcolor_last_run_timestamp_seconds When the last run finished.\n");

@@ -33,8 +33,6 @@ pub(crate) struct Item {
     pub primary: bool,
     /// Its hash was seen before in this run: served from the cache it is a `duplicate`.
     pub dup: bool,
-    /// Looked up in the cache once already (hits and misses are counted once).
-    pub looked_up: bool,
     /// The prediction, when the cache (or another process through it) had it.
     pub cached: Option<Vec<f32>>,
     pub lease: Option<Lease>,
@@ -53,7 +51,6 @@ impl Item {
             bytes: None,
             primary: false,
             dup: false,
-            looked_up: false,
             cached: None,
             lease: None,
             slot: None,
@@ -184,6 +181,26 @@ impl Shared<'_> {
         let mut s = self.summary();
         if !s.notes.iter().any(|n| n == note) {
             s.notes.push(note.to_owned());
+        }
+    }
+
+    /// A cache operation failed: count it by kind, warn once per kind, and with
+    /// `--require-cache` stop the run (exit 3): the cache must answer, and take writes unless
+    /// `--cache-readonly`, for the whole run.
+    pub fn cache_error(&self, op: super::report::CacheOp, what: impl FnOnce() -> String) {
+        {
+            let mut s = self.summary();
+            s.cache_errors += 1;
+            s.cache_errors_by.add(op, 1);
+        }
+        let msg = what();
+        if self.opts.require_cache {
+            self.abort(Error::CacheUnreachable(format!(
+                "{msg}; the run stopped (--require-cache): the outputs written so far are in \
+                 place and in the report"
+            )));
+        } else {
+            self.warn_once(&format!("cache-{}", op.as_str()), || msg);
         }
     }
 
@@ -328,7 +345,7 @@ impl Shared<'_> {
     pub fn release(&self, lease: Option<Lease>) {
         if let Some(lease) = lease {
             if let Err(e) = self.leases.release(&lease) {
-                self.warn_once("cache-release", || {
+                self.cache_error(super::report::CacheOp::Release, || {
                     format!("cannot release an inference lease ({e})")
                 });
             }

@@ -139,6 +139,15 @@ impl CacheSettings {
         };
         if !readonly {
             if let Err(e) = cache.check_writable() {
+                if require {
+                    // --require-cache: the cache answers and takes writes, or nothing is done
+                    eprintln!(
+                        "ddcolor: cache unreachable: cannot write to {} ({e}); nothing was done \
+                         (--require-cache; add --cache-readonly to only read it)",
+                        cache.describe()
+                    );
+                    return Err(exit::CACHE_UNREACHABLE);
+                }
                 eprintln!(
                     "ddcolor: warning: cannot write to {} ({e}); using it read-only",
                     cache.describe()
