@@ -706,6 +706,13 @@ fn require_cache_means_the_cache_answers_and_takes_writes() {
     let (o, out, _) = run_with("lenient", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    // the message names the refused prefix and the one the user's key patterns allow
+    assert!(stderr(&o).contains("`other:`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--cache-prefix ddcolor would fit"),
+        "{}",
+        stderr(&o)
+    );
     assert!(out.join("a.jpg").is_file());
     let (o, out, r) = run_with("strict", &["--require-cache"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
@@ -722,4 +729,31 @@ fn require_cache_means_the_cache_answers_and_takes_writes() {
         stderr(&o)
     );
     let _ = r;
+}
+
+/// `cache stats` for an ACL user that may not run CONFIG: the eviction policy line says it could
+/// not be read, instead of disappearing.
+#[test]
+fn cache_stats_says_when_the_eviction_policy_cannot_be_read() {
+    use crate::redis_util::RedisConfig;
+    let server = RedisServer::start_with(RedisConfig {
+        extra_args: ["--user", "nocfg", "on", ">pw", "~*", "+@all", "-config"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let stats = |spec: &str| {
+        let mut c = ddcolor();
+        c.args(["cache", "stats", "--cache", spec]);
+        let o = run(c);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let limited = stats(&format!("redis://nocfg:pw@127.0.0.1:{}/0", server.port));
+    assert!(
+        limited.contains("maxmemory-policy: could not be read"),
+        "{limited}"
+    );
+    let admin = stats(&server.url());
+    assert!(admin.contains("maxmemory-policy: noeviction"), "{admin}");
 }

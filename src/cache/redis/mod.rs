@@ -115,6 +115,49 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
+/// The server's ACL refused the command (the user may not touch those keys or commands).
+fn is_noperm(e: &RedisError) -> bool {
+    e.code() == Some("NOPERM")
+}
+
+/// The key prefixes an ACL user's key patterns allow (`~ddcolor:*` -> `ddcolor`; `~*` -> any,
+/// as `*`), from `ACL GETUSER`'s reply (Redis 6: a list under `keys`; 7: one string).
+fn prefixes_from_getuser(v: &Value) -> Vec<String> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Map(m) => m.iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for pair in items.chunks(2) {
+        let [k, v] = pair else { continue };
+        if ::redis::from_redis_value_ref::<String>(k).ok().as_deref() != Some("keys") {
+            continue;
+        }
+        let patterns: Vec<String> = match v {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| ::redis::from_redis_value_ref::<String>(x).ok())
+                .collect(),
+            other => ::redis::from_redis_value_ref::<String>(other)
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+        };
+        for p in patterns {
+            // `~pat`, `%RW~pat`, `%R~pat`, or a bare pattern (Redis 6's list form)
+            let pat = p.rsplit('~').next().unwrap_or(&p);
+            if pat == "*" || pat == "allkeys" {
+                out.push("*".to_owned());
+            } else if let Some(prefix) = pat.strip_suffix(":*") {
+                if !prefix.contains(['*', '?', '[']) {
+                    out.push(prefix.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `<words> <key>` for each key (`GET k`, `UNLINK k`, `MEMORY USAGE k`), for
 /// [`Topology::pipeline`].
 fn each_key<'a>(
@@ -256,6 +299,18 @@ impl<T: Topology> RedisCache<T> {
     }
 
     fn err(&self, what: &str, e: &RedisError) -> CacheError {
+        if is_noperm(e) {
+            return CacheError {
+                backend: T::BACKEND.to_owned(),
+                message: format!(
+                    "{}: {what}: refused by the server's ACL: this user may not use the keys \
+                     under `{}:` (--cache-prefix) or the command ({})",
+                    self.shown,
+                    self.prefix,
+                    self.secrets.scrub(&e.to_string())
+                ),
+            };
+        }
         if e.is_timeout() {
             return CacheError {
                 backend: T::BACKEND.to_owned(),
@@ -338,6 +393,35 @@ impl<T: Topology> RedisCache<T> {
             && self.strikes.fetch_add(1, Ordering::SeqCst) + 1 >= BREAKER_STRIKES
         {
             self.down.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// What the ACL user's key patterns allow, to say which `--cache-prefix` fits; or how
+    /// to find out, when the user may not read its own ACL.
+    fn acl_hint(&self) -> String {
+        let who = self.with_conn("ACL WHOAMI", |c, _| {
+            let v = T::on_any(c, cmd("ACL").arg("WHOAMI"))?;
+            Ok(from_redis_value::<String>(v)?)
+        });
+        let Ok(user) = who else {
+            return String::new();
+        };
+        let got = self.with_conn("ACL GETUSER", |c, _| {
+            T::on_any(c, cmd("ACL").arg("GETUSER").arg(&user))
+        });
+        match got.map(|v| prefixes_from_getuser(&v)) {
+            Ok(p) if p.iter().any(|p| p == "*") => String::new(),
+            Ok(p) if !p.is_empty() => format!(
+                "; user `{user}` may use keys under {}: --cache-prefix {} would fit",
+                p.iter()
+                    .map(|p| format!("`{p}:`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p[0]
+            ),
+            _ => {
+                format!("; `ACL GETUSER {user}` (as an admin) shows which key patterns it may use")
+            }
         }
     }
 
@@ -491,12 +575,14 @@ impl<T: Topology> Cache for RedisCache<T> {
                 policies.insert(p);
             }
         }
-        if !policies.is_empty() {
-            details.push((
-                "maxmemory-policy".to_owned(),
-                policies.into_iter().collect::<Vec<_>>().join(","),
-            ));
-        }
+        details.push((
+            "maxmemory-policy".to_owned(),
+            if policies.is_empty() {
+                "could not be read (CONFIG GET is not allowed for this user, or failed)".to_owned()
+            } else {
+                policies.into_iter().collect::<Vec<_>>().join(",")
+            },
+        ));
         if T::MEMORY_INFO {
             let info = self.with_conn("INFO", |c, _| {
                 let v = T::on_any(c, cmd("INFO").arg("memory"))?;
@@ -528,7 +614,16 @@ impl<T: Topology> Cache for RedisCache<T> {
     }
 
     fn check_writable(&self) -> Result<(), CacheError> {
-        if self.with_conn("probe", |c, _| probe(c, &self.prefix))? {
+        let probed = self.with_conn("probe", |c, _| probe(c, &self.prefix));
+        if let Err(e) = &probed {
+            if e.message.contains("refused by the server's ACL") {
+                return Err(CacheError {
+                    backend: e.backend.clone(),
+                    message: format!("{}{}", e.message, self.acl_hint()),
+                });
+            }
+        }
+        if probed? {
             Ok(())
         } else {
             Err(CacheError {
