@@ -3,8 +3,9 @@
 # benches/slurm.sh: munged, slurmctld and slurmd on localhost (Debian's slurm-wlm and munge,
 # installed when missing), with a throwaway key, free ports and all state under one folder.
 #
-#   . scripts/slurm-local.sh; slurm_up "$work"; ...; slurm_down "$work"
-# slurm_up exports SLURM_CONF; slurm_down stops what slurm_up started.
+#   . scripts/slurm-local.sh; slurm_up "$work"; port=$(local_redis_up "$work"); ...; slurm_down "$work"
+# slurm_up exports SLURM_CONF; local_redis_up starts a redis-server on a free loopback port
+# and prints the port; slurm_down stops what both started.
 
 slurm_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -66,13 +67,22 @@ EOF
   echo "slurm-local: up ($(sinfo -h -o '%n, %c CPUs, %t'))"
 }
 
+local_redis_up() { # WORK -> the port
+  local work=$1 port
+  port=$(slurm_free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$work/redis.pid" --dir "$work" --logfile "$work/log/redis.log" >/dev/null
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "$port"
+}
+
 slurm_down() { # WORK
   local work=$1 pid
-  for pid in "$work"/slurmd.pid "$work"/slurmctld.pid "$work"/munge/munged.pid; do
+  for pid in "$work"/redis.pid "$work"/slurmd.pid "$work"/slurmctld.pid "$work"/munge/munged.pid; do
     [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
   done
   sleep 1
-  for pid in "$work"/slurmd.pid "$work"/slurmctld.pid "$work"/munge/munged.pid; do
+  for pid in "$work"/redis.pid "$work"/slurmd.pid "$work"/slurmctld.pid "$work"/munge/munged.pid; do
     [ -f "$pid" ] && kill -9 "$(cat "$pid")" 2>/dev/null || true
   done
 }

@@ -30,18 +30,10 @@ weights="$repo/../shared/golden/ddcolor-test.safetensors"
 . "$repo/scripts/slurm-local.sh"
 work=$(mktemp -d /tmp/ddcolor-slurm.XXXXXX)
 chmod 755 "$work"
-stop() {
-  [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
-  slurm_down "$work"
-  rm -rf "$work"
-}
-trap stop EXIT
+trap 'slurm_down "$work"; rm -rf "$work"' EXIT
 slurm_up "$work"
 
-rport=$(slurm_free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-  --pidfile "$work/redis.pid" --dir "$work" --logfile "$work/log/redis.log"
-for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+rport=$(local_redis_up "$work")
 
 files=$(find "$album" -type f | wc -l)
 distinct=$(find "$album" -type f -exec sha256sum {} + | cut -d' ' -f1 | sort -u | wc -l)

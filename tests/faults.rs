@@ -154,24 +154,29 @@ fn help_and_messages_never_show_the_cache_password() {
 
 // 3. a frozen Redis
 
-/// A 40-image run whose Redis is frozen (SIGSTOP) after the first outputs: the breaker trips
-/// after a few timeouts and the run finishes on the fallback cache, warning once.
-#[test]
-fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
+/// What a run against a Redis frozen mid-run left.
+struct FrozenRun {
+    status: std::process::ExitStatus,
+    stderr: String,
+    out: PathBuf,
+    report: PathBuf,
+}
+
+/// A 40-image run (inference slowed to 100 ms an image) against a real redis-server that is
+/// frozen with SIGSTOP once the first outputs are reported; the run must end within 75 s of
+/// the freeze (without the breaker: a timeout per remaining image, minutes in all).
+fn run_with_redis_frozen_mid_run(tmp: &Path, extra: &[&str]) -> FrozenRun {
+    let album = tmp.join("album");
     gray_album(&album, 40, 48);
     let server = RedisServer::start();
-    let out = tmp.path().join("out");
-    let r = tmp.path().join("r.json");
-    let prom = tmp.path().join("m.prom");
+    let out = tmp.join("out");
+    let r = tmp.join("r.json");
+    let err = tmp.join("stderr");
     let mut c = colorize_cmd(&[&album], &out, &server.url(), &r);
-    c.env("DDCOLOR_TEST_INFER_SLEEP_MS", "100")
-        .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
-        .arg("--metrics-file")
-        .arg(&prom);
-    let err = tmp.path().join("stderr");
-    c.stderr(std::fs::File::create(&err).unwrap())
+    c.args(extra)
+        .env("DDCOLOR_TEST_INFER_SLEEP_MS", "100")
+        .env("XDG_CACHE_HOME", tmp.join("xdg"))
+        .stderr(std::fs::File::create(&err).unwrap())
         .stdout(Stdio::null());
     let mut child = c.spawn().unwrap();
     let t = Instant::now();
@@ -182,7 +187,6 @@ fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
     }
     server.signal(libc::SIGSTOP);
     let frozen = Instant::now();
-    // without the breaker: 5 s (or 10 s) per remaining image, minutes in all
     let limit = Duration::from_secs(75);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -199,17 +203,37 @@ fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
         std::thread::sleep(Duration::from_millis(50));
     };
     server.signal(libc::SIGCONT);
-    let text = std::fs::read_to_string(&err).unwrap();
-    assert!(status.success(), "{text}");
+    FrozenRun {
+        status,
+        stderr: std::fs::read_to_string(&err).unwrap(),
+        out,
+        report: r,
+    }
+}
+
+fn report_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |s| s.lines().count())
+}
+
+/// The breaker trips after a few timeouts and the run finishes on the fallback cache, warning
+/// once, every failed operation counted.
+#[test]
+fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prom = tmp.path().join("m.prom");
+    let run =
+        run_with_redis_frozen_mid_run(tmp.path(), &["--metrics-file", prom.to_str().unwrap()]);
+    let text = run.stderr;
+    assert!(run.status.success(), "{text}");
     assert_eq!(
         text.matches("the cache stopped answering").count(),
         1,
         "one warning:\n{text}"
     );
-    let rep = report(&r);
+    let rep = report(&run.report);
     assert_eq!(rep.len(), 40);
     assert_eq!(count(&rep, "inferred"), 40, "{text}");
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 40);
+    assert_eq!(std::fs::read_dir(&run.out).unwrap().count(), 40);
     // every operation that failed before the breaker tripped is counted, by kind
     let m = std::fs::read_to_string(&prom).unwrap();
     let value = |line: &str| -> u64 {
@@ -228,47 +252,15 @@ fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
     assert!(text.contains(&format!("({total} errors: ")), "{text}");
 }
 
-fn report_lines(p: &Path) -> usize {
-    std::fs::read_to_string(p).map_or(0, |s| s.lines().count())
-}
-
 #[test]
 fn with_require_cache_a_frozen_redis_stops_the_run_with_exit_3() {
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
-    gray_album(&album, 40, 48);
-    let server = RedisServer::start();
-    let out = tmp.path().join("out");
-    let r = tmp.path().join("r.json");
-    let mut c = colorize_cmd(&[&album], &out, &server.url(), &r);
-    c.arg("--require-cache")
-        .env("DDCOLOR_TEST_INFER_SLEEP_MS", "100")
-        .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
-    let t = Instant::now();
-    while report_lines(&r) < 3 {
-        assert!(t.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server.signal(libc::SIGSTOP);
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let t = Instant::now();
-    while !waiter.is_finished() {
-        if t.elapsed() > Duration::from_secs(75) {
-            server.signal(libc::SIGCONT);
-            panic!("the run did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server.signal(libc::SIGCONT);
-    let o = waiter.join().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--require-cache"), "{}", stderr(&o));
+    let run = run_with_redis_frozen_mid_run(tmp.path(), &["--require-cache"]);
+    assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains("--require-cache"), "{}", run.stderr);
     // every output written is in the report, and the run did not go on to the end
-    let rep = report(&r);
-    let written = std::fs::read_dir(&out)
+    let rep = report(&run.report);
+    let written = std::fs::read_dir(&run.out)
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().ends_with(".ddcolor-tmp"))
@@ -295,7 +287,7 @@ fn an_allocation_that_fails_is_that_files_failure() {
     let r = tmp.path().join("r.json");
     let mut c = colorize_cmd(&[&huge, &good], &out, "none", &r);
     c.args(["--max-pixels", "20000000000"]);
-    limit_address_space(&mut c, 4 << 30);
+    crate::util::limit_address_space(&mut c, 4 << 30);
     let o = run(c);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(out.join("good.jpg").is_file());
@@ -306,23 +298,6 @@ fn an_allocation_that_fails_is_that_files_failure() {
         failed[0]["error"].as_str().unwrap().contains("memory"),
         "{rep:?}"
     );
-}
-
-fn limit_address_space(c: &mut Command, bytes: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit(2) only, between fork and exec
-    unsafe {
-        c.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// A PNG whose header claims `w`x`h` 8-bit RGB pixels, with a little image data.

@@ -31,7 +31,7 @@ fn corrupted_photos_never_panic_abort_or_exhaust_memory() {
         "1",
     ])
     .env("DDCOLOR_FUZZ_WORKER", "1");
-    limit_address_space(&mut c, LIMIT);
+    crate::util::limit_address_space(&mut c, LIMIT);
     let o = c.output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -50,23 +50,6 @@ fn corrupted_photos_never_panic_abort_or_exhaust_memory() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(cases >= 50, "only {cases} cases ran: {line}");
-}
-
-fn limit_address_space(c: &mut Command, bytes: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit(2) only, between fork and exec
-    unsafe {
-        c.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// xorshift64*: small, seeded, reproducible.
