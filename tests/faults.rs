@@ -732,3 +732,42 @@ fn cache_stats_says_when_the_eviction_policy_cannot_be_read() {
     let admin = stats(&server.url());
     assert!(admin.contains("maxmemory-policy: noeviction"), "{admin}");
 }
+
+/// A Redis Cluster that is down (a master lost, its slots uncovered: cluster_state:fail):
+/// --require-cache is exit 3 with nothing written; without it the run goes on.
+#[test]
+fn require_cache_refuses_a_cluster_that_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = one_photo(&tmp.path().join("in"), "a.jpg");
+    let mut cluster = crate::redis_util::RedisCluster::start();
+    let spec = cluster.spec();
+    cluster.nodes[0].stop();
+    let t = Instant::now();
+    while !cluster.nodes[1]
+        .cli(&["cluster", "info"])
+        .contains("cluster_state:fail")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the cluster never noticed its lost master"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let go = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut c = colorize_cmd(
+            &[&good],
+            &out,
+            &spec,
+            &tmp.path().join(format!("{name}.json")),
+        );
+        c.args(extra).env("XDG_CACHE_HOME", tmp.path().join("xdg"));
+        (run(c), out)
+    };
+    let (o, out) = go("strict", &["--require-cache"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!out.exists(), "something was written");
+    let (o, out) = go("lenient", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("a.jpg").is_file());
+}
