@@ -223,14 +223,6 @@ fn read_pixels(
             .read_image(buf)
             .map_err(|e| decode_error(format, &e))
     };
-    fn raw8(
-        n: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), String>,
-    ) -> std::result::Result<Vec<u8>, String> {
-        let mut buf = try_zeroed::<u8>(n)?;
-        fill(&mut buf)?;
-        Ok(buf)
-    }
     fn raw<T: bytemuck::Pod + Default>(
         n: usize,
         fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), String>,
@@ -242,16 +234,16 @@ fn read_pixels(
     let mismatch = || "damaged image: its data does not match its size".to_string();
     Ok(match color {
         C::L8 => DynamicImage::ImageLuma8(
-            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+            ImageBuffer::from_raw(w, h, raw::<u8>(total, fill)?).ok_or_else(mismatch)?,
         ),
         C::La8 => DynamicImage::ImageLumaA8(
-            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+            ImageBuffer::from_raw(w, h, raw::<u8>(total, fill)?).ok_or_else(mismatch)?,
         ),
         C::Rgb8 => DynamicImage::ImageRgb8(
-            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+            ImageBuffer::from_raw(w, h, raw::<u8>(total, fill)?).ok_or_else(mismatch)?,
         ),
         C::Rgba8 => DynamicImage::ImageRgba8(
-            ImageBuffer::from_raw(w, h, raw8(total, fill)?).ok_or_else(mismatch)?,
+            ImageBuffer::from_raw(w, h, raw::<u8>(total, fill)?).ok_or_else(mismatch)?,
         ),
         C::L16 => DynamicImage::ImageLuma16(
             ImageBuffer::from_raw(w, h, raw::<u16>(total, fill)?).ok_or_else(mismatch)?,
