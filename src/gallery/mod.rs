@@ -106,14 +106,13 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
     let jobs: Vec<(PathBuf, String)> = entries
         .iter()
         .flat_map(|e| {
-            let key = &crate::hash::hex(&crate::batch::read::sha256(e.path.as_bytes()))[..20];
-            let before =
-                (e.path != "-").then(|| (PathBuf::from(&e.path), format!("{key}-before.jpg")));
+            let [before_name, after_name] = thumb_names(&e.path);
+            let before = (e.path != "-").then(|| (PathBuf::from(&e.path), before_name));
             let after = e
                 .output
                 .as_deref()
                 .filter(|o| *o != "-")
-                .map(|o| (PathBuf::from(o), format!("{key}-after.jpg")));
+                .map(|o| (PathBuf::from(o), after_name));
             [before, after].into_iter().flatten()
         })
         .collect();
@@ -148,11 +147,8 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
     let items: Vec<Value> = sorted
         .iter()
         .map(|e| {
-            let key = &crate::hash::hex(&crate::batch::read::sha256(e.path.as_bytes()))[..20];
-            let side = |which: &str| {
-                let name = format!("{key}-{which}.jpg");
-                ok.contains(&name).then(|| format!("thumbs/{name}"))
-            };
+            let [before, after] = thumb_names(&e.path);
+            let shown = |name: String| ok.contains(&name).then(|| format!("thumbs/{name}"));
             let folder = Path::new(&e.path)
                 .parent()
                 .map(|p| p.to_string_lossy().into_owned())
@@ -166,8 +162,8 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
                 "ms": e.ms,
                 "model": e.model,
                 "size": e.size,
-                "before": side("before"),
-                "after": side("after"),
+                "before": shown(before),
+                "after": shown(after),
             })
         })
         .collect();
@@ -201,6 +197,13 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
     })
     .map_err(|e| e.to_string())?;
     Ok(stats)
+}
+
+/// The thumbnail file names of an input and of its output, from a digest of the input's path.
+fn thumb_names(path: &str) -> [String; 2] {
+    let key = crate::hash::hex(&crate::batch::read::sha256(path.as_bytes()));
+    let key = &key[..20];
+    [format!("{key}-before.jpg"), format!("{key}-after.jpg")]
 }
 
 /// A JPEG thumbnail of `src` at `dest`; `Ok(false)` when `dest` is already newer than `src`.
