@@ -801,3 +801,82 @@ fn opencv_decoder_reads_jpegs_as_imread() {
     }
     assert!(n >= 5);
 }
+
+/// `--compat upstream` resizes as `cv2.resize(float32, INTER_LINEAR)` does in the opencv-python
+/// wheels (their IPP path): bit for bit at model sizes (tests/data/opencv-resize.txt, written
+/// by scripts/opencv-lab-fixture.py), where OpenCV's own formula is not; one bit off moves a
+/// sample across a step of BGR2Lab's table.
+#[test]
+fn opencv_resize_is_bit_exact_at_model_sizes() {
+    use ddcolor::pipeline::resize::{resize_interleaved, resize_interleaved_ipp, Axis};
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/opencv-resize.txt"),
+    )
+    .unwrap();
+    let digest = |v: &[f32]| {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        ddcolor::hash::hex(&ddcolor::batch::read::sha256(&bytes))
+    };
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [w, h, w2, h2]: [usize; 4] = std::array::from_fn(|i| f[i].parse().unwrap());
+        // the script's pattern, in the same float arithmetic
+        let src: Vec<f32> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| (0..3).map(move |c| (x, y, c))))
+            .map(|(x, y, c)| ((x * 7919 + y * 104729 + c * 31) % 1000) as f32 / 999.0)
+            .collect();
+        let (ax, ay) = (Axis::opencv_linear(w, w2), Axis::opencv_linear(h, h2));
+        let ipp = resize_interleaved_ipp(&src, 3, &ax, &ay);
+        assert_eq!(digest(&ipp), f[4], "{w}x{h} -> {w2}x{h2}");
+        let plain = resize_interleaved(&src, 3, &ax, &ay);
+        assert_ne!(
+            digest(&plain),
+            f[4],
+            "the fixture cannot tell the two apart"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}
+
+/// `--compat upstream`'s gray model input: OpenCV's float Lab2RGB, whose sRGB curve is a spline
+/// through a 1025-point table (up to 8e-5 off the formula in dark tones), within a unit in the
+/// last place of what OpenCV gave (tests/data/opencv-lab2rgb.txt).
+#[test]
+fn opencv_lab_to_rgb_follows_its_spline() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/opencv-lab2rgb.txt"),
+    )
+    .unwrap();
+    let (mut n, mut formula_worst) = (0, 0.0f32);
+    let (mut gray_worst, mut colour_worst) = (0.0f32, 0.0f32);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let v: Vec<f32> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        let lab = [v[0], v[1], v[2]];
+        let got = ddcolor::pipeline::color::lab_to_rgb_opencv(lab);
+        let exact = ddcolor::pipeline::color::lab_to_rgb(lab).map(|c| c.clamp(0.0, 1.0));
+        let worst = if lab[1] == 0.0 && lab[2] == 0.0 {
+            &mut gray_worst
+        } else {
+            &mut colour_worst
+        };
+        for k in 0..3 {
+            *worst = worst.max((got[k] - v[3 + k]).abs());
+            formula_worst = formula_worst.max((exact[k] - v[3 + k]).abs());
+        }
+        n += 1;
+    }
+    assert_eq!(n, 1401);
+    // grays (the model input): a unit in the last place; colours: a few, where the matrix
+    // product's terms cancel and OpenCV's vector code sums them in another order
+    assert!(gray_worst <= 1.2e-7, "grays: worst difference {gray_worst}");
+    assert!(
+        colour_worst <= 6e-7,
+        "colours: worst difference {colour_worst}"
+    );
+    assert!(
+        formula_worst > 1e-5,
+        "the formula is as close: {formula_worst}"
+    );
+}

@@ -35,7 +35,11 @@ pub fn prepare_with(
 
     let l = l_plane(rgb, width, flavour);
 
-    let small = resize::resize_interleaved(
+    let resize = match flavour {
+        LabFlavour::Exact => resize::resize_interleaved,
+        LabFlavour::OpenCv => resize::resize_interleaved_ipp,
+    };
+    let small = resize(
         rgb,
         3,
         &Axis::opencv_linear(width, size),
@@ -82,9 +86,10 @@ pub fn prepare_image_with(img: &DynamicImage, size: usize, flavour: LabFlavour) 
     }
 }
 
-/// How L is computed from sRGB: the exact formulas (ddcolor's default), or OpenCV's float
-/// `BGR2Lab` as OpenCV computes it, through its interpolated table (`--compat upstream`: the
-/// model then sees what it sees in the authors' script).
+/// How the model input is made from sRGB: the exact formulas (ddcolor's default), or as the
+/// authors' script makes it with OpenCV (`--compat upstream`: the model then sees what it sees
+/// there): the resize as the opencv-python wheels' IPP computes it, L from `BGR2Lab`'s
+/// interpolated table, and the gray from `Lab2RGB`'s spline-interpolated sRGB curve.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LabFlavour {
     #[default]
@@ -99,6 +104,15 @@ impl LabFlavour {
         match self {
             Self::Exact => color::rgb_to_l(rgb),
             Self::OpenCv => color::rgb_to_l_opencv(rgb),
+        }
+    }
+
+    /// The sRGB gray of lightness `l` (a = b = 0).
+    #[inline]
+    pub fn gray(self, l: f32) -> [f32; 3] {
+        match self {
+            Self::Exact => color::lab_to_rgb([l, 0.0, 0.0]),
+            Self::OpenCv => color::lab_to_rgb_opencv([l, 0.0, 0.0]),
         }
     }
 }
@@ -159,9 +173,18 @@ where
         let (ax, at) = (&ax, &at);
         move |x| {
             let (x0, x1, wx0, wx1) = ax.tap(x);
-            let h0 = at(y0, x0) * wx0 + at(y0, x1) * wx1;
-            let h1 = at(y1, x0) * wx0 + at(y1, x1) * wx1;
-            let v = h0 * wy0 + h1 * wy1;
+            let v = match flavour {
+                LabFlavour::Exact => {
+                    let h0 = at(y0, x0) * wx0 + at(y0, x1) * wx1;
+                    let h1 = at(y1, x0) * wx0 + at(y1, x1) * wx1;
+                    h0 * wy0 + h1 * wy1
+                }
+                LabFlavour::OpenCv => {
+                    let h0 = resize::lerp_fma(at(y0, x0), at(y0, x1), wx1);
+                    let h1 = resize::lerp_fma(at(y1, x0), at(y1, x1), wx1);
+                    resize::lerp_fma(h0, h1, wy1)
+                }
+            };
             [v, v, v]
         }
     });
@@ -196,8 +219,7 @@ where
         .for_each(|(y, ((r, g), b))| {
             let pixel = row(y);
             for x in 0..size {
-                let l = flavour.l(pixel(x));
-                [r[x], g[x], b[x]] = color::lab_to_rgb([l, 0.0, 0.0]);
+                [r[x], g[x], b[x]] = flavour.gray(flavour.l(pixel(x)));
             }
         });
     model_input

@@ -17,7 +17,7 @@ mod table;
 
 pub use gamut::{clamp_ab, fit_gamut_row, lab_to_rgb_in_gamut, AB_LIMIT, MAX_CHROMA};
 pub use lab::{lab_to_linear, lab_to_linear_row, lab_to_rgb, rgb_to_l, rgb_to_lab};
-pub use opencv::{rgb_to_l_opencv, rgb_to_lab_opencv};
+pub use opencv::{lab_to_rgb_opencv, rgb_to_l_opencv, rgb_to_lab_opencv};
 pub use srgb::{
     linear_to_srgb, linear_to_srgb_exact, linear_to_srgb_row, srgb_to_linear, srgb_to_linear_exact,
 };
