@@ -15,11 +15,17 @@ pub const ALBUM_UNIQUE: usize = 9;
 pub fn ddcolor() -> Command {
     let mut c = Command::new(crate::util::ddcolor_bin());
     c.env_remove("DDCOLOR_WEIGHTS").env_remove("DDCOLOR_CACHE");
-    // a test suite run inside a Slurm array task or a Kubernetes Indexed Job is not sharded
+    // a test suite run inside a Slurm array task or a Kubernetes Indexed Job is not sharded;
+    // the TLS files and trust store are the test's to set
     for v in [
         "SLURM_ARRAY_TASK_ID",
         "JOB_COMPLETION_INDEX",
         "DDCOLOR_SHARDS",
+        "DDCOLOR_CACHE_TLS_CERT",
+        "DDCOLOR_CACHE_TLS_KEY",
+        "DDCOLOR_CACHE_TLS_CA",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
     ] {
         c.env_remove(v);
     }

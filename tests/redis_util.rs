@@ -64,6 +64,9 @@ pub struct RedisConfig {
     pub acl_user: Option<(String, String)>,
     /// Serve TLS only (plain port off).
     pub tls: Option<TlsFiles>,
+    /// With `tls`: clients must present a certificate signed by the CA (`--tls-auth-clients
+    /// yes`, mutual TLS).
+    pub tls_auth_clients: bool,
     /// Cluster mode (with `nodes.conf` in the server's directory).
     pub cluster: bool,
     /// A fixed port (no retry on another one); a free one by default.
@@ -148,7 +151,14 @@ impl RedisServer {
                     .arg(&tls.key)
                     .arg("--tls-ca-cert-file")
                     .arg(&tls.ca)
-                    .args(["--tls-auth-clients", "no"]);
+                    .args([
+                        "--tls-auth-clients",
+                        if self.config.tls_auth_clients {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                    ]);
             }
             None => {
                 cmd.args(["--port", &self.port.to_string()]);
@@ -247,10 +257,21 @@ impl RedisServer {
         self.dir.path()
     }
 
-    /// Run `redis-cli` against this server (plain TCP only); returns its stdout.
+    /// `redis-cli`'s TLS options for this server (none without TLS): the CA, and with
+    /// `--tls-auth-clients yes` the server's own certificate as the client's (it is made for
+    /// both uses, as the cluster bus needs).
+    fn cli_tls_args(&self, cmd: &mut Command) {
+        if let Some(tls) = &self.config.tls {
+            cmd.arg("--tls").arg("--cacert").arg(&tls.ca);
+            cmd.arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
+        }
+    }
+
+    /// Run `redis-cli` against this server; returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        self.cli_tls_args(&mut cmd);
         match (&self.config.acl_user, &self.config.password) {
             (Some((u, p)), _) => {
                 cmd.args(["--user", u]).env("REDISCLI_AUTH", p);
@@ -291,7 +312,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// Three masters, no replicas, slots spread by `redis-cli --cluster create`.
+/// Three masters (and optionally a replica each), slots spread by `redis-cli --cluster
+/// create`.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     pub password: Option<String>,
@@ -304,23 +326,40 @@ impl RedisCluster {
 
     /// A cluster whose nodes all need `password` (`requirepass` and `masterauth`).
     pub fn start_with_password(password: Option<&str>) -> Self {
+        Self::start_with(
+            RedisConfig {
+                password: password.map(str::to_owned),
+                ..Default::default()
+            },
+            0,
+        )
+    }
+
+    /// Three masters with `replicas` replicas each, every node started from `base` (in
+    /// cluster mode; with `base.tls`, the cluster bus and replication are TLS too).
+    pub fn start_with(base: RedisConfig, replicas: usize) -> Self {
         require_redis();
         let mut last = String::new();
         for _ in 0..3 {
-            let nodes: Vec<RedisServer> = (0..3)
+            let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
                 .map(|_| {
-                    RedisServer::start_with(RedisConfig {
-                        password: password.map(str::to_owned),
+                    let mut config = RedisConfig {
                         cluster: true,
-                        ..Default::default()
-                    })
+                        ..base.clone()
+                    };
+                    if config.tls.is_some() {
+                        config.extra_args.extend(
+                            ["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned),
+                        );
+                    }
+                    RedisServer::start_with(config)
                 })
                 .collect();
             let cluster = Self {
                 nodes,
-                password: password.map(str::to_owned),
+                password: base.password.clone(),
             };
-            match cluster.create() {
+            match cluster.create(replicas) {
                 Ok(()) => return cluster,
                 Err(e) => last = e,
             }
@@ -328,13 +367,14 @@ impl RedisCluster {
         panic!("could not form a Redis cluster (3 tries): {last}");
     }
 
-    fn create(&self) -> Result<(), String> {
+    fn create(&self, replicas: usize) -> Result<(), String> {
         let mut cmd = Command::new("redis-cli");
+        self.nodes[0].cli_tls_args(&mut cmd);
         cmd.arg("--cluster").arg("create");
         for n in &self.nodes {
             cmd.arg(format!("127.0.0.1:{}", n.port));
         }
-        cmd.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         if let Some(p) = &self.password {
             cmd.env("REDISCLI_AUTH", p);
         }
@@ -349,13 +389,19 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = self.nodes.iter().all(|n| {
                 let info = n.cli(&["cluster", "info"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                info.contains("cluster_state:ok") && info.contains(&known)
             });
-            if ok {
+            let synced = replicas == 0
+                || self.nodes.iter().all(|n| {
+                    let info = n.cli(&["info", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                });
+            if ok && synced {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -365,7 +411,8 @@ impl RedisCluster {
         }
     }
 
-    /// `redis-cluster://[default:pass@]127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    /// `redis-cluster://[default:pass@]127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`
+    /// (`rediss-cluster://` with TLS).
     pub fn spec(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
@@ -377,7 +424,12 @@ impl RedisCluster {
             .as_ref()
             .map(|p| format!("default:{p}@"))
             .unwrap_or_default();
-        format!("redis-cluster://{userinfo}{}", hosts.join(","))
+        let scheme = if self.nodes[0].config.tls.is_some() {
+            "rediss-cluster"
+        } else {
+            "redis-cluster"
+        };
+        format!("{scheme}://{userinfo}{}", hosts.join(","))
     }
 
     /// One `redis://` URL per node (for `redis::cluster::ClusterClient`).
@@ -392,20 +444,23 @@ impl RedisCluster {
     }
 }
 
+/// Run the `openssl` command line tool in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("`openssl` not found on PATH: install it (Debian: `apt-get install openssl`)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A CA and a server certificate for 127.0.0.1, made with the `openssl` command line tool.
 pub fn make_tls_files(dir: &Path) -> TlsFiles {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("`openssl` not found on PATH: install it (Debian: `apt-get install openssl`)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",
@@ -436,7 +491,7 @@ pub fn make_tls_files(dir: &Path) -> TlsFiles {
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     .unwrap();
     run(&[
@@ -461,4 +516,43 @@ pub fn make_tls_files(dir: &Path) -> TlsFiles {
         key: dir.join("server.key"),
         ca: dir.join("ca.pem"),
     }
+}
+
+/// A client certificate (and its key) for mutual TLS, signed by the CA of
+/// [`make_tls_files`] in the same `dir`: `(client.pem, client.key)`.
+pub fn make_client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| openssl(dir, args);
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let subj = format!("/CN={name}");
+    run(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr,
+    ]);
+    std::fs::write(
+        dir.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client-ext.cnf",
+        "-out",
+        &pem,
+    ]);
+    (dir.join(pem), dir.join(key))
 }

@@ -15,6 +15,7 @@ mod ops;
 mod pipeline;
 mod redis_util;
 mod shard;
+mod shared_cache;
 mod stream;
 mod util;
 mod weights;

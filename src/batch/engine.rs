@@ -128,17 +128,47 @@ pub fn run(
             })
             .collect();
         drop(write_rx);
-        super::infer::infer_loop(shared, infer_rx, &write_tx);
-        drop(write_tx);
+        let n_store = super::store::threads();
+        let (store_tx, store_rx) = bounded::<super::store::Store>(n_store);
+        let storers: Vec<_> = (0..n_store)
+            .map(|i| {
+                let store_rx = store_rx.clone();
+                spawn(s, &format!("ddcolor-store{i}"), move || {
+                    super::store::storer(shared, store_rx)
+                })
+            })
+            .collect();
+        drop(store_rx);
+        super::infer::infer_loop(shared, infer_rx, &write_tx, &store_tx);
+        drop((write_tx, store_tx));
         for w in workers {
             let _ = w.join();
         }
         for w in writers {
             let _ = w.join();
         }
+        // the leases of values being stored stay renewed until they are released
+        for w in storers {
+            let _ = w.join();
+        }
         shared.leases.stop();
     });
-    shared.leases.release_all();
+    let stuck = shared.leases.release_all();
+    if stuck > 0 {
+        shared.warn_once("leases-stuck", || {
+            format!(
+                "{stuck} inference lease{} could not be released (the cache did not answer for \
+                 {} s): other runs wait up to {} s before colorizing th{} image{}",
+                if stuck == 1 { "" } else { "s" },
+                super::lease::RELEASE_RETRY_FOR
+                    .min(shared.opts.lease_ttl)
+                    .as_secs(),
+                shared.opts.lease_ttl.as_secs(),
+                if stuck == 1 { "at" } else { "ose" },
+                if stuck == 1 { "" } else { "s" },
+            )
+        });
+    }
     index.flush();
     shared.progress.finish();
     if let Some(sink) = sink {

@@ -1,15 +1,22 @@
 //! The inference loop, on the calling thread: batches of decoded images through the model
-//! (loaded on the first batch that needs it), each value stored in the cache in the form a
-//! later hit reads back, its lease released, and the image passed to the writer.
+//! (loaded on the first batch that needs it), each prediction quantised as a later hit reads
+//! it back and passed to the writer, and handed to the store stage (compressed, stored, its
+//! lease released then).
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::state::{Job, Ready, Shared};
+use super::store::Store;
 use crate::cache::value;
 
 /// Run the model on batches of jobs, store each value, release its lease, pass it on.
-pub(crate) fn infer_loop(shared: &Shared, jobs: Receiver<Job>, write: &Sender<Ready>) {
+pub(crate) fn infer_loop(
+    shared: &Shared,
+    jobs: Receiver<Job>,
+    write: &Sender<Ready>,
+    store: &Sender<Store>,
+) {
     let batch = shared.opts.batch.max(1);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -53,33 +60,45 @@ pub(crate) fn infer_loop(shared: &Shared, jobs: Receiver<Job>, write: &Sender<Re
             Err(e) => group.iter().map(|_| Err(e.to_string())).collect(),
         };
         for (mut job, pred) in group.into_iter().zip(predicted.drain(..)) {
+            let lease = job.item.lease.take();
             let result = match pred {
                 Ok(ab) => {
-                    // what a later cache hit will see, so both write the same bytes
-                    let stored = value::encode(&ab, size, channels);
-                    if !shared.opts.cache_readonly {
+                    // what a later cache hit will see (the stored value decodes to exactly
+                    // this), so both write the same bytes
+                    job.ab = Some(value::quantise(&ab));
+                    let key = if shared.opts.cache_readonly || !shared.cache.keeps_values() {
+                        None
+                    } else {
                         match shared.key(job.item.sha.as_ref().expect("hashed")) {
-                            Ok((key, _)) => {
-                                if let Err(e) =
-                                    shared.cache.put(&key, &stored, shared.opts.cache_ttl)
-                                {
-                                    shared.cache_error(super::report::CacheOp::Put, || {
-                                        format!("cannot store results in the cache ({e})")
-                                    });
-                                }
+                            Ok((key, _)) => Some(key),
+                            Err(e) => {
+                                shared.abort(e);
+                                None
                             }
-                            Err(e) => shared.abort(e),
                         }
+                    };
+                    match key {
+                        Some(key) => {
+                            let s = Store {
+                                key,
+                                ab,
+                                size,
+                                channels,
+                                lease,
+                            };
+                            if let Err(e) = store.send(s) {
+                                shared.release(e.into_inner().lease);
+                            }
+                        }
+                        None => shared.release(lease),
                     }
-                    job.ab = Some(
-                        value::decode(&stored, size, channels)
-                            .unwrap_or_else(|| value::quantise(&ab)),
-                    );
                     Ok(())
                 }
-                Err(e) => Err(format!("inference failed: {e}")),
+                Err(e) => {
+                    shared.release(lease);
+                    Err(format!("inference failed: {e}"))
+                }
             };
-            shared.release(job.item.lease.take());
             if write.send((job, result)).is_err() {
                 return;
             }

@@ -3,18 +3,29 @@
 //! held, the heartbeat renews it every third of its TTL. So a live holder never loses its
 //! lease however long inference takes, and a holder that dies (or is stopped) blocks its
 //! image for at most one TTL.
+//!
+//! A release that fails (the server went away, a master died before its replica took over)
+//! would leave the lease behind for other runs to wait out. Such leases are kept, and before
+//! the run ends they are released again, for up to [`RELEASE_RETRY_FOR`], past the backend's
+//! circuit breaker: a failover is usually over within seconds.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, CacheError, Lease};
+
+/// How long the end of a run keeps trying to release leases whose release failed (bounded by
+/// the lease TTL too: after that they are gone anyway).
+pub const RELEASE_RETRY_FOR: Duration = Duration::from_secs(15);
 
 /// The held leases of one run.
 pub struct Leases<'a> {
     cache: &'a dyn Cache,
     ttl: Duration,
     held: Mutex<HashMap<String, Lease>>,
+    /// Leases whose release failed, to be released again before the run ends.
+    orphans: Mutex<Vec<Lease>>,
     stop: Mutex<bool>,
     wake: Condvar,
     /// Renewals that found the lease gone (it lapsed and another process took it).
@@ -32,6 +43,7 @@ impl<'a> Leases<'a> {
             cache,
             ttl,
             held: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Vec::new()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             lost: AtomicU64::new(0),
@@ -61,6 +73,10 @@ impl<'a> Leases<'a> {
         let r = self.cache.release(lease);
         if r.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            self.orphans
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(lease.clone());
         }
         r
     }
@@ -127,20 +143,38 @@ impl<'a> Leases<'a> {
         self.wake.notify_all();
     }
 
-    /// Release whatever is still held (a run that ends early).
-    pub fn release_all(&self) {
-        let leases: Vec<Lease> = self
+    /// Release whatever is still held (a run that ends early), then retry the releases that
+    /// failed during the run or now, for up to [`RELEASE_RETRY_FOR`] (and the lease TTL),
+    /// with the backend's breaker ignored. Returns the leases that are still not released:
+    /// other runs wait up to one TTL for those images.
+    pub fn release_all(&self) -> usize {
+        let held: Vec<Lease> = self
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .map(|(_, l)| l)
             .collect();
-        for l in leases {
+        let mut pending: Vec<Lease> =
+            std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in held {
             if self.cache.release(&l).is_err() {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.unreported.fetch_add(1, Ordering::Relaxed);
+                pending.push(l);
             }
         }
+        let deadline = Instant::now() + RELEASE_RETRY_FOR.min(self.ttl);
+        let mut pause = Duration::from_millis(200);
+        while !pending.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_secs(2));
+            pending.retain(|l| self.cache.release_retry(l).is_err());
+        }
+        pending.len()
     }
 }

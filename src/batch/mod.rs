@@ -1,8 +1,8 @@
 //! Batch colorizing as a stream of images, each flowing through bounded stages on its own:
 //! walk ([`walk`], only this process's [`shard`]) -> destination and skip checks ([`dest`]) -> read once and hash ([`read`],
 //! [`index`]) -> in-run dedup ([`dedup`]) -> cache lookup -> lease, renewed while held
-//! ([`lease`]) -> decode -> infer (the model loads on first need: [`model`]) -> compose and
-//! write atomically -> record ([`report`], one durable line per input). [`engine`] wires the
+//! ([`lease`]) -> decode -> infer (the model loads on first need: [`model`]; each new value
+//! compressed and stored off the model's thread: `store`) -> compose and write atomically -> record ([`report`], one durable line per input). [`engine`] wires the
 //! stages: a walker thread, prep workers, a poller for images another process is inferring,
 //! the inference loop ([`infer`]) and two writers ([`write`]); what they share is in
 //! [`state`], the options in [`options`]. Memory follows the stages' bounds, not the archive.
@@ -20,6 +20,7 @@ pub mod read;
 pub mod report;
 pub mod shard;
 mod state;
+mod store;
 pub mod walk;
 mod write;
 

@@ -1,7 +1,7 @@
 //! The poller: images whose lease another process holds wait here, off the prep workers'
 //! hands, and go back to them when their value lands (served from the cache) or when the
-//! lease lapses without one (leased here). It says once that it is waiting, and for how long
-//! a stopped holder can keep an image.
+//! lease lapses without one (leased here). It says once how many images it is waiting for,
+//! and for how long at most a holder that has stopped can keep them.
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -35,14 +35,6 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
             }
             continue;
         }
-        if !said && !shared.opts.quiet {
-            said = true;
-            shared.progress.println(&format!(
-                "ddcolor: waiting for images that another process is colorizing (its leases \
-                 last {} s after it stops)",
-                shared.opts.lease_ttl.as_secs_f64()
-            ));
-        }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(2));
         let keys: Vec<(CacheKey, usize)> = match waiting
@@ -59,6 +51,8 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
         let plain: Vec<CacheKey> = keys.iter().map(|(k, _)| k.clone()).collect();
         let found = shared.cache.get_many(&plain);
         let mut still = Vec::new();
+        // the longest any of them can still be held by a process that has stopped
+        let mut longest = Duration::ZERO;
         for ((mut item, (key, channels)), look) in waiting.drain(..).zip(keys).zip(found) {
             let ab = match look {
                 Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
@@ -75,7 +69,13 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
                     item.cached = Some(ab);
                     true
                 }
-                None => !matches!(shared.cache.lease_alive(&key), Ok(true)),
+                None => match shared.cache.lease_left(&key) {
+                    Ok(Some(left)) => {
+                        longest = longest.max(left);
+                        false
+                    }
+                    _ => true,
+                },
             };
             if hand_back {
                 pause = Duration::from_millis(100);
@@ -86,5 +86,19 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
             }
         }
         waiting = still;
+        if !said && !waiting.is_empty() && !shared.opts.quiet {
+            said = true;
+            let n = waiting.len();
+            shared.progress.println(&format!(
+                "ddcolor: waiting for {n} image{} that another process is colorizing: they are \
+                 colorized here if its lease{} lapse{} (at most {} s from now if it has stopped; \
+                 leases last {} s)",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                longest.as_secs_f64().ceil() as u64,
+                shared.opts.lease_ttl.as_secs_f64(),
+            ));
+        }
     }
 }

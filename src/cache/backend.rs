@@ -87,13 +87,28 @@ pub trait Cache: Send + Sync {
     /// another process is left alone).
     fn release(&self, lease: &Lease) -> Result<(), CacheError>;
 
+    /// Release a lease whose release failed before, once more, even if the backend is
+    /// [`Cache::down`] (a network backend's breaker is ignored for this call: a failover may be
+    /// over by now). For the end of a run, so that other runs do not wait a TTL for images
+    /// nobody is inferring.
+    fn release_retry(&self, lease: &Lease) -> Result<(), CacheError> {
+        self.release(lease)
+    }
+
     /// Extend a lease we hold to `ttl` from now (compare-and-extend): `Ok(false)` if it is no
     /// longer ours (it lapsed, and maybe another process took it). The batch engine renews
     /// every held lease every third of its TTL, so a live holder never loses one.
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError>;
 
-    /// Whether a live lease exists for `key` (to notice a holder that died before storing).
-    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError>;
+    /// How long until the live lease on `key` lapses if its holder stops renewing it; `None`
+    /// if there is none (to notice a holder that died before storing, and to tell a waiting
+    /// user for how long at most).
+    fn lease_left(&self, key: &CacheKey) -> Result<Option<Duration>, CacheError>;
+
+    /// Whether a live lease exists for `key`.
+    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError> {
+        self.lease_left(key).map(|left| left.is_some())
+    }
 
     fn stats(&self) -> Result<CacheStats, CacheError>;
 
@@ -102,6 +117,12 @@ pub trait Cache: Send + Sync {
 
     /// Write and read back a probe key once: a cache that cannot be written is used read-only.
     fn check_writable(&self) -> Result<(), CacheError>;
+
+    /// Whether values put here can ever be read back (`false` for [`super::none::NoCache`]):
+    /// a run with no cache need not encode them.
+    fn keeps_values(&self) -> bool {
+        true
+    }
 
     /// Why the backend is no longer asked, once it stopped answering mid-run (a network
     /// backend's circuit breaker tripped after calls in a row timed out or lost the

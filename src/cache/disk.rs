@@ -477,10 +477,10 @@ impl Cache for DiskCache {
         Ok(true)
     }
 
-    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError> {
+    fn lease_left(&self, key: &CacheKey) -> Result<Option<Duration>, CacheError> {
         match read_lease(&self.lease_path(key)) {
-            Ok(l) => Ok(l.alive(now_ms())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Ok(l) => Ok(l.left(now_ms())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("lease", e)),
         }
     }

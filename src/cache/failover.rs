@@ -76,12 +76,17 @@ impl Cache for Failover {
         self.route(|c| c.release(lease))
     }
 
+    /// Leases are taken on the primary while it is up: a last try goes there, breaker or not.
+    fn release_retry(&self, lease: &Lease) -> Result<(), CacheError> {
+        self.primary.release_retry(lease)
+    }
+
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError> {
         self.route(|c| c.renew(lease, ttl))
     }
 
-    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError> {
-        self.route(|c| c.lease_alive(key))
+    fn lease_left(&self, key: &CacheKey) -> Result<Option<Duration>, CacheError> {
+        self.route(|c| c.lease_left(key))
     }
 
     fn stats(&self) -> Result<CacheStats, CacheError> {

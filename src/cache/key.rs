@@ -5,8 +5,9 @@
 //! hashes plus the model's identity, never file names.
 use std::fmt;
 
-/// Bumped whenever the value format or the meaning of a key changes.
-pub const SCHEMA: u32 = 1;
+/// Bumped whenever the value format or the meaning of a key changes (2: values compressed,
+/// `super::value`; 1 held the raw i16 planes).
+pub const SCHEMA: u32 = 2;
 
 /// Default key prefix (`--cache-prefix`).
 pub const DEFAULT_PREFIX: &str = "ddcolor";

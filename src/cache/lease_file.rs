@@ -17,6 +17,17 @@ pub(super) struct LeaseFile {
 }
 
 impl LeaseFile {
+    /// How long until a live lease lapses; `None` if it is not live.
+    pub(super) fn left(&self, now: u64) -> Option<std::time::Duration> {
+        if !self.alive(now) {
+            return None;
+        }
+        Some(match self.expiry_ms {
+            Some(e) => std::time::Duration::from_millis(e - now),
+            None => UNPARSED_LEASE_GRACE,
+        })
+    }
+
     pub(super) fn alive(&self, now: u64) -> bool {
         match self.expiry_ms {
             Some(e) => e > now,

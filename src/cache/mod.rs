@@ -9,7 +9,7 @@
 //! - [`key`] (keys, built in one place), [`value`] (the stored format, with its checksum),
 //!   `backend.rs` (the [`Cache`] trait and its typed answers: [`Lookup`], [`Miss`], [`Lease`],
 //!   [`LeaseOutcome`], [`CacheStats`], [`CacheError`]), `options.rs` ([`CacheOptions`],
-//!   [`parse_size`]), `secret.rs` ([`redact`] and scrubbing passwords out of messages),
+//!   [`TlsFiles`], [`parse_size`]), `secret.rs` ([`redact`] and scrubbing passwords out of messages),
 //!   `util.rs` (tokens, clocks);
 //! - the backends: [`disk`], [`none`], [`redis`] (one implementation over a single server,
 //!   [`redis::single`], or a cluster, [`redis::cluster`]);
@@ -33,6 +33,6 @@ pub mod value;
 
 pub use backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 pub use key::CacheKey;
-pub use options::{parse_size, CacheOptions};
+pub use options::{parse_size, CacheOptions, TlsFiles};
 pub use secret::redact;
 pub use spec::{open, open_spec, parse_spec, CacheSpec};

@@ -37,8 +37,12 @@ impl Cache for NoCache {
         Ok(true)
     }
 
-    fn lease_alive(&self, _: &CacheKey) -> Result<bool, CacheError> {
-        Ok(false)
+    fn keeps_values(&self) -> bool {
+        false
+    }
+
+    fn lease_left(&self, _: &CacheKey) -> Result<Option<Duration>, CacheError> {
+        Ok(None)
     }
 
     fn stats(&self) -> Result<CacheStats, CacheError> {

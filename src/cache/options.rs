@@ -1,5 +1,7 @@
 //! What every backend is opened with besides its spec: [`CacheOptions`] (key prefix, size
-//! bound), and the `--cache-max-size` parser.
+//! bound, TLS files), and the `--cache-max-size` parser.
+use std::path::PathBuf;
+
 use super::key;
 
 /// Options every backend takes.
@@ -10,6 +12,8 @@ pub struct CacheOptions {
     /// Bound in bytes (`--cache-max-size`); only the disk backend enforces it (Redis has its
     /// own `maxmemory` and eviction policy).
     pub max_size: Option<u64>,
+    /// Client certificate and CA files for `rediss://` and `rediss-cluster://`.
+    pub tls: TlsFiles,
 }
 
 impl Default for CacheOptions {
@@ -17,8 +21,71 @@ impl Default for CacheOptions {
         Self {
             prefix: key::DEFAULT_PREFIX.to_owned(),
             max_size: None,
+            tls: TlsFiles::default(),
         }
     }
+}
+
+/// PEM files for TLS to Redis: a client certificate and its key (mutual TLS, for servers
+/// started with `--tls-auth-clients yes`), and the CA that signed the server's certificate.
+/// Without `ca`, the system's trust store is used (`SSL_CERT_FILE` and `SSL_CERT_DIR` are
+/// honoured); with it, only that CA is trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--cache-tls-cert`: the client certificate (chain).
+    pub cert: Option<PathBuf>,
+    /// `--cache-tls-key`: the client certificate's private key.
+    pub key: Option<PathBuf>,
+    /// `--cache-tls-ca`: the CA certificate(s) to trust instead of the system's.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether any file is given.
+    pub fn is_set(&self) -> bool {
+        self.cert.is_some() || self.key.is_some() || self.ca.is_some()
+    }
+
+    /// Check that the files make sense together and are readable PEM: a certificate needs
+    /// its key and a key its certificate. The message names the flag and the file.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => {
+                return Err(
+                    "--cache-tls-cert needs --cache-tls-key (the certificate's private key)"
+                        .to_owned(),
+                )
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "--cache-tls-key needs --cache-tls-cert (the client certificate)".to_owned(),
+                )
+            }
+            _ => {}
+        }
+        for (flag, path) in [
+            ("--cache-tls-cert", &self.cert),
+            ("--cache-tls-key", &self.key),
+            ("--cache-tls-ca", &self.ca),
+        ] {
+            if let Some(path) = path {
+                read_pem(flag, path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A PEM file's bytes; the error names `flag` and the file (never its contents).
+pub(crate) fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let shown = crate::text::shown(path);
+    let bytes = std::fs::read(path).map_err(|e| format!("{flag} {shown}: cannot read: {e}"))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(format!(
+            "{flag} {shown}: not a PEM file (no -----BEGIN line)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Parse `--cache-max-size`: plain bytes (`1048576`), or a number with a unit. `K`, `M`, `G`,

@@ -60,6 +60,16 @@ impl CacheSpec {
         matches!(self, Self::Redis(_) | Self::Cluster(_))
     }
 
+    /// A Redis spec over TLS (`rediss://`, `rediss-cluster://`).
+    pub fn is_tls(&self) -> bool {
+        let tls = |u: &String| u.to_ascii_lowercase().starts_with("rediss://");
+        match self {
+            Self::Redis(url) => tls(url),
+            Self::Cluster(urls) => !urls.is_empty() && urls.iter().all(tls),
+            _ => false,
+        }
+    }
+
     /// The spec to use for a run when this one cannot be opened: the default disk cache in
     /// place of an unreachable remote one, `none` for the rest (and for the disk fallback
     /// itself, so that `fallback()` twice always ends at [`NoCache`]).

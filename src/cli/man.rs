@@ -69,10 +69,15 @@ pub fn man_page(cmd: clap::Command, w: &mut dyn std::io::Write) -> std::io::Resu
     }
     let mut roff = Roff::new();
     roff.control("SH", ["ENVIRONMENT"]);
-    let env: [(&str, &str); 3] = [
+    let env: [(&str, &str); 8] = [
         ("DDCOLOR_WEIGHTS", "The checkpoint file, as --weights."),
         ("DDCOLOR_MODEL", "The released model, as --model."),
         ("DDCOLOR_CACHE", "The result cache, as --cache."),
+        ("DDCOLOR_CACHE_TLS_CERT", "The client certificate for mutual TLS, as --cache-tls-cert."),
+        ("DDCOLOR_CACHE_TLS_KEY", "Its private key, as --cache-tls-key."),
+        ("DDCOLOR_CACHE_TLS_CA", "The CA that signed the Redis server's certificate, as --cache-tls-ca."),
+        ("SSL_CERT_FILE", "A PEM bundle of CA certificates trusted for rediss:// instead of the system's (without --cache-tls-ca)."),
+        ("SSL_CERT_DIR", "A folder of CA certificates trusted for rediss:// (without --cache-tls-ca)."),
     ];
     for (k, v) in env.iter().chain(crate::weights::ENVIRONMENT) {
         roff.control("TP", []).text([bold(*k)]).text([roman(*v)]);

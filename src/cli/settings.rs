@@ -7,7 +7,7 @@ use clap::Args;
 use std::time::Duration;
 
 use super::exit;
-use crate::cache::{Cache, CacheOptions, CacheSpec};
+use crate::cache::{Cache, CacheOptions, CacheSpec, TlsFiles};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::Error;
 
@@ -74,6 +74,16 @@ pub struct CacheArgs {
     /// Bound for the disk cache (500M, 2G, ...); least recently used results are evicted.
     #[arg(long, value_parser = crate::cache::parse_size, value_name = "SIZE")]
     pub cache_max_size: Option<u64>,
+    /// Client certificate (PEM) for mutual TLS with a rediss:// cache; with --cache-tls-key.
+    #[arg(long, env = "DDCOLOR_CACHE_TLS_CERT", value_name = "FILE")]
+    pub cache_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "DDCOLOR_CACHE_TLS_KEY", value_name = "FILE")]
+    pub cache_tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the server's, trusted instead of the system's store
+    /// (default: the system's, where SSL_CERT_FILE and SSL_CERT_DIR add a private CA).
+    #[arg(long, env = "DDCOLOR_CACHE_TLS_CA", value_name = "FILE")]
+    pub cache_tls_ca: Option<PathBuf>,
 }
 
 /// `--cache` and its options, the spec parsed once.
@@ -88,11 +98,25 @@ impl CacheSettings {
     pub fn from_args(args: &CacheArgs) -> Result<Self, Error> {
         let spec =
             CacheSpec::parse(&args.cache).map_err(|e| Error::Usage(format!("--cache: {e}")))?;
+        let tls = TlsFiles {
+            cert: args.cache_tls_cert.clone(),
+            key: args.cache_tls_key.clone(),
+            ca: args.cache_tls_ca.clone(),
+        };
+        if tls.is_set() && !spec.is_tls() {
+            return Err(Error::Usage(
+                "--cache-tls-cert, --cache-tls-key and --cache-tls-ca (or DDCOLOR_CACHE_TLS_*) \
+                 are for TLS caches: --cache rediss://... or rediss-cluster://..."
+                    .to_owned(),
+            ));
+        }
+        tls.check().map_err(Error::Usage)?;
         Ok(Self {
             spec,
             options: CacheOptions {
                 prefix: args.cache_prefix.clone(),
                 max_size: args.cache_max_size,
+                tls,
             },
         })
     }

@@ -27,15 +27,17 @@ impl RedisCache<Cluster> {
     /// [`crate::cache::CacheSpec::parse`] makes them.
     pub fn open(urls: &[String], opts: &CacheOptions) -> Result<Self, CacheError> {
         let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
-        Self::start(&nodes, describe_nodes(urls), opts, || {
-            ClusterClient::builder(nodes.iter().copied())
+        Self::start(&nodes, describe_nodes(urls), opts, |certs| {
+            let mut builder = ClusterClient::builder(nodes.iter().copied())
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(IO_TIMEOUT)
                 .retries(1)
                 .min_retry_wait(10)
-                .max_retry_wait(200)
-                .build()
-                .map(Cluster)
+                .max_retry_wait(200);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            builder.build().map(Cluster)
         })
     }
 }

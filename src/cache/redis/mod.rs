@@ -24,7 +24,7 @@ use ::redis::{RedisResult, Value};
 
 use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 use super::key::CacheKey;
-use super::options::CacheOptions;
+use super::options::{read_pem, CacheOptions};
 use super::secret::Secrets;
 use super::util::{lock, new_token, ttl_ms};
 
@@ -108,6 +108,49 @@ fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+}
+
+/// The TLS files of `opts` as redis-rs takes them; `None` when none is given. Files given for a
+/// cache that is not TLS (`redis://`) are an error, not silently ignored.
+fn certificates(
+    backend: &str,
+    urls: &[&str],
+    opts: &CacheOptions,
+) -> Result<Option<::redis::TlsCertificates>, CacheError> {
+    let tls = &opts.tls;
+    if !tls.is_set() {
+        return Ok(None);
+    }
+    let err = |message: String| CacheError {
+        backend: backend.to_owned(),
+        message,
+    };
+    if !urls
+        .iter()
+        .all(|u| u.to_ascii_lowercase().starts_with("rediss://"))
+    {
+        return Err(err(
+            "--cache-tls-cert, --cache-tls-key and --cache-tls-ca are for TLS caches: \
+             write rediss:// (or rediss-cluster://)"
+                .to_owned(),
+        ));
+    }
+    tls.check().map_err(err)?;
+    let client_tls = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+            client_cert: read_pem("--cache-tls-cert", cert).map_err(err)?,
+            client_key: read_pem("--cache-tls-key", key).map_err(err)?,
+        }),
+        _ => None,
+    };
+    let root_cert = match &tls.ca {
+        Some(ca) => Some(read_pem("--cache-tls-ca", ca).map_err(err)?),
+        None => None,
+    };
+    Ok(Some(::redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// Errors after which the connection's state is unknown: drop it, reconnect, retry once.
@@ -272,7 +315,7 @@ impl<T: Topology> RedisCache<T> {
         urls: &[&str],
         shown: String,
         opts: &CacheOptions,
-        client: impl FnOnce() -> RedisResult<T>,
+        client: impl FnOnce(Option<::redis::TlsCertificates>) -> RedisResult<T>,
     ) -> Result<Self, CacheError> {
         let secrets = Secrets::of_urls(urls.iter().copied());
         if urls
@@ -281,7 +324,8 @@ impl<T: Topology> RedisCache<T> {
         {
             ensure_crypto_provider();
         }
-        let topology = client().map_err(|e| CacheError {
+        let certs = certificates(T::BACKEND, urls, opts)?;
+        let topology = client(certs).map_err(|e| CacheError {
             backend: T::BACKEND.to_owned(),
             message: format!("{shown}: {}", secrets.scrub(&e.to_string())),
         })?;
@@ -340,12 +384,23 @@ impl<T: Topology> RedisCache<T> {
     fn with_conn<R>(
         &self,
         what: &str,
+        f: impl FnMut(&mut T::Conn, bool) -> RedisResult<R>,
+    ) -> Result<R, CacheError> {
+        self.call(what, false, f)
+    }
+
+    /// [`Self::with_conn`], or with `past_breaker` a call that reaches the server even after
+    /// the breaker tripped (and strikes nothing): [`Cache::release_retry`].
+    fn call<R>(
+        &self,
+        what: &str,
+        past_breaker: bool,
         mut f: impl FnMut(&mut T::Conn, bool) -> RedisResult<R>,
     ) -> Result<R, CacheError> {
         let mut guard = lock(&self.conn);
         let mut retry = false;
         loop {
-            if self.down.load(Ordering::SeqCst) {
+            if !past_breaker && self.down.load(Ordering::SeqCst) {
                 *guard = None;
                 return Err(CacheError {
                     backend: T::BACKEND.to_owned(),
@@ -385,6 +440,18 @@ impl<T: Topology> RedisCache<T> {
                 }
             }
         }
+    }
+
+    /// Compare-and-delete `lease` ([`RELEASE_SCRIPT`]).
+    fn release_lease(&self, lease: &Lease, past_breaker: bool) -> Result<(), CacheError> {
+        let mut eval = cmd("EVAL");
+        eval.arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(lease.key.lease_key())
+            .arg(&lease.token);
+        self.call("release", past_breaker, |c, _| {
+            eval.query::<i64>(c).map(drop)
+        })
     }
 
     /// One more call in a row failed with a connection error `e`.
@@ -520,12 +587,11 @@ impl<T: Topology> Cache for RedisCache<T> {
     }
 
     fn release(&self, lease: &Lease) -> Result<(), CacheError> {
-        let mut eval = cmd("EVAL");
-        eval.arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(lease.key.lease_key())
-            .arg(&lease.token);
-        self.with_conn("release", |c, _| eval.query::<i64>(c).map(drop))
+        self.release_lease(lease, false)
+    }
+
+    fn release_retry(&self, lease: &Lease) -> Result<(), CacheError> {
+        self.release_lease(lease, true)
     }
 
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, CacheError> {
@@ -538,10 +604,16 @@ impl<T: Topology> Cache for RedisCache<T> {
         self.with_conn("renew", |c, _| eval.query::<i64>(c).map(|n| n == 1))
     }
 
-    fn lease_alive(&self, key: &CacheKey) -> Result<bool, CacheError> {
-        let mut exists = cmd("EXISTS");
-        exists.arg(key.lease_key());
-        self.with_conn("EXISTS", |c, _| exists.query::<i64>(c).map(|n| n > 0))
+    fn lease_left(&self, key: &CacheKey) -> Result<Option<Duration>, CacheError> {
+        let mut pttl = cmd("PTTL");
+        pttl.arg(key.lease_key());
+        // -2: no such key; -1: no expiry (never set so by ddcolor: treat as a full TTL unknown)
+        self.with_conn("PTTL", |c, _| {
+            pttl.query::<i64>(c).map(|ms| match ms {
+                -2 => None,
+                ms => Some(Duration::from_millis(ms.max(0) as u64)),
+            })
+        })
     }
 
     fn stats(&self) -> Result<CacheStats, CacheError> {

@@ -15,10 +15,16 @@ pub const MGET_CHUNK: usize = 256;
 pub struct Single(Client);
 
 impl RedisCache<Single> {
-    /// Connect and PING: an unreachable server, a wrong password or a bad URL is an `Err`
-    /// here, with no password in the message.
+    /// Connect and PING: an unreachable server, a wrong password, a bad URL or a TLS file
+    /// that cannot be used is an `Err` here, with no password in the message.
     pub fn open(url: &str, opts: &CacheOptions) -> Result<Self, CacheError> {
-        Self::start(&[url], redact(url), opts, || Client::open(url).map(Single))
+        Self::start(&[url], redact(url), opts, |certs| {
+            match certs {
+                Some(certs) => Client::build_with_tls(url, certs),
+                None => Client::open(url),
+            }
+            .map(Single)
+        })
     }
 }
 
