@@ -39,7 +39,7 @@ fn main() {
         Ok(s) => panic!("nvcc failed on {src} ({s})"),
         Err(e) => panic!(
             "cannot run {nvcc} ({e}): the cuda feature needs nvcc; \
-             `eval \"$(scripts/cuda-toolchain.sh)\"` installs one (see README, CUDA build)"
+             `eval \"$(scripts/cuda-toolchain.sh)\"` installs one (the README's section \"CUDA\")"
         ),
     }
 }

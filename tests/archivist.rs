@@ -69,7 +69,10 @@ fn one_image_through_standard_input_and_output() {
     assert_eq!(rep[0]["path"], "-");
     assert_eq!(rep[0]["output"], "-");
     assert_eq!(rep[0]["status"], "inferred");
-    assert!(stderr(&o).contains("1 files"), "the summary goes to stderr");
+    assert!(
+        stderr(&o).contains("1 file, 1 unique"),
+        "the summary goes to stderr"
+    );
 
     // the cache works by content: the same bytes again are a hit; --format picks the encoder
     let o = filter(

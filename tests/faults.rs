@@ -249,7 +249,7 @@ fn a_redis_frozen_mid_run_costs_seconds_not_a_timeout_per_image() {
     // (the call that trips the breaker is answered by the fallback: not an error)
     assert!(total >= 1, "the failed operations were not counted:\n{m}");
     assert_eq!(total, by, "{m}");
-    assert!(text.contains(&format!("({total} errors: ")), "{text}");
+    assert!(text.contains(&format!(", {total} errors: ")), "{text}");
 }
 
 #[test]

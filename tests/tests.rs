@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod faults;
 mod fidelity;
+mod first_hour;
 mod fuzz;
 #[cfg(feature = "cuda")]
 mod gpu;
@@ -13,6 +14,7 @@ mod hub_server;
 mod model;
 mod ops;
 mod pipeline;
+mod readme;
 mod redis_util;
 mod shard;
 mod shared_cache;

@@ -78,6 +78,7 @@ pub fn run(
         sink,
         summary: Mutex::new(Summary {
             cache: cache.describe(),
+            dry_run: opts.dry_run,
             ..Summary::default()
         }),
         counts: Mutex::new(Counts::default()),
@@ -230,13 +231,17 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
         if shared.is_aborted() {
             return false;
         }
+        if let Found::LeftOut(_, why) = f {
+            *shared.summary().left_out.entry(why).or_default() += 1;
+            return true;
+        }
         total += 1;
         // another shard's input: not opened, not hashed, not reported (an error that has no
         // relative path yet is reported by the shard its path falls in)
         if let Some(shard) = opts.shard {
             let relative = match &f {
                 Found::Input(i) => i.relative.as_path(),
-                Found::Error(p, _) => p.as_path(),
+                Found::Error(p, _) | Found::LeftOut(p, _) => p.as_path(),
             };
             if !shard.takes(relative) {
                 return true;
@@ -263,6 +268,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
                     millis: 0,
                 });
             }
+            Found::LeftOut(..) => {}
             Found::Input(input) => match dests.decide(&input) {
                 Err((status, reason)) => {
                     let action = if status == Status::Skipped {

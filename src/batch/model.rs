@@ -15,6 +15,8 @@ use crate::pipeline::{Gamut, LabFlavour, ResizeMode};
 /// How to build the colorizer.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
+    /// The checkpoint; empty for a dry run on a machine that does not have it (no identity,
+    /// no cache lookups: [`LazyModel::has_weights`]).
     pub weights: PathBuf,
     pub device: DeviceSpec,
     pub dtype: Precision,
@@ -147,6 +149,15 @@ impl LazyModel {
     ) -> image::DynamicImage {
         let ab = crate::pipeline::saturate(ab, self.saturation);
         crate::pipeline::compose_image(prepared, &ab, self.size, self.resize, self.gamut, keep)
+    }
+
+    /// Whether there are weights to load (a dry run may have none: the model is not on this
+    /// machine yet).
+    pub fn has_weights(&self) -> bool {
+        match &self.source {
+            Source::Spec { spec, .. } => !spec.weights.as_os_str().is_empty(),
+            Source::Ready => true,
+        }
     }
 
     /// Whether the weights were loaded in this run.

@@ -8,6 +8,7 @@ use super::dedup::{Claim, Waiter};
 use super::index::Stat;
 use super::options::ALREADY_COLOUR;
 use super::read::{max_file_bytes, read_file, sha256};
+use super::report::Plan;
 use super::report::{CacheOp, Record, Status};
 use super::state::{dry_line, Carry, Item, Job, Shared};
 use crate::cache::{LeaseOutcome, Lookup, Miss};
@@ -34,7 +35,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
             match shared.dedup.claim(&sha, waiter, !shared.opts.dry_run) {
                 Claim::Primary => item.primary = true,
                 Claim::Attached => {
-                    dry_line(shared, &dry_text("duplicate", &item));
+                    plan(shared, Plan::Duplicate, &item);
                     return None;
                 }
                 Claim::Written(primary) => {
@@ -45,12 +46,18 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                 }
                 Claim::Again => {
                     if shared.opts.dry_run {
-                        dry_line(shared, &dry_text("duplicate", &item));
+                        plan(shared, Plan::Duplicate, &item);
                         return None;
                     }
                     item.dup = true;
                 }
             }
+        }
+        if shared.opts.dry_run && !shared.model.has_weights() {
+            // the model is not on this machine: no identity, no cache lookup
+            plan(shared, Plan::Infer, &item);
+            shared.dedup.finish(&sha, None);
+            return None;
         }
         let (key, channels) = match shared.key(&sha) {
             Ok(k) => k,
@@ -63,11 +70,11 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
             item.cached = lookup(shared, &key, channels);
             if shared.opts.dry_run {
                 let action = if item.cached.is_some() {
-                    "cache"
+                    Plan::Cache
                 } else {
-                    "infer"
+                    Plan::Infer
                 };
-                dry_line(shared, &dry_text(action, &item));
+                plan(shared, action, &item);
                 shared.dedup.finish(&sha, None);
                 return None;
             }
@@ -311,6 +318,15 @@ fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
         millis: item.started.elapsed().as_millis() as u64,
     });
     true
+}
+
+/// A `--dry-run` line for `item`, counted for the summary.
+fn plan(shared: &Shared, action: Plan, item: &Item) {
+    if !shared.opts.dry_run {
+        return;
+    }
+    shared.summary().planned.add(action);
+    dry_line(shared, &dry_text(action.as_str(), item));
 }
 
 fn dry_text(action: &str, item: &Item) -> String {

@@ -128,6 +128,82 @@ pub struct Summary {
     /// The shard this run took, and how many inputs the walk found in all shards (`files` are
     /// this shard's).
     pub shard: Option<(super::shard::Shard, u64)>,
+    /// Skipped inputs by reason (the reason's text up to its parenthesis: `output exists`).
+    pub skips: std::collections::BTreeMap<String, u64>,
+    /// Files inside folders that were not inputs, by why.
+    pub left_out: std::collections::BTreeMap<super::walk::LeftOut, u64>,
+    /// What a `--dry-run` would do.
+    pub planned: Planned,
+    /// The run was a `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// A `--dry-run`'s plan for one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Infer,
+    Cache,
+    Duplicate,
+}
+
+impl Plan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Infer => "infer",
+            Self::Cache => "cache",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// What a `--dry-run` would do, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Planned {
+    pub infer: u64,
+    pub cache: u64,
+    pub duplicate: u64,
+}
+
+impl Planned {
+    pub fn add(&mut self, p: Plan) {
+        match p {
+            Plan::Infer => self.infer += 1,
+            Plan::Cache => self.cache += 1,
+            Plan::Duplicate => self.duplicate += 1,
+        }
+    }
+}
+
+/// `n thing` or `n things`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl super::walk::LeftOut {
+    /// `n <what>` with why, for the summary.
+    fn describe(self, n: u64) -> String {
+        use super::walk::LeftOut as L;
+        match self {
+            L::Symlink => format!(
+                "{} (not followed without -L)",
+                plural(n, "symbolic link", "symbolic links")
+            ),
+            L::NotAFile => plural(
+                n,
+                "special file (not a regular file)",
+                "special files (not regular files)",
+            ),
+            L::NotAnImage => format!(
+                "{} (not .jpg, .png, .tif, .bmp or .webp)",
+                plural(n, "file that is not an image", "files that are not images")
+            ),
+            L::NotIncluded => format!(
+                "{} no --include glob matched (globs are case-sensitive)",
+                plural(n, "file", "files")
+            ),
+            L::Excluded => format!("{} matched --exclude", plural(n, "file", "files")),
+        }
+    }
 }
 
 /// Failed cache operations by kind.
@@ -216,38 +292,78 @@ impl Summary {
 
     /// The human summary printed at the end of a run.
     pub fn render(&self) -> String {
-        let rate = self
-            .hit_rate()
-            .map(|r| format!("{:.1}%", r * 100.0))
-            .unwrap_or_else(|| "n/a".into());
-        let errors = if self.cache_errors == 0 {
-            "0 errors".to_owned()
+        let files = plural(self.files, "file", "files");
+        let skipped = if self.skips.is_empty() {
+            format!("{} skipped", self.skipped)
         } else {
-            let kinds: Vec<String> = self
-                .cache_errors_by
-                .by_op()
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(op, n)| format!("{} {n}", op.as_str()))
-                .collect();
-            format!("{} errors: {}", self.cache_errors, kinds.join(", "))
+            let why: Vec<String> = self.skips.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            format!("{} skipped ({})", self.skipped, why.join(", "))
         };
-        let mut s = format!(
-            "{} files, {} unique: {} inferred, {} cached, {} duplicate, {} skipped, {} failed\n\
-             cache {}: {} hits, {} misses ({errors}), hit rate {rate}; {} forward passes; {:.1} s",
-            self.files,
-            self.unique,
-            self.inferred,
-            self.cached,
-            self.duplicate,
-            self.skipped,
-            self.failed,
-            self.cache,
-            self.cache_hits,
-            self.cache_misses,
-            self.forward_passes,
-            self.elapsed.as_secs_f64()
-        );
+        let mut s = if self.dry_run {
+            format!(
+                "dry run: {files}, {} unique: would infer {}, take {} from the cache, write {} \
+                 duplicate{}; {skipped}, {} failed",
+                self.unique,
+                self.planned.infer,
+                self.planned.cache,
+                self.planned.duplicate,
+                if self.planned.duplicate == 1 { "" } else { "s" },
+                self.failed
+            )
+        } else {
+            let errors = if self.cache_errors == 0 {
+                "0 errors".to_owned()
+            } else {
+                let kinds: Vec<String> = self
+                    .cache_errors_by
+                    .by_op()
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(op, n)| format!("{} {n}", op.as_str()))
+                    .collect();
+                format!("{} errors: {}", self.cache_errors, kinds.join(", "))
+            };
+            let lookups = self.cache_hits + self.cache_misses;
+            let hits = match self.hit_rate() {
+                Some(r) => format!(
+                    "{} of {} served from it ({:.1}%)",
+                    self.cache_hits,
+                    plural(lookups, "image", "images"),
+                    r * 100.0
+                ),
+                None => "no image looked up".to_owned(),
+            };
+            format!(
+                "{files}, {} unique: {} inferred, {} cached, {} duplicate, {skipped}, {} failed\n\
+                 cache {}: {hits}, {errors}; {}; {:.1} s",
+                self.unique,
+                self.inferred,
+                self.cached,
+                self.duplicate,
+                self.failed,
+                self.cache,
+                plural(self.forward_passes, "forward pass", "forward passes"),
+                self.elapsed.as_secs_f64()
+            )
+        };
+        if self.failed > 0 {
+            s.push_str(&format!(
+                "\n{} failed: the messages above, and `\"status\":\"failed\"` lines in the report, \
+                 say why",
+                plural(self.failed, "file", "files")
+            ));
+        }
+        if !self.left_out.is_empty() {
+            let why: Vec<String> = self.left_out.iter().map(|(k, n)| k.describe(*n)).collect();
+            s.push_str(&format!("\nleft out: {}", why.join("; ")));
+        }
+        if self.files == 0 {
+            s.push_str(if self.left_out.is_empty() {
+                "\nnothing to colorize: no image file was found in the paths given"
+            } else {
+                "\nnothing to colorize: every file found was left out (see above)"
+            });
+        }
         if let Some((shard, total)) = self.shard {
             s.push_str(&format!("\nshard {shard}: {} of {total} files", self.files));
         }

@@ -288,6 +288,11 @@ impl Shared<'_> {
             match r.status {
                 Status::Cached => s.cache_hits += 1,
                 Status::Inferred => s.cache_misses += 1,
+                Status::Skipped => {
+                    let reason = r.error.as_deref().unwrap_or("skipped");
+                    let short = reason.split(" (").next().unwrap_or(reason).trim();
+                    *s.skips.entry(short.to_owned()).or_default() += 1;
+                }
                 _ => {}
             }
         }

@@ -92,11 +92,28 @@ fn is_our_temp(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// What the walk hands on: an input, or a path that cannot be used and why.
+/// What the walk hands on: an input, a path that cannot be used and why, or a file inside a
+/// folder that was left out and why (counted, so that a run that finds nothing says why).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     Input(Input),
     Error(PathBuf, String),
+    LeftOut(PathBuf, LeftOut),
+}
+
+/// Why a file inside a folder is not an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeftOut {
+    /// A symbolic link, not followed without `-L`.
+    Symlink,
+    /// Not a regular file (a FIFO, a socket, a device).
+    NotAFile,
+    /// Its extension is not one of the image formats read.
+    NotAnImage,
+    /// It matches no `--include` glob.
+    NotIncluded,
+    /// It matches an `--exclude` glob.
+    Excluded,
 }
 
 /// Where inputs come from: paths named on the command line, and a `--files-from` list.
@@ -143,6 +160,17 @@ impl Sources {
             if e.is_empty() {
                 continue;
             }
+            if !nul && e.contains(&b'\0') {
+                // `find -print0 | ddcolor colorize --files-from -` without -0: one "line" of
+                // NUL-separated names
+                let first = e.split(|&b| b == b'\0').next().unwrap_or_default();
+                let msg = "the --files-from list holds NUL bytes: it is NUL-separated (as \
+                           find -print0 and xargs -0 write); add -0 (--null)";
+                if !emit(Found::Error(bytes_to_path(first), msg.into())) {
+                    break;
+                }
+                continue;
+            }
             if !listed(&bytes_to_path(&e), &self.opts, output_dir, emit) {
                 break;
             }
@@ -166,6 +194,7 @@ impl Discovery {
         match f {
             Found::Input(i) => self.inputs.push(i),
             Found::Error(p, e) => self.errors.push((p, e)),
+            Found::LeftOut(..) => {}
         }
     }
 }
@@ -248,26 +277,35 @@ fn walk_folder(
             }
             continue;
         }
-        // symlinks are only seen here when not followed
-        if !entry.file_type().is_file() || is_our_temp(path) {
+        if is_our_temp(path) {
+            continue;
+        }
+        let left_out = if entry.path_is_symlink() && !opts.follow_symlinks {
+            // symlinks are only seen here when not followed
+            Some(LeftOut::Symlink)
+        } else if !entry.file_type().is_file() {
+            Some(LeftOut::NotAFile)
+        } else if !has_image_extension(path, &opts.extensions) {
+            Some(LeftOut::NotAnImage)
+        } else {
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            if opts.include.as_ref().is_some_and(|inc| !inc.is_match(rel)) {
+                Some(LeftOut::NotIncluded)
+            } else if opts.exclude.as_ref().is_some_and(|exc| exc.is_match(rel)) {
+                Some(LeftOut::Excluded)
+            } else {
+                None
+            }
+        };
+        if let Some(why) = left_out {
+            if !emit(Found::LeftOut(path.to_path_buf(), why)) {
+                return false;
+            }
             continue;
         }
         let Ok(rel) = path.strip_prefix(root) else {
             continue;
         };
-        if !has_image_extension(path, &opts.extensions) {
-            continue;
-        }
-        if let Some(inc) = &opts.include {
-            if !inc.is_match(rel) {
-                continue;
-            }
-        }
-        if let Some(exc) = &opts.exclude {
-            if exc.is_match(rel) {
-                continue;
-            }
-        }
         let found = match safe_relative(rel) {
             Some(relative) => Found::Input(Input {
                 source: path.to_path_buf(),

@@ -517,12 +517,18 @@ impl Cache for DiskCache {
             ),
             (
                 "max size".to_owned(),
-                self.max_size
-                    .map_or_else(|| "unbounded".to_owned(), |m| m.to_string()),
+                self.max_size.map_or_else(
+                    || "unbounded".to_owned(),
+                    |m| format!("{m} bytes ({:.1} GiB)", m as f64 / (1u64 << 30) as f64),
+                ),
             ),
             ("live leases".to_owned(), live_leases.to_string()),
         ];
-        details.push(("ttl".to_owned(), "ignored (LRU eviction only)".to_owned()));
+        details.push((
+            "ttl".to_owned(),
+            "none: results are evicted by size (least recently used), --cache-ttl is for Redis"
+                .to_owned(),
+        ));
         Ok(CacheStats {
             entries,
             bytes: Some(bytes),

@@ -22,14 +22,24 @@ pub struct BenchArgs {
     /// Time this released model (found locally or downloaded) instead of random weights.
     #[arg(long, short = 'm', value_enum, value_name = "NAME")]
     pub model: Option<crate::weights::ModelName>,
-    #[arg(long, default_value_t = DEFAULT_SIZE, value_name = "N")]
+    /// Square size the model sees: a multiple of 32, or a preset as for colorize (portrait:
+    /// 512, architecture: 1024).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_SIZE,
+        value_parser = crate::pipeline::parse_model_size,
+        value_name = "N|PRESET"
+    )]
     pub size: usize,
-    #[arg(long, default_value_t = 1, value_name = "B")]
-    pub batch: usize,
-    /// Timed runs after two warm-up runs.
-    #[arg(long, default_value_t = 5, value_name = "R")]
-    pub runs: usize,
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), value_name = "B")]
+    pub batch: u32,
+    /// Timed runs after two warm-up runs (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), value_name = "R")]
+    pub runs: u32,
+    /// auto, cpu, cuda or cuda:N, as for colorize (auto: CUDA when built with it and a GPU
+    /// answers).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
     /// f32, bf16 (GPU only) or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
@@ -44,6 +54,7 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<i32, Error> {
     crate::pipeline::check_model_size(args.size).map_err(Error::Usage)?;
+    args.device.check().map_err(Error::Usage)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -72,7 +83,8 @@ pub fn run(args: &BenchArgs) -> Result<i32, Error> {
             DDColor::load_as(path, &dev, dtype)?
         }
     };
-    let t = crate::colorizer::bench_forward(&model, args.size, args.batch, args.runs)?;
+    let batch = args.batch as usize;
+    let t = crate::colorizer::bench_forward(&model, args.size, batch, args.runs as usize)?;
     let encoder = model.config().encoder.name();
     println!(
         "{}",
@@ -86,7 +98,7 @@ pub fn run(args: &BenchArgs) -> Result<i32, Error> {
             "threads": threads,
             "median_ms": (t.median_ms * 100.0).round() / 100.0,
             "min_ms": (t.min_ms * 100.0).round() / 100.0,
-            "images_per_s": (args.batch as f64 / (t.median_ms / 1000.0) * 1000.0).round() / 1000.0,
+            "images_per_s": (batch as f64 / (t.median_ms / 1000.0) * 1000.0).round() / 1000.0,
         })
     );
     Ok(exit::OK)

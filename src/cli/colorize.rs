@@ -23,11 +23,18 @@ use crate::pipeline::ResizeMode;
 pub struct ModelArgs {
     /// Checkpoint file: the authors' .pth, Hugging Face pytorch_model.bin, or safetensors.
     /// Overrides --model.
-    #[arg(long, short = 'w', env = "DDCOLOR_WEIGHTS", value_name = "FILE")]
+    #[arg(
+        help_heading = "Model",
+        long,
+        short = 'w',
+        env = "DDCOLOR_WEIGHTS",
+        value_name = "FILE"
+    )]
     pub weights: Option<PathBuf>,
     /// Released model when --weights is not given: taken from ./weights, the user data dir or
     /// a Hugging Face hub cache, else downloaded once (`ddcolor weights list`).
     #[arg(
+        help_heading = "Model",
         long,
         short = 'm',
         env = "DDCOLOR_MODEL",
@@ -39,6 +46,7 @@ pub struct ModelArgs {
     /// Square size the model sees: a multiple of 32, or a preset: portrait (512, people and
     /// groups) or architecture (1024, buildings and landscapes).
     #[arg(
+        help_heading = "Model",
         long,
         default_value_t = DEFAULT_SIZE,
         value_parser = crate::pipeline::parse_model_size,
@@ -46,11 +54,17 @@ pub struct ModelArgs {
     )]
     pub size: usize,
     /// auto, cpu, cuda or cuda:N. auto picks CUDA when built with it and a GPU answers.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    #[arg(
+        help_heading = "Model",
+        long,
+        default_value = "auto",
+        value_name = "DEVICE"
+    )]
     pub device: DeviceSpec,
     /// What the model computes in: f32, bf16 (GPU only) or f16. Results differ slightly
     /// between dtypes, so each has its own cache entries.
     #[arg(
+        help_heading = "Model",
         long,
         env = "DDCOLOR_DTYPE",
         default_value = "f32",
@@ -59,69 +73,103 @@ pub struct ModelArgs {
     pub dtype: device::Precision,
     /// Allow TF32 tensor-core math in f32 matrix products on NVIDIA GPUs (Ampere and later):
     /// faster, with ~1e-3 relative error per product. Off by default, as in PyTorch.
-    #[arg(long, env = "DDCOLOR_TF32")]
+    #[arg(help_heading = "Model", long, env = "DDCOLOR_TF32")]
     pub tf32: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ColorizeArgs {
     /// Image files and folders (walked recursively); `-`: one image from standard input.
-    #[arg(value_name = "PATHS")]
+    #[arg(help_heading = "Inputs", value_name = "PATHS")]
     pub paths: Vec<PathBuf>,
     /// Read more paths from FILE (`-`: standard input), one per line.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Inputs", long, value_name = "FILE")]
     pub files_from: Option<PathBuf>,
     /// The --files-from list is NUL-separated (find -print0).
-    #[arg(short = '0', long = "null")]
+    #[arg(help_heading = "Inputs", short = '0', long = "null")]
     pub null: bool,
+    /// Only files matching this glob (repeatable; `*.tif`, `1950s/**`).
+    #[arg(help_heading = "Inputs", long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out files matching this glob (repeatable).
+    #[arg(help_heading = "Inputs", long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Follow symbolic links inside folders.
+    #[arg(help_heading = "Inputs", long, short = 'L')]
+    pub follow_symlinks: bool,
+    /// Take only shard K of N of the inputs (0 <= K < N), chosen by a stable hash of each
+    /// input's path inside the output folder, so that N machines share an archive without
+    /// reading it N times; `none`: every input. Default: the shard a Slurm job array
+    /// (SLURM_ARRAY_TASK_ID, _MIN, _MAX, _STEP, _COUNT) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with the count in DDCOLOR_SHARDS) names, else every input.
+    #[arg(help_heading = "Inputs", long, value_parser = crate::batch::shard::parse_shard_arg, value_name = "K/N|none")]
+    pub shard: Option<ShardArg>,
+    /// Read and hash every file, trusting nothing the index of hashed files remembers.
+    #[arg(help_heading = "Inputs", long)]
+    pub rehash: bool,
+    /// Refuse images whose header claims more pixels than this.
+    #[arg(help_heading = "Inputs", long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    pub max_pixels: u64,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Images per forward pass.
+    #[arg(help_heading = "Model", long, default_value_t = 1, value_name = "N")]
+    pub batch: usize,
     /// Output folder. Results mirror each input's path below the folder it was found in; a
     /// file named directly lands at DIR/<file name> (standard input at DIR/stdin.EXT). `-`:
     /// write the one input's result to standard output (format: --format, else the input's).
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub output: PathBuf,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// (Required.)
+    #[arg(help_heading = "Output", long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
     /// How the model's colour is scaled back to the photo's size: bilinear (smooth colour
     /// edges; the default) or nearest (the upstream DDColor script's behaviour).
-    #[arg(long, default_value = "bilinear", value_name = "MODE")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "bilinear",
+        value_name = "MODE"
+    )]
     pub resize: ResizeMode,
     /// upstream: the authors' pixels from the same checkpoint, for comparing with their
     /// results: JPEGs decoded as OpenCV's imread does (libjpeg-turbo), L computed as OpenCV's
     /// float BGR2Lab computes it (an interpolated table), nearest ab upsampling and OpenCV's
     /// clipping (--resize nearest --gamut upstream). Its cache entries are its own.
-    #[arg(long, value_name = "MODE", value_parser = ["upstream"], conflicts_with_all = ["resize", "gamut"])]
+    #[arg(help_heading = "Output", long, value_name = "MODE", value_parser = ["upstream"], conflicts_with_all = ["resize", "gamut"])]
     pub compat: Option<String>,
     /// Predicted colours that sRGB cannot show: fit (keep the scan's lightness and the hue,
     /// reduce chroma), clip (as the upstream script, after bringing ab into the Lab range along
     /// its hue), upstream (clip with ab as predicted, as OpenCV does) or auto (the default: fit
     /// for 16-bit images, clip for 8-bit ones).
-    #[arg(long, default_value = "auto", value_name = "MODE")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
     pub gamut: crate::pipeline::Gamut,
     /// Colour strength: the predicted chroma times S, from 0 (the scan's own gray) through 1
     /// (the model as is, the default) to 2; the gamut rule then keeps it in range. Applied when
     /// composing: the cache keeps the raw prediction, so another S never reruns the model.
     #[arg(
+        help_heading = "Output",
         long,
         default_value_t = 1.0,
         value_parser = crate::pipeline::parse_saturation,
         value_name = "S"
     )]
     pub saturation: f32,
-    /// Only files matching this glob (repeatable; `*.tif`, `1950s/**`).
-    #[arg(long, value_name = "GLOB")]
-    pub include: Vec<String>,
-    /// Leave out files matching this glob (repeatable).
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-    /// Follow symbolic links inside folders.
-    #[arg(long, short = 'L')]
-    pub follow_symlinks: bool,
     /// Output format: same (as the input), png, jpg, tiff or webp. PNG and TIFF keep 16-bit
     /// scans at 16 bits; JPEG and WebP are 8 bits.
-    #[arg(long, default_value = "same", value_name = "FORMAT")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "same",
+        value_name = "FORMAT"
+    )]
     pub format: OutputFormat,
     /// Quality of JPEG outputs, 1-100.
     #[arg(
+        help_heading = "Output",
         long,
         default_value_t = imageio::JPEG_QUALITY,
         value_parser = clap::value_parser!(u8).range(1..=100),
@@ -130,55 +178,40 @@ pub struct ColorizeArgs {
     pub jpeg_quality: u8,
     /// Colorize photos that are already in colour too (by default they are skipped as
     /// "already colour"; toned black-and-white prints are always colorized).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub force: bool,
     /// Replace outputs that already exist (by default they are skipped).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub overwrite: bool,
-    /// Print the plan (infer / cache / duplicate / skip) and do nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub batch: usize,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Expire cached results after this long (3600, 90m, 12h, 30d). Default: never.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(help_heading = "Cache", long, value_parser = parse_duration, value_name = "DURATION")]
     pub cache_ttl: Option<Duration>,
     /// Use cached results but never store new ones.
-    #[arg(long)]
+    #[arg(help_heading = "Cache", long)]
     pub cache_readonly: bool,
     /// Fail (exit 3, nothing written) if the cache cannot be reached, instead of falling back;
     /// a cache that stops answering mid-run stops the run (exit 3; outputs already written
     /// stay, each in the report).
-    #[arg(long)]
+    #[arg(help_heading = "Cache", long)]
     pub require_cache: bool,
     /// How long an inference lease outlives its holder: the holder renews it every third of
     /// this while it works, so only a process that died or was stopped loses it.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    #[arg(help_heading = "Cache", long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub lease_ttl: Duration,
-    /// Take only shard K of N of the inputs (0 <= K < N), chosen by a stable hash of each
-    /// input's path inside the output folder, so that N machines share an archive without
-    /// reading it N times; `none`: every input. Default: the shard a Slurm job array
-    /// (SLURM_ARRAY_TASK_ID, _MIN, _MAX, _STEP, _COUNT) or a Kubernetes Indexed Job
-    /// (JOB_COMPLETION_INDEX, with the count in DDCOLOR_SHARDS) names, else every input.
-    #[arg(long, value_parser = crate::batch::shard::parse_shard_arg, value_name = "K/N|none")]
-    pub shard: Option<ShardArg>,
-    /// Read and hash every file, trusting nothing the index of hashed files remembers.
-    #[arg(long)]
-    pub rehash: bool,
+    /// Print the plan (infer / cache / duplicate / skip / fail) and do nothing; needs no
+    /// download (without the model on this machine every new image shows as infer).
+    #[arg(help_heading = "Reporting", long)]
+    pub dry_run: bool,
     /// Write one JSON line per input (path, sha256, status, output, error, ms); `-`: stdout.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Reporting", long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Write Prometheus metrics here (atomically) for node_exporter's textfile collector.
-    #[arg(long, value_name = "FILE.prom")]
+    #[arg(help_heading = "Reporting", long, value_name = "FILE.prom")]
     pub metrics_file: Option<PathBuf>,
-    /// Refuse images whose header claims more pixels than this.
-    #[arg(long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
-    pub max_pixels: u64,
     /// No progress bar and no summary; errors are still printed.
-    #[arg(long, short = 'q')]
+    #[arg(help_heading = "Reporting", long, short = 'q')]
     pub quiet: bool,
 }
 
@@ -200,6 +233,14 @@ impl ColorizeSettings {
         if args.batch == 0 {
             return Err(Error::Usage("--batch must be at least 1".into()));
         }
+        let Some(output) = args.output.clone() else {
+            return Err(Error::Usage(
+                "--output DIR is needed: the folder the colorized images go to (`-o -`: one \
+                 image to standard output)"
+                    .into(),
+            ));
+        };
+        check_output_name(&output)?;
         if args.paths.is_empty() && args.files_from.is_none() {
             return Err(Error::Usage(
                 "nothing to colorize: name files or folders, or use --files-from".into(),
@@ -216,6 +257,16 @@ impl ColorizeSettings {
             })?;
         }
         let cache = CacheSettings::from_args(&args.cache)?;
+        if args.cache_ttl.is_some()
+            && matches!(cache.spec, crate::cache::CacheSpec::Disk(_))
+            && !args.quiet
+        {
+            eprintln!(
+                "ddcolor: warning: --cache-ttl is ignored by the disk cache: only Redis expires \
+                 results; the disk cache keeps them until --cache-max-size evicts the least \
+                 recently used"
+            );
+        }
         let upstream = args.compat.as_deref() == Some("upstream");
         let shard = match args.shard {
             Some(ShardArg::Shard(s)) => Some(s),
@@ -231,7 +282,27 @@ impl ColorizeSettings {
                 Err(e) => return Err(Error::Usage(format!("--shard: {e}"))),
             },
         };
-        let weights = resolve_weights(m.weights.as_deref(), m.model, args.quiet)?;
+        let weights = if args.dry_run && m.weights.is_none() {
+            // a preview never downloads: without the model on this machine it plans without
+            // the cache (cache keys need the model's identity)
+            match crate::weights::Locations::from_env().find(m.model) {
+                Some(found) => found.path,
+                None => {
+                    if !args.quiet {
+                        eprintln!(
+                            "ddcolor: note: the {} model is not on this machine yet (a {} \
+                             download on the first real run): without it this dry run cannot \
+                             look results up in the cache, so each new image shows as `infer`",
+                            m.model,
+                            m.model.approx_size()
+                        );
+                    }
+                    PathBuf::new()
+                }
+            }
+        } else {
+            resolve_weights(m.weights.as_deref(), m.model, args.quiet)?
+        };
         let sources = Sources {
             roots: args.paths.clone(),
             list: args.files_from.clone().map(|f| (f, args.null)),
@@ -268,7 +339,7 @@ impl ColorizeSettings {
             },
             sources,
             batch: BatchOptions {
-                output: args.output.clone(),
+                output,
                 format: args.format,
                 overwrite: args.overwrite,
                 dry_run: args.dry_run,
@@ -301,6 +372,33 @@ impl ColorizeSettings {
             None => Index::disabled(),
         }
     }
+}
+
+/// `--output` names a folder: one that does not exist yet but is named like an image file
+/// (`-o out.png`) is almost surely a mistake (outputs keep their inputs' names inside the
+/// folder), so it is refused rather than created.
+fn check_output_name(output: &Path) -> Result<(), Error> {
+    if output == Path::new("-") || output.exists() {
+        return Ok(());
+    }
+    let image_like = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| {
+            walk::DEFAULT_EXTENSIONS
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(e))
+        });
+    if image_like {
+        return Err(Error::Usage(format!(
+            "--output {} looks like an image file name, but --output is a folder (each output \
+             keeps its input's name inside it): for one image into a file of your choice use \
+             `-o - > {}`; for a folder with that name, create it first",
+            crate::text::shown(output),
+            crate::text::shown(output)
+        )));
+    }
+    Ok(())
 }
 
 pub fn run(args: ColorizeArgs) -> Result<i32, Error> {

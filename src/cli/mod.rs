@@ -59,6 +59,9 @@ pub enum Command {
 /// Parse the process arguments, run, and return the exit code.
 pub fn main_exit_code() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Colorize(_)) {
+        quiet_on_closed_stdout();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -68,6 +71,19 @@ pub fn main_exit_code() -> i32 {
                 _ => exit::USAGE,
             }
         }
+    }
+}
+
+/// A reader that goes away (`ddcolor man | head`) ends the command quietly, as it ends `cat`:
+/// the default action of SIGPIPE, which Rust's runtime otherwise ignores (then every write
+/// fails with EPIPE and printing panics). Only for the commands whose output is all they do:
+/// `colorize` keeps SIGPIPE ignored (sockets to Redis and the hub are written with
+/// MSG_NOSIGNAL anyway) and handles a closed standard output itself, releasing what it holds.
+fn quiet_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default action, before any thread is started
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

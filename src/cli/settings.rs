@@ -56,6 +56,7 @@ pub fn resolve_weights(
 
 /// The `--cache` flags, shared by `colorize` and `cache stats|clear`.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Cache")]
 pub struct CacheArgs {
     /// disk[:PATH] (default, under $XDG_CACHE_HOME/ddcolor), redis://[user:pass@]host:port[/db],
     /// rediss://... (TLS), redis-cluster://host:port,host:port,..., or none.
@@ -71,9 +72,15 @@ pub struct CacheArgs {
     /// Key prefix, to keep several projects apart in one Redis.
     #[arg(long, default_value = crate::cache::key::DEFAULT_PREFIX, value_name = "PREFIX")]
     pub cache_prefix: String,
-    /// Bound for the disk cache (500M, 2G, ...); least recently used results are evicted.
-    #[arg(long, value_parser = crate::cache::parse_size, value_name = "SIZE")]
-    pub cache_max_size: Option<u64>,
+    /// Bound for the disk cache (500M, 10G, ..., or unbounded); least recently used results
+    /// are evicted. A result is ~320 KB at size 512: 10G holds ~30,000.
+    #[arg(
+        long,
+        default_value = DEFAULT_DISK_BOUND,
+        value_parser = parse_max_size,
+        value_name = "SIZE"
+    )]
+    pub cache_max_size: MaxSize,
     /// Client certificate (PEM) for mutual TLS with a rediss:// cache; with --cache-tls-key.
     #[arg(long, env = "DDCOLOR_CACHE_TLS_CERT", value_name = "FILE")]
     pub cache_tls_cert: Option<PathBuf>,
@@ -84,6 +91,24 @@ pub struct CacheArgs {
     /// (default: the system's, where SSL_CERT_FILE and SSL_CERT_DIR add a private CA).
     #[arg(long, env = "DDCOLOR_CACHE_TLS_CA", value_name = "FILE")]
     pub cache_tls_ca: Option<PathBuf>,
+}
+
+/// The disk cache's default bound: a cache that runs unattended for years must not fill the
+/// disk; 10 GiB keeps ~30,000 results at size 512.
+pub const DEFAULT_DISK_BOUND: &str = "10G";
+
+/// `--cache-max-size`: bytes, or `unbounded` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxSize(pub Option<u64>);
+
+fn parse_max_size(s: &str) -> Result<MaxSize, String> {
+    if ["unbounded", "none", "unlimited"]
+        .iter()
+        .any(|w| s.trim().eq_ignore_ascii_case(w))
+    {
+        return Ok(MaxSize(None));
+    }
+    crate::cache::parse_size(s).map(|n| MaxSize(Some(n)))
 }
 
 /// `--cache` and its options, the spec parsed once.
@@ -115,7 +140,7 @@ impl CacheSettings {
             spec,
             options: CacheOptions {
                 prefix: args.cache_prefix.clone(),
-                max_size: args.cache_max_size,
+                max_size: args.cache_max_size.0,
                 tls,
             },
         })

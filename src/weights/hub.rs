@@ -142,6 +142,23 @@ pub fn part_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Whether the open file `f` is the file at `path` now.
+fn same_file(f: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (f.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = f;
+        path.exists()
+    }
+}
+
 fn lock_path(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(".lock");
@@ -226,26 +243,38 @@ impl Hub {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         let lock_file = lock_path(dest);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_file)
-            .map_err(io_err(&lock_file))?;
-        if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
-            if !quiet {
-                eprintln!(
-                    "ddcolor: waiting for another process downloading {}",
-                    crate::text::shown(dest)
-                );
+        let mut said = false;
+        let lock = loop {
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_file)
+                .map_err(io_err(&lock_file))?;
+            if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
+                if !quiet && !said {
+                    said = true;
+                    eprintln!(
+                        "ddcolor: waiting for another process downloading {}",
+                        crate::text::shown(dest)
+                    );
+                }
+                fs2::FileExt::lock_exclusive(&lock).map_err(io_err(&lock_file))?;
             }
-            fs2::FileExt::lock_exclusive(&lock).map_err(io_err(&lock_file))?;
-        }
-        if dest.is_file() && !replace {
-            return Ok(file_len(dest));
-        }
-        let short = repo.rsplit('/').next().unwrap_or(repo);
-        let result = self.download_locked(&url, &format!("{short}/{file}"), dest, quiet);
+            // its holder removes the lock file before unlocking it: a lock taken on a file
+            // that is no longer at the path is no lock; take the one there now
+            if same_file(&lock, &lock_file) {
+                break lock;
+            }
+        };
+        let result = if dest.is_file() && !replace {
+            Ok(file_len(dest))
+        } else {
+            let short = repo.rsplit('/').next().unwrap_or(repo);
+            self.download_locked(&url, &format!("{short}/{file}"), dest, quiet)
+        };
+        // no lock file left behind, whatever happened (removed while still held)
+        let _ = std::fs::remove_file(&lock_file);
         let _ = fs2::FileExt::unlock(&lock);
         result
     }

@@ -1,0 +1,283 @@
+//! Every statement in the README is true of the binary: each ```` ```sh ```` block of README.md
+//! runs as written and exits 0 (README "Development", CONTRIBUTING.md "Tests").
+//!
+//! Each block runs with `bash -euo pipefail`, in order, in a fresh folder holding a copy of
+//! `examples/photos` (so the README's relative paths work), with its own HOME and XDG folders,
+//! `ddcolor` on PATH (the binary under test), the test model in place of any download
+//! (`DDCOLOR_WEIGHTS`), and `HF_ENDPOINT` on a closed loopback port, so nothing reaches the
+//! internet. `cargo run --release --` becomes `ddcolor`; lines that build or install
+//! (`cargo install`, `cargo test`, ...) are left out, and any other `cargo` is refused. A block
+//! right after `<!-- readme-test: skip: REASON -->` is listed with its reason and not run; blocks
+//! with another info string (`text`, `console`, `json`, `rust`) are not run either.
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SKIP_MARKER: &str = "<!-- readme-test: skip:";
+/// Lines about building or installing: the test runs the binary cargo has already built.
+const BUILD_LINES: [&str; 5] = [
+    "cargo install",
+    "cargo uninstall",
+    "cargo build",
+    "cargo test",
+    "cargo bench",
+];
+/// A block that runs longer than this is killed, and fails.
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// At least this many blocks must run: a README that lost its examples, or a parser that no
+/// longer finds them, fails instead of passing with nothing run.
+const MIN_RUN: usize = 8;
+
+/// One fenced code block of the README.
+struct Block {
+    /// 1-based line of the opening fence.
+    line: usize,
+    info: String,
+    body: String,
+    /// The reason of a skip marker right before the fence.
+    skip: Option<String>,
+}
+
+/// The fenced blocks of `readme`, with their skip markers. A marker that does not stand on the
+/// line right before a fence is an error (it would silently skip nothing, or the wrong block).
+fn blocks(readme: &str) -> Result<Vec<Block>, String> {
+    let mut out = Vec::new();
+    let mut skip: Option<(usize, String)> = None;
+    let mut lines = readme.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix(SKIP_MARKER) {
+            let reason = rest
+                .strip_suffix("-->")
+                .ok_or(format!(
+                    "README line {}: the skip marker is not closed",
+                    i + 1
+                ))?
+                .trim();
+            if reason.is_empty() {
+                return Err(format!(
+                    "README line {}: a skip marker needs a reason",
+                    i + 1
+                ));
+            }
+            skip = Some((i + 1, reason.to_owned()));
+            continue;
+        }
+        if let Some(info) = t.strip_prefix("```") {
+            let mut body = String::new();
+            loop {
+                let (_, l) = lines
+                    .next()
+                    .ok_or(format!("README line {}: the block is not closed", i + 1))?;
+                if l.trim() == "```" {
+                    break;
+                }
+                body.push_str(l);
+                body.push('\n');
+            }
+            out.push(Block {
+                line: i + 1,
+                info: info.trim().to_owned(),
+                body,
+                skip: skip.take().map(|(_, reason)| reason),
+            });
+            continue;
+        }
+        if let Some((at, _)) = skip {
+            return Err(format!(
+                "README line {at}: a skip marker must stand on the line right before a ``` block"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The block as it is run, and the lines left out (building and installing).
+fn script(b: &Block) -> (String, Vec<String>) {
+    let mut run = String::new();
+    let mut left_out = Vec::new();
+    for (n, line) in b.body.lines().enumerate() {
+        let line = line.replace("cargo run --release -- ", "ddcolor ");
+        let t = line.trim_start();
+        if BUILD_LINES.iter().any(|c| t.starts_with(c)) {
+            left_out.push(t.to_owned());
+            continue;
+        }
+        let code = if t.starts_with('#') {
+            ""
+        } else {
+            t.split(" #").next().unwrap_or("")
+        };
+        assert!(
+            !code.split_whitespace().any(|w| w == "cargo"),
+            "README line {}: `{t}` runs cargo inside the test; mark its block \
+             `<!-- readme-test: skip: REASON -->` or make it a build line",
+            b.line + 1 + n
+        );
+        run.push_str(&line);
+        run.push('\n');
+    }
+    (run, left_out)
+}
+
+/// Copy the folder `from` (files and folders only) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// The last `n` characters of `s` (whole characters), marked when cut.
+fn tail(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    if count <= n {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().skip(count - n).collect();
+    format!("[...]{cut}")
+}
+
+/// Run one block's script in a fresh sandbox; `Err` says what went wrong, with its output.
+fn run_block(b: &Block, script: &str) -> Result<Duration, String> {
+    use std::os::unix::process::CommandExt;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let work = dir.join("work");
+    copy_dir(&repo.join("examples/photos"), &work.join("examples/photos"));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::util::ddcolor_bin(), bin.join("ddcolor")).unwrap();
+    for d in ["home", "cache", "data", "config"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let weights = crate::util::golden("ddcolor-test.safetensors")
+        .canonicalize()
+        .expect("../shared/golden/ddcolor-test.safetensors");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path =
+        std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&path)))
+            .unwrap();
+    let (out_file, err_file) = (dir.join("stdout"), dir.join("stderr"));
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(&work)
+        // nothing from the caller's environment (a DDCOLOR_CACHE, a Slurm task's variables)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", dir.join("home"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("DDCOLOR_WEIGHTS", &weights)
+        .env(
+            "HF_ENDPOINT",
+            format!("http://127.0.0.1:{}", crate::redis_util::free_port()),
+        )
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("run bash");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > TIMEOUT {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let elapsed = started.elapsed();
+    // the block's process group: whatever it left running, or all of it after a timeout
+    // SAFETY: kill(2) with the group id of the child spawned above
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let status = match status {
+        Some(s) if s.success() => return Ok(elapsed),
+        Some(s) => s.to_string(),
+        None => {
+            let _ = child.wait();
+            format!("killed after {} s", TIMEOUT.as_secs())
+        }
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    let (stdout, stderr) = (read(&out_file), read(&err_file));
+    Err(format!(
+        "README block at line {} ({status}):\n{script}--- stdout ---\n{}\n--- stderr ---\n{}",
+        b.line,
+        tail(&stdout, 4000),
+        tail(&stderr, 4000)
+    ))
+}
+
+#[test]
+fn readme_shell_blocks_run() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let all = blocks(&readme).unwrap_or_else(|e| panic!("{e}"));
+    let mut ran = 0;
+    let mut failures = Vec::new();
+    for b in all.iter().filter(|b| b.info == "sh") {
+        if let Some(reason) = &b.skip {
+            eprintln!("readme: line {}: skipped: {reason}", b.line);
+            continue;
+        }
+        let (script, left_out) = script(b);
+        for l in &left_out {
+            eprintln!("readme: line {}: left out: {l}", b.line);
+        }
+        match run_block(b, &script) {
+            Ok(t) => eprintln!("readme: line {}: ok ({:.1} s)", b.line, t.as_secs_f64()),
+            Err(e) => {
+                eprintln!("readme: line {}: FAILED", b.line);
+                failures.push(e);
+            }
+        }
+        ran += 1;
+    }
+    let skipped = all.iter().filter(|b| b.info == "sh" && b.skip.is_some());
+    eprintln!(
+        "readme: {ran} sh blocks run, {} skipped, {} blocks of other kinds not run",
+        skipped.count(),
+        all.iter().filter(|b| b.info != "sh").count()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} README block(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    assert!(
+        ran >= MIN_RUN,
+        "only {ran} README blocks ran (at least {MIN_RUN} expected): were they marked skip, or \
+         is the parser broken?"
+    );
+}
+
+#[test]
+fn skip_markers_and_fences_are_parsed() {
+    let text = "a\n<!-- readme-test: skip: needs a GPU -->\n```sh\nnvidia-smi\n```\n\n```sh\n\
+                cargo install --path .\ncargo run --release -- --version\n```\n```text\nx\n```\n";
+    let b = blocks(text).unwrap();
+    assert_eq!(b.len(), 3);
+    assert_eq!(b[0].skip.as_deref(), Some("needs a GPU"));
+    assert_eq!((b[1].line, b[1].skip.as_deref()), (7, None));
+    let (run, left_out) = script(&b[1]);
+    assert_eq!(run, "ddcolor --version\n");
+    assert_eq!(left_out, ["cargo install --path ."]);
+    assert_eq!(b[2].info, "text");
+    // a marker that skips nothing, or gives no reason, is refused
+    assert!(blocks("<!-- readme-test: skip: x -->\n\n```sh\n```\n").is_err());
+    assert!(blocks("<!-- readme-test: skip: -->\n```sh\n```\n").is_err());
+}
