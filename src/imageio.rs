@@ -549,6 +549,17 @@ pub fn sweep_temps(dir: &Path) -> usize {
 
 /// Write `bytes` to `dest` atomically: a temporary file in the same folder, fsync, rename.
 pub fn write_atomic(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    write_atomic_then(dest, write, || {})
+}
+
+/// [`write_atomic`], calling `before_rename` once the temporary file is complete and synced,
+/// just before it is renamed into place: what it records (a report line) is durable before
+/// the output exists, so a process killed at any moment never leaves an output unrecorded.
+pub fn write_atomic_then(
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    before_rename: impl FnOnce(),
+) -> Result<()> {
     let werr = |reason: String| Error::Write {
         path: dest.to_owned(),
         reason,
@@ -563,6 +574,7 @@ pub fn write_atomic(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
         write(&mut out)?;
         let file = out.into_inner().map_err(|e| werr(e.to_string()))?;
         file.sync_all().map_err(|e| werr(e.to_string()))?;
+        before_rename();
         std::fs::rename(&tmp, dest).map_err(|e| werr(e.to_string()))
     })();
     if result.is_err() {
@@ -601,6 +613,17 @@ pub fn save_with(
     meta: Option<&Metadata>,
     jpeg_quality: u8,
 ) -> Result<()> {
+    save_with_then(img, dest, meta, jpeg_quality, || {})
+}
+
+/// [`save_with`], calling `before_rename` as [`write_atomic_then`] does.
+pub fn save_with_then(
+    img: &DynamicImage,
+    dest: &Path,
+    meta: Option<&Metadata>,
+    jpeg_quality: u8,
+    before_rename: impl FnOnce(),
+) -> Result<()> {
     let werr = |reason: String| Error::Write {
         path: dest.to_owned(),
         reason,
@@ -608,9 +631,11 @@ pub fn save_with(
     let format = format_for(dest).ok_or_else(|| werr("unknown image extension".into()))?;
     // encode to memory first: TIFF needs to seek, and a failed encode leaves no file at all
     let bytes = encode(img, format, meta, jpeg_quality).map_err(werr)?;
-    write_atomic(dest, |out| {
-        out.write_all(&bytes).map_err(|e| werr(e.to_string()))
-    })
+    write_atomic_then(
+        dest,
+        |out| out.write_all(&bytes).map_err(|e| werr(e.to_string())),
+        before_rename,
+    )
 }
 
 /// Encode `img` as `format` into memory (see [`save_with`]).

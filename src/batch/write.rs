@@ -1,6 +1,6 @@
 //! The writer: full-resolution colour composed once per image, written atomically to the
-//! image's destination and to those of the copies that waited for it, each recorded only once
-//! its file is in place. The first write into a folder sweeps the temporary files that dead
+//! image's destination and to those of the copies that waited for it, each recorded once its
+//! file is complete and synced, just before it is renamed into place. The first write into a folder sweeps the temporary files that dead
 //! writers left there.
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -30,28 +30,33 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
             .compose_image(&job.prepared, ab, &job.carry.keep);
         let mut item = job.item;
         let carry = job.carry;
-        let primary = write_one(shared, &mut swept, &img, &carry, &item.dest);
         let sha = item.sha_hex();
-        let millis = item.started.elapsed().as_millis() as u64;
-        let written = primary.is_ok();
-        shared.record(match primary {
-            Ok(()) => Record {
-                path: item.input.source.clone(),
+        // the line goes to the report before the output is renamed into place (a kill in
+        // between leaves a line whose file a rerun writes; never a file without its line)
+        let status = job.status;
+        let (source, dest) = (item.input.source.clone(), item.dest.clone());
+        let started = item.started;
+        let primary = write_one(shared, &mut swept, &img, &carry, &item.dest, || {
+            shared.record(Record {
+                path: source.clone(),
                 sha256: sha.clone(),
-                status: job.status,
-                output: Some(item.dest.clone()),
+                status,
+                output: Some(dest.clone()),
                 error: None,
-                millis,
-            },
-            Err(e) => Record {
-                path: item.input.source.clone(),
+                millis: started.elapsed().as_millis() as u64,
+            })
+        });
+        let written = primary.is_ok();
+        if let Err(e) = primary {
+            shared.record(Record {
+                path: source,
                 sha256: sha.clone(),
                 status: Status::Failed,
                 output: None,
                 error: Some(e),
-                millis,
-            },
-        });
+                millis: started.elapsed().as_millis() as u64,
+            });
+        }
         if item.primary {
             let out = written.then_some(item.dest.as_path());
             let waiters = item
@@ -60,26 +65,26 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
                 .map(|s| shared.dedup.finish(&s, out))
                 .unwrap_or_default();
             for w in waiters {
-                let r = write_one(shared, &mut swept, &img, &carry, &w.dest);
-                let millis = w.started.elapsed().as_millis() as u64;
-                shared.record(match r {
-                    Ok(()) => Record {
-                        path: w.input.source,
+                let r = write_one(shared, &mut swept, &img, &carry, &w.dest, || {
+                    shared.record(Record {
+                        path: w.input.source.clone(),
                         sha256: sha.clone(),
                         status: Status::Duplicate,
-                        output: Some(w.dest),
+                        output: Some(w.dest.clone()),
                         error: None,
-                        millis,
-                    },
-                    Err(e) => Record {
+                        millis: w.started.elapsed().as_millis() as u64,
+                    })
+                });
+                if let Err(e) = r {
+                    shared.record(Record {
                         path: w.input.source,
                         sha256: sha.clone(),
                         status: Status::Failed,
                         output: None,
                         error: Some(e),
-                        millis,
-                    },
-                });
+                        millis: w.started.elapsed().as_millis() as u64,
+                    });
+                }
             }
         }
     }
@@ -92,6 +97,7 @@ fn write_one(
     img: &image::DynamicImage,
     carry: &Carry,
     dest: &Path,
+    before_rename: impl FnOnce(),
 ) -> Result<(), String> {
     if let Some(dir) = dest.parent() {
         if !swept.contains(dir) {
@@ -100,8 +106,14 @@ fn write_one(
         }
     }
     note_format_losses(shared, &carry.keep, dest);
-    imageio::save_with(img, dest, Some(&carry.meta), shared.opts.jpeg_quality)
-        .map_err(|e| e.detail())
+    imageio::save_with_then(
+        img,
+        dest,
+        Some(&carry.meta),
+        shared.opts.jpeg_quality,
+        before_rename,
+    )
+    .map_err(|e| e.detail())
 }
 
 /// Say once in the summary when an output format cannot hold what the source had.
