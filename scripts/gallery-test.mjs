@@ -6,7 +6,7 @@
 //   node scripts/gallery-test.mjs PAGE.html REPORT.ndjson SCREENSHOT.png [BIG.html]
 // BIG.html: a gallery of 10,000 images, which must open on its first page of cards and page.
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
 const require = createRequire(process.env.PLAYWRIGHT_CORE_DIR + "/");
@@ -85,12 +85,21 @@ try {
   await page.locator(".card").nth(3).locator(".flag").click();
   const third = await page.locator(".card").nth(3).getAttribute("data-path");
   const list = await page.$eval("#list", (t) => t.value);
-  check(list === [first, third].sort().join("\n") + "\n", "the flagged list: " + JSON.stringify(list));
+  // each line: the run's folder, the input's root, `/./`, the rest of its path (a rerun with
+  // --files-from replaces exactly these outputs)
+  const rerun = (p) => {
+    const r = records.get(p);
+    const rest = r.root === "." ? p : p.slice(r.root.length + 1);
+    const root = r.root.startsWith("/") ? r.root : r.cwd + "/" + r.root;
+    return root.replace(/\/\.$/, "") + "/./" + rest;
+  };
+  check(list === [first, third].map(rerun).sort().join("\n") + "\n", "the flagged list: " + JSON.stringify(list));
   check((await page.textContent("#flag-count")) === "2 flagged", "the flag count");
   const download = page.waitForEvent("download");
   await page.click("#save");
   const saved = readFileSync(await (await download).path(), "utf8");
   check(saved === list, "the saved list differs: " + JSON.stringify(saved));
+  if (process.env.FLAGGED_OUT) writeFileSync(process.env.FLAGGED_OUT, saved);
   await page.click("#flagged-only");
   check((await page.locator(".card").count()) === 2, "flagged only");
   await page.click("#flagged-only");
@@ -117,6 +126,37 @@ try {
     check((await big.$eval(".card", (c) => c.dataset.index)) === "48", "page 2 starts at image 49");
     await big.click('#statuses button[data-status="failed"]');
     check((await big.textContent("#page")).includes("2000 images"), "failed over all pages: " + (await big.textContent("#page")));
+  }
+  // 8. hostile names and title: every card shows, nothing from a name or the title runs
+  if (process.env.HOSTILE_PAGE) {
+    const h = await ctx.newPage();
+    const dialogs = [];
+    h.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss(); });
+    h.on("pageerror", (e) => errors.push(String(e)));
+    h.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+    await h.goto(pathToFileURL(process.env.HOSTILE_PAGE).href);
+    await h.waitForSelector(".card");
+    const want = readFileSync(process.env.HOSTILE_REPORT, "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l).path).sort();
+    const shownPaths = (await h.$$eval(".card", (cs) => cs.map((c) => c.dataset.path))).sort();
+    check(JSON.stringify(shownPaths) === JSON.stringify(want), `hostile names: cards ${JSON.stringify(shownPaths)} for ${JSON.stringify(want)}`);
+    const title = process.env.HOSTILE_TITLE;
+    check((await h.title()) === title, "the title as text: " + (await h.title()));
+    check((await h.textContent("h1")) === title, "the heading as text: " + (await h.textContent("h1")));
+    check((await h.locator('img[src="x"]').count()) === 0, "an image element from a file name");
+    await h.waitForTimeout(300);
+    check(dialogs.length === 0, "a script ran: " + dialogs.join("; "));
+    const paths = await h.$$eval(".card .path", (ps) => ps.map((p) => p.textContent));
+    check(want.every((p) => paths.includes(p)), "names shown as text: " + JSON.stringify(paths));
+    // the inline script itself ran under the policy (cards), and no inline handler is allowed
+    const blocked = await h.evaluate(() => {
+      const d = document.createElement("div");
+      d.setAttribute("onclick", "window.__ran = 1");
+      document.body.appendChild(d); d.click();
+      return window.__ran === undefined;
+    });
+    check(blocked, "an inline event handler ran: the Content-Security-Policy does not forbid them");
+    errors.splice(0, errors.length, ...errors.filter((e) => !e.includes("Content Security Policy")));
+    console.log(`gallery-test: hostile names and title shown as text (${want.length} cards), no script ran`);
   }
   check(errors.length === 0, "page errors: " + errors.join("; "));
   console.log(`gallery-test: ${records.size} images, ${cards} cards, every thumbnail decoded, filters, keys and flags work; screenshot ${shot}`);

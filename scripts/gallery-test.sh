@@ -40,8 +40,35 @@ with open("big.ndjson", "w") as f:
                             "output": None if st == "failed" else f"out/box{i // 1000:02d}/scan{i:05d}.tif",
                             "error": "damaged TIFF file" if st == "failed" else None, "ms": 400}) + "\n")
 PY
-"$bin" gallery big.ndjson --output review-big --quiet
+# its files are absent: named on stderr, exit 1
+"$bin" gallery big.ndjson --output review-big --quiet 2>/dev/null || [ $? = 1 ]
+# hostile names and a hostile title: a name that opens a comment and a script, and a folder
+# named `<` whose file makes the path `</script><img src=x onerror=...>.jpg`
+mkdir -p 'hostile/album/<'
+cp "$repo/../shared/fixtures/photos/cameraman.png" 'hostile/album/<!--<script>.png'
+cp "$repo/../shared/fixtures/photos/rocket.jpg" "hostile/album/</script><img src=x onerror=alert(document.domain)>.jpg"
+(cd hostile && "$bin" colorize album --output colorized --weights "$repo/../shared/golden/ddcolor-test.safetensors" \
+  --size 64 --device cpu --cache none --report run.ndjson --quiet)
+hostile_title='Album __DATA__ </title><script>alert(1)</script>'
+"$bin" gallery hostile/run.ndjson --output review-hostile --title "$hostile_title" --quiet
 mkdir -p "$(dirname "$shot")"
-PLAYWRIGHT_CORE_DIR="$node_dir/node_modules/playwright-core" \
+PLAYWRIGHT_CORE_DIR="$node_dir/node_modules/playwright-core" FLAGGED_OUT="$work/flagged.txt" \
+  HOSTILE_PAGE="$work/review-hostile/index.html" HOSTILE_REPORT="$work/hostile/run.ndjson" \
+  HOSTILE_TITLE="$hostile_title" \
   node "$repo/scripts/gallery-test.mjs" "$work/review/index.html" run.ndjson "$shot" \
   "$work/review-big/index.html"
+# the README's rerun of the list the page saved: exactly the flagged outputs are replaced
+cp -r colorized before-rerun
+"$bin" colorize --files-from flagged.txt --overwrite --output colorized --quiet \
+  --weights "$repo/../shared/golden/ddcolor-test.safetensors" --size 64 --device cpu --cache none \
+  --saturation 0.5
+python3 - "$work/flagged.txt" <<'PY'
+import filecmp, os, sys
+flagged = [l.split("/./", 1)[1] for l in open(sys.argv[1]).read().splitlines()]
+def files(d):
+    return sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs)
+assert files("colorized") == files("before-rerun"), "the rerun wrote elsewhere"
+changed = [f for f in files("colorized") if not filecmp.cmp(f"colorized/{f}", f"before-rerun/{f}", shallow=False)]
+assert sorted(changed) == sorted(flagged), f"changed {changed}, flagged {flagged}"
+print(f"gallery-test: the flagged list reran exactly {len(flagged)} outputs in place")
+PY

@@ -679,6 +679,9 @@ pub fn encode(
             )?;
             // image converts to what the encoder takes: 8 bits, alpha dropped
             img.write_with_encoder(enc).map_err(|e| e.to_string())?;
+            if let Some(m) = meta {
+                out = meta::add_jpeg_comments(out, &m.comments);
+            }
         }
         ImageFormat::WebP => {
             let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
@@ -690,6 +693,9 @@ pub fn encode(
             let mut cur = Cursor::new(out);
             encode_tiff(&mut cur, img, meta, icc).map_err(|e| e.to_string())?;
             out = cur.into_inner();
+            if meta.and_then(|m| m.density).is_none() {
+                out = meta::drop_tiff_resolution(out);
+            }
         }
         other => {
             let mut cur = Cursor::new(out);

@@ -108,6 +108,8 @@ pub struct Metadata {
     /// The primary image's fields (IFD0, Exif and GPS IFDs): of the blob, or a TIFF's own tags.
     pub fields: Vec<Field>,
     pub density: Option<Density>,
+    /// A JPEG's comment (COM) segments, carried to a JPEG output.
+    pub comments: Vec<Vec<u8>>,
     /// EXIF orientation 1..=8 of the stored pixels (1 once [`Self::set_upright`] was called).
     pub orientation: u8,
 }
@@ -121,6 +123,10 @@ impl Metadata {
         icc: Option<Vec<u8>>,
         exif: Option<Vec<u8>>,
     ) -> Self {
+        let comments = match format {
+            ImageFormat::Jpeg => jpeg_comments(&file),
+            _ => Vec::new(),
+        };
         let container_density = match format {
             ImageFormat::Jpeg => jfif_density(&file),
             ImageFormat::Png => png_density(&file),
@@ -139,6 +145,7 @@ impl Metadata {
             .unwrap_or(1);
         let density = container_density.or_else(|| fields_density(&parsed));
         Self {
+            comments,
             icc: icc.filter(|p| !p.is_empty()),
             exif,
             fields: parsed,
@@ -285,29 +292,109 @@ fn fields_density(fields: &[Field]) -> Option<Density> {
     Density::new(x, y, unit)
 }
 
-/// The density of a JPEG's JFIF APP0 segment, when it has a unit (1 inch, 2 centimetre).
-fn jfif_density(b: &[u8]) -> Option<Density> {
+/// The marker segments of a JPEG's header, in order, up to the first scan: `(marker, payload,
+/// offset of the marker)`. Stops quietly at anything malformed.
+pub fn jpeg_header_segments(b: &[u8]) -> impl Iterator<Item = (u8, &[u8], usize)> {
     let mut i = 2;
-    while i + 4 <= b.len() && b[i] == 0xFF {
+    std::iter::from_fn(move || {
+        if i + 4 > b.len() || b[i] != 0xFF {
+            return None;
+        }
         let marker = b[i + 1];
         if marker == 0xDA || marker == 0xD9 {
             return None;
         }
         let len = usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
-        let seg = b.get(i + 4..i + 2 + len)?;
-        if marker == 0xE0 && seg.len() >= 12 && seg.starts_with(b"JFIF\0") {
-            let unit = match seg[7] {
-                1 => DensityUnit::Inch,
-                2 => DensityUnit::Centimetre,
-                _ => return None,
-            };
-            let x = u16::from_be_bytes([seg[8], seg[9]]);
-            let y = u16::from_be_bytes([seg[10], seg[11]]);
-            return Density::new(f64::from(x), f64::from(y), unit);
-        }
+        let seg = b.get(i + 4..(i + 2 + len).max(i + 4))?;
+        let at = i;
         i += 2 + len;
+        Some((marker, seg, at))
+    })
+}
+
+/// The density of a JPEG's JFIF APP0 segment, when it has a unit (1 inch, 2 centimetre).
+fn jfif_density(b: &[u8]) -> Option<Density> {
+    let (_, seg, _) = jpeg_header_segments(b)
+        .find(|(m, seg, _)| *m == 0xE0 && seg.len() >= 12 && seg.starts_with(b"JFIF\0"))?;
+    let unit = match seg[7] {
+        1 => DensityUnit::Inch,
+        2 => DensityUnit::Centimetre,
+        _ => return None,
+    };
+    let x = u16::from_be_bytes([seg[8], seg[9]]);
+    let y = u16::from_be_bytes([seg[10], seg[11]]);
+    Density::new(f64::from(x), f64::from(y), unit)
+}
+
+/// A JPEG's comment (COM) segments, as they are: archivists write box numbers and donor notes
+/// there.
+fn jpeg_comments(b: &[u8]) -> Vec<Vec<u8>> {
+    jpeg_header_segments(b)
+        .filter(|(m, _, _)| *m == 0xFE)
+        .map(|(_, seg, _)| seg.to_vec())
+        .collect()
+}
+
+/// `jpeg` with a COM segment for each of `comments`, after its APPn segments (where
+/// libjpeg writes them).
+pub fn add_jpeg_comments(jpeg: Vec<u8>, comments: &[Vec<u8>]) -> Vec<u8> {
+    if comments.is_empty() || !jpeg.starts_with(&[0xFF, 0xD8]) {
+        return jpeg;
     }
-    None
+    let at = jpeg_header_segments(&jpeg)
+        .find(|(m, _, _)| !(0xE0..=0xEF).contains(m))
+        .map_or(2, |(_, _, at)| at);
+    let mut out =
+        Vec::with_capacity(jpeg.len() + comments.iter().map(|c| c.len() + 4).sum::<usize>());
+    out.extend_from_slice(&jpeg[..at]);
+    for c in comments {
+        // a segment holds at most 65,533 bytes; longer comments are split
+        for part in c.chunks(65_533) {
+            out.extend_from_slice(&[0xFF, 0xFE]);
+            out.extend_from_slice(&((part.len() + 2) as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out.extend_from_slice(&jpeg[at..]);
+    out
+}
+
+/// Remove the X/YResolution and ResolutionUnit entries from IFD0 of a little-endian classic
+/// TIFF (the `tiff` encoder writes 1/1 with no unit into every image; a source without a
+/// resolution must not gain one). Other files are returned as they are.
+pub fn drop_tiff_resolution(mut t: Vec<u8>) -> Vec<u8> {
+    if !t.starts_with(b"II*\0") {
+        return t;
+    }
+    let u16_at = |t: &[u8], i: usize| u16::from_le_bytes([t[i], t[i + 1]]);
+    let ifd = u32::from_le_bytes([t[4], t[5], t[6], t[7]]) as usize;
+    let Some(count) = t.get(ifd..ifd + 2).map(|_| usize::from(u16_at(&t, ifd))) else {
+        return t;
+    };
+    let end = ifd + 2 + count * 12;
+    if end + 4 > t.len() {
+        return t;
+    }
+    let entries: Vec<[u8; 12]> = (0..count)
+        .map(|k| {
+            t[ifd + 2 + k * 12..ifd + 14 + k * 12]
+                .try_into()
+                .unwrap_or([0; 12])
+        })
+        .filter(|e| !matches!(u16::from_le_bytes([e[0], e[1]]), 282 | 283 | 296))
+        .collect();
+    let next: [u8; 4] = t[end..end + 4].try_into().unwrap_or([0; 4]);
+    let mut w = ifd;
+    t[w..w + 2].copy_from_slice(&(entries.len() as u16).to_le_bytes());
+    w += 2;
+    for e in &entries {
+        t[w..w + 12].copy_from_slice(e);
+        w += 12;
+    }
+    t[w..w + 4].copy_from_slice(&next);
+    // what the entries left free: zeros (the values they pointed to stay, unreferenced)
+    t[w + 4..end + 4].fill(0);
+    t
 }
 
 /// The density of a PNG's pHYs chunk, when its unit is the metre.

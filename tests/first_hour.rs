@@ -51,7 +51,7 @@ fn what_was_left_out_and_why_is_said() {
     let mut c = colorize(&[&a], &tmp.path().join("out2"));
     c.args(["--include", "*.PNG"]);
     let o = run(c);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "no input: exit 4; {}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("0 files"), "{err}");
     assert!(
@@ -66,9 +66,9 @@ fn what_was_left_out_and_why_is_said() {
         &[&tmp.path().join("empty")],
         &tmp.path().join("out3"),
     ));
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("nothing to colorize: no image file was found"),
+        stderr(&o).contains("nothing to colorize: no file at all was found"),
         "{}",
         stderr(&o)
     );

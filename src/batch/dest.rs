@@ -146,8 +146,13 @@ impl Destinations {
 /// The checks made once before a run reads anything or loads the model: the output folder is
 /// not one of the input folders (plainly or through a symbolic link), and it exists (created
 /// here, unless `create` is false, as for `--dry-run`) and can be written. Each refusal names
-/// the folder and says why; the CLI exits 2 on it.
-pub fn preflight(output: &Path, input_folders: &[PathBuf], create: bool) -> Result<(), String> {
+/// the folder and says why; the CLI exits 2 on it. Returns the outermost folder it created,
+/// for [`remove_if_unused`].
+pub fn preflight(
+    output: &Path,
+    input_folders: &[PathBuf],
+    create: bool,
+) -> Result<Option<PathBuf>, String> {
     let shown = crate::text::shown(output);
     if let Ok(out) = output.canonicalize() {
         for root in input_folders {
@@ -166,7 +171,7 @@ pub fn preflight(output: &Path, input_folders: &[PathBuf], create: bool) -> Resu
         let mut p = Some(output);
         while let Some(dir) = p {
             match std::fs::metadata(dir) {
-                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(m) if m.is_dir() => return Ok(None),
                 Ok(_) => {
                     return Err(cannot(format!(
                         "{} is not a folder",
@@ -176,12 +181,22 @@ pub fn preflight(output: &Path, input_folders: &[PathBuf], create: bool) -> Resu
                 Err(_) => p = dir.parent().filter(|d| !d.as_os_str().is_empty()),
             }
         }
-        return Ok(());
+        return Ok(None);
     }
     if let Ok(m) = std::fs::metadata(output) {
         if !m.is_dir() {
             return Err(cannot("a file is in its place".into()));
         }
+    }
+    // the outermost folder that is not there yet
+    let mut created = None;
+    let mut p = Some(output);
+    while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(dir).is_ok() {
+            break;
+        }
+        created = Some(dir.to_path_buf());
+        p = dir.parent();
     }
     std::fs::create_dir_all(output).map_err(|e| cannot(e.to_string()))?;
     // a probe file: permissions, read-only mounts, quotas, ACLs all answer the same way
@@ -192,5 +207,23 @@ pub fn preflight(output: &Path, input_folders: &[PathBuf], create: bool) -> Resu
         .open(&probe)
         .map_err(|e| cannot(e.to_string()))?;
     let _ = std::fs::remove_file(&probe);
-    Ok(())
+    Ok(created)
+}
+
+/// Remove `created` (what [`preflight`] made) if it holds folders only: a run that did
+/// nothing (a mistyped input, weights that cannot be read) leaves no empty tree behind.
+/// Never removes a file; a folder that gained one is kept.
+pub fn remove_if_unused(created: &Path) {
+    fn prune(dir: &Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut empty = true;
+        for e in entries.flatten() {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            empty &= is_dir && prune(&e.path());
+        }
+        empty && std::fs::remove_dir(dir).is_ok()
+    }
+    prune(created);
 }

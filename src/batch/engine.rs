@@ -62,8 +62,31 @@ pub fn run(
     opts: &BatchOptions,
     sink: Option<&ReportSink>,
 ) -> Result<Outcome, Error> {
-    super::dest::preflight(&opts.output, &sources.root_folders(), !opts.dry_run)
+    let created = super::dest::preflight(&opts.output, &sources.root_folders(), !opts.dry_run)
         .map_err(Error::Usage)?;
+    let result = run_in(model, cache, index, sources, opts, sink);
+    // a run that did nothing leaves no output folder behind (a mistyped path, weights that
+    // cannot be read): only the folders preflight made, only when they hold no file
+    if let Some(dir) = created {
+        let did_nothing = match &result {
+            Err(_) => true,
+            Ok(o) => o.summary.found == 0 || o.summary.failed == o.summary.files,
+        };
+        if did_nothing {
+            super::dest::remove_if_unused(&dir);
+        }
+    }
+    result
+}
+
+fn run_in(
+    model: &LazyModel,
+    cache: &dyn Cache,
+    index: &Index,
+    sources: &Sources,
+    opts: &BatchOptions,
+    sink: Option<&ReportSink>,
+) -> Result<Outcome, Error> {
     let started = Instant::now();
     let (retry_tx, retry_rx) = unbounded::<Item>();
     let (defer_tx, defer_rx) = unbounded::<Item>();
@@ -79,6 +102,7 @@ pub fn run(
         summary: Mutex::new(Summary {
             cache: cache.describe(),
             dry_run: opts.dry_run,
+            has_report: sink.is_some(),
             ..Summary::default()
         }),
         counts: Mutex::new(Counts::default()),
@@ -261,6 +285,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
                 );
                 shared.record(Record {
                     path,
+                    root: None,
                     sha256: None,
                     status: Status::Failed,
                     output: None,
@@ -283,6 +308,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
                     shared.record(Record {
                         output: (status == Status::Skipped)
                             .then(|| opts.format.destination(&opts.output, &input)),
+                        root: input.root(),
                         path: input.source,
                         sha256: None,
                         status,
@@ -307,6 +333,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
     {
         let mut s = shared.summary();
         s.files = found;
+        s.found = total;
         s.shard = opts.shard.map(|sh| (sh, total));
     }
     shared.progress.walk_done(found);

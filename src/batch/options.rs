@@ -61,6 +61,7 @@ impl StdioAliases {
     pub fn apply(&self, mut r: super::report::Record) -> super::report::Record {
         if self.stdin_file.as_ref() == Some(&r.path) {
             r.path = PathBuf::from("-");
+            r.root = None;
         }
         if let (Some(dir), Some(out)) = (&self.stdout_dir, &r.output) {
             if out.starts_with(dir) {

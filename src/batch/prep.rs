@@ -32,12 +32,10 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                 dest: item.dest.clone(),
                 started: item.started,
             };
-            match shared.dedup.claim(&sha, waiter, !shared.opts.dry_run) {
+            // a dry run attaches copies too: their lines follow their original's
+            match shared.dedup.claim(&sha, waiter, true) {
                 Claim::Primary => item.primary = true,
-                Claim::Attached => {
-                    plan(shared, Plan::Duplicate, &item);
-                    return None;
-                }
+                Claim::Attached => return None,
                 Claim::Written(primary) => {
                     if copy_output(shared, &item, &primary) {
                         return None;
@@ -56,7 +54,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
         if shared.opts.dry_run && !shared.model.has_weights() {
             // the model is not on this machine: no identity, no cache lookup
             plan(shared, Plan::Infer, &item);
-            shared.dedup.finish(&sha, None);
+            plan_copies(shared, &sha);
             return None;
         }
         let (key, channels) = match shared.key(&sha) {
@@ -75,7 +73,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                     Plan::Infer
                 };
                 plan(shared, action, &item);
-                shared.dedup.finish(&sha, None);
+                plan_copies(shared, &sha);
                 return None;
             }
             if item.cached.is_none() && !shared.opts.cache_readonly && item.lease.is_none() {
@@ -276,6 +274,7 @@ pub(crate) fn settle_all(shared: &Shared, mut item: Item, status: Status, reason
     if let (true, Some(sha)) = (item.primary, item.sha) {
         for w in shared.dedup.finish(&sha, None) {
             shared.record(Record {
+                root: w.input.root(),
                 path: w.input.source,
                 sha256: item.sha_hex(),
                 status,
@@ -311,6 +310,7 @@ fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
     }
     shared.record(Record {
         path: item.input.source.clone(),
+        root: item.input.root(),
         sha256: item.sha_hex(),
         status: Status::Duplicate,
         output: Some(item.dest.clone()),
@@ -322,17 +322,28 @@ fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
 
 /// A `--dry-run` line for `item`, counted for the summary.
 fn plan(shared: &Shared, action: Plan, item: &Item) {
+    plan_line(shared, action, &item.input.source, &item.dest);
+}
+
+/// The `duplicate` lines of the copies attached to `sha`'s original, right after its own.
+fn plan_copies(shared: &Shared, sha: &[u8; 32]) {
+    for w in shared.dedup.finish(sha, None) {
+        plan_line(shared, Plan::Duplicate, &w.input.source, &w.dest);
+    }
+}
+
+fn plan_line(shared: &Shared, action: Plan, source: &Path, dest: &Path) {
     if !shared.opts.dry_run {
         return;
     }
     shared.summary().planned.add(action);
-    dry_line(shared, &dry_text(action.as_str(), item));
-}
-
-fn dry_text(action: &str, item: &Item) -> String {
-    format!(
-        "{action}\t{}\t{}",
-        crate::text::shown(&item.input.source),
-        crate::text::shown(&item.dest)
-    )
+    dry_line(
+        shared,
+        &format!(
+            "{}\t{}\t{}",
+            action.as_str(),
+            crate::text::shown(source),
+            crate::text::shown(dest)
+        ),
+    );
 }

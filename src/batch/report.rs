@@ -54,6 +54,8 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub path: PathBuf,
+    /// The folder whose tree the output mirrors ([`super::walk::Input::root`]).
+    pub root: Option<PathBuf>,
     pub sha256: Option<String>,
     pub status: Status,
     pub output: Option<PathBuf>,
@@ -80,18 +82,26 @@ impl Record {
         if let (Some(run), Some(map)) = (run, v.as_object_mut()) {
             map.insert("model".into(), json!(run.model));
             map.insert("size".into(), json!(run.size));
+            map.insert(
+                "root".into(),
+                json!(self.root.as_ref().map(|p| p.to_string_lossy())),
+            );
+            map.insert("cwd".into(), json!(run.cwd));
         }
         v.to_string()
     }
 }
 
 /// What every line of a run's report says about the run: the model (its name, or the
-/// checkpoint's file name) and the size it saw, so that merged reports of several runs (and
-/// the gallery) still tell them apart.
+/// checkpoint's file name), the size it saw and the folder it ran in, so that merged reports
+/// of several runs (and the gallery) still tell them apart and find their files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {
     pub model: String,
     pub size: usize,
+    /// The folder the run worked in (absolute): relative paths in the report are relative to
+    /// it, so the gallery (and anyone) can find the files from elsewhere.
+    pub cwd: Option<String>,
 }
 
 /// Counters for the summary and the metrics file.
@@ -136,6 +146,11 @@ pub struct Summary {
     pub planned: Planned,
     /// The run was a `--dry-run`.
     pub dry_run: bool,
+    /// Paths the walk found in all shards, inputs and unusable paths alike (0: the run had
+    /// nothing at all to look at, e.g. an empty or unmounted folder).
+    pub found: u64,
+    /// A `--report` is written (the failure line points to it).
+    pub has_report: bool,
 }
 
 /// A `--dry-run`'s plan for one image.
@@ -348,9 +363,13 @@ impl Summary {
         };
         if self.failed > 0 {
             s.push_str(&format!(
-                "\n{} failed: the messages above, and `\"status\":\"failed\"` lines in the report, \
-                 say why",
-                plural(self.failed, "file", "files")
+                "\n{} failed: {} say why",
+                plural(self.failed, "file", "files"),
+                if self.has_report {
+                    "the messages above, and `\"status\":\"failed\"` lines in the report,"
+                } else {
+                    "the messages above"
+                }
             ));
         }
         if !self.left_out.is_empty() {
@@ -358,7 +377,10 @@ impl Summary {
             s.push_str(&format!("\nleft out: {}", why.join("; ")));
         }
         if self.files == 0 {
-            s.push_str(if self.left_out.is_empty() {
+            s.push_str(if self.found == 0 && self.left_out.is_empty() {
+                "\nnothing to colorize: no file at all was found in the paths given (an empty \
+                 or unmounted folder?)"
+            } else if self.left_out.is_empty() {
                 "\nnothing to colorize: no image file was found in the paths given"
             } else {
                 "\nnothing to colorize: every file found was left out (see above)"
@@ -375,7 +397,15 @@ impl Summary {
     }
 
     /// Prometheus text exposition format, for node_exporter's textfile collector.
-    pub fn prometheus(&self, finished_unix: f64, success: bool) -> String {
+    ///
+    /// `last_success`: when a run last succeeded, written as it is (not advanced) when this
+    /// run did not succeed, so that an alert on its age keeps working across failed runs.
+    pub fn prometheus(
+        &self,
+        finished_unix: f64,
+        success: bool,
+        last_success: Option<f64>,
+    ) -> String {
         let mut s = String::new();
         s.push_str("# HELP ddcolor_files_total Inputs of the last run, by outcome.\n");
         s.push_str("# TYPE ddcolor_files_total gauge\n");
@@ -385,7 +415,12 @@ impl Summary {
                 self.by_status(st)
             ));
         }
-        let gauges: [(&str, &str, f64); 9] = [
+        let gauges: [(&str, &str, f64); 10] = [
+            (
+                "ddcolor_inputs_found",
+                "Paths the last run found to look at, in all shards (0: an empty or unmounted input).",
+                self.found as f64,
+            ),
             (
                 "ddcolor_unique_images",
                 "Distinct images (by SHA-256) in the last run.",
@@ -452,14 +487,16 @@ impl Summary {
         s.push_str(&format!(
             "ddcolor_last_run_timestamp_seconds {finished_unix:.3}\n"
         ));
-        if success {
+        if let Some(t) = if success {
+            Some(finished_unix)
+        } else {
+            last_success
+        } {
             s.push_str(
-                "# HELP ddcolor_last_success_timestamp_seconds When a run last finished with no failed file.\n",
+                "# HELP ddcolor_last_success_timestamp_seconds When a run last finished with no failed file and something to look at.\n",
             );
             s.push_str("# TYPE ddcolor_last_success_timestamp_seconds gauge\n");
-            s.push_str(&format!(
-                "ddcolor_last_success_timestamp_seconds {finished_unix:.3}\n"
-            ));
+            s.push_str(&format!("ddcolor_last_success_timestamp_seconds {t:.3}\n"));
         }
         s
     }
@@ -474,11 +511,15 @@ pub struct ReportSink {
 }
 
 impl ReportSink {
-    /// `-` is standard output; anything else a file (created or truncated).
+    /// `-` is standard output; anything else a file (created or truncated, its folder
+    /// created as the output folder is: `/var/log/ddcolor/last.ndjson` on a first run).
     pub fn open(target: &Path) -> std::io::Result<Self> {
         let out: Box<dyn Write + Send> = if target == Path::new("-") {
             Box::new(std::io::stdout())
         } else {
+            if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
             Box::new(std::fs::File::create(target)?)
         };
         Ok(Self {
@@ -529,7 +570,9 @@ pub struct Counts {
 impl Progress {
     pub fn new(quiet: bool) -> Self {
         let bar = stderr_bar(None, quiet);
-        bar.set_style(style("{spinner} [{elapsed_precise}] {msg}"));
+        // the counts are the last part and cut to the terminal's width: the line never wraps
+        // (a wrapped line is drawn again below itself on every tick)
+        bar.set_style(style("{spinner} [{elapsed_precise}] {wide_msg}"));
         bar.enable_steady_tick(Duration::from_millis(200));
         Self { bar }
     }
@@ -538,13 +581,13 @@ impl Progress {
     pub fn walk_done(&self, total: u64) {
         self.bar.set_length(total);
         self.bar.set_style(style(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} {msg} (ETA {eta})",
+            "{spinner} [{elapsed_precise}] {bar:16} {pos}/{len} ETA {eta} {wide_msg}",
         ));
     }
 
     pub fn update(&self, c: &Counts) {
         self.bar.set_message(format!(
-            "found {} hashed {} cached {} inferred {} written {} failed {}",
+            "{} found, {} hashed, {} cached, {} inferred, {} written, {} failed",
             c.found, c.hashed, c.cached, c.inferred, c.written, c.failed
         ));
     }

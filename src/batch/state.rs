@@ -316,6 +316,7 @@ impl Shared<'_> {
     pub fn settle(&self, item: &Item, status: Status, reason: &str) {
         self.record(Record {
             path: item.input.source.clone(),
+            root: item.input.root(),
             sha256: item.sha_hex(),
             status,
             output: None,

@@ -56,6 +56,28 @@ pub struct Input {
     pub relative: PathBuf,
 }
 
+impl Input {
+    /// The folder whose tree is mirrored for this input: `source` less `relative` (the folder
+    /// named on the command line, the part of a `--files-from` entry before `/./`, `.` for a
+    /// relative entry mirrored whole, the file's folder for a file named directly). `None`
+    /// when `source` does not end with `relative` (standard input's stand-in).
+    pub fn root(&self) -> Option<PathBuf> {
+        let up = self.relative.components().count();
+        let mut root = self.source.clone();
+        if !root.ends_with(&self.relative) {
+            return None;
+        }
+        for _ in 0..up {
+            root.pop();
+        }
+        Some(if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root
+        })
+    }
+}
+
 /// Inputs found, plus the paths that could not be used and why.
 #[derive(Debug, Default)]
 pub struct Discovery {
@@ -367,6 +389,18 @@ fn listed(
     output_dir: &Path,
     emit: &mut dyn FnMut(Found) -> bool,
 ) -> bool {
+    if let Some((root, relative)) = split_marker(p) {
+        return emit(match safe_relative(&relative) {
+            Some(relative) => Found::Input(Input {
+                source: root.join(&relative),
+                relative,
+            }),
+            None => Found::Error(
+                p.to_path_buf(),
+                "the part after /./ must be a relative path without ..".into(),
+            ),
+        });
+    }
     if p.is_dir() {
         return walk_roots(
             std::slice::from_ref(&p.to_path_buf()),
@@ -388,6 +422,28 @@ fn listed(
         }),
         None => Found::Error(p.to_path_buf(), "has no file name".into()),
     })
+}
+
+/// rsync's `--relative` marker: `ROOT/./REL` in a `--files-from` entry is the file
+/// `ROOT/REL`, mirrored as `REL` (what the gallery's flagged list holds, so that a rerun
+/// replaces exactly the outputs of the first run, from any folder). Only a `/./` inside the
+/// entry counts: a leading `./` (as `find .` prints) is just the current folder.
+fn split_marker(p: &Path) -> Option<(PathBuf, PathBuf)> {
+    let b = path_bytes(p);
+    let at = b.windows(3).position(|w| w == b"/./")?;
+    let root = if at == 0 { &b[..1] } else { &b[..at] };
+    Some((bytes_to_path(root), bytes_to_path(&b[at + 3..])))
+}
+
+#[cfg(unix)]
+fn path_bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(not(unix))]
+fn path_bytes(p: &Path) -> Vec<u8> {
+    p.to_string_lossy().as_bytes().to_vec()
 }
 
 /// Inputs from a file list, collected (see [`Sources::walk`] for the streaming form).

@@ -35,10 +35,12 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
         // between leaves a line whose file a rerun writes; never a file without its line)
         let status = job.status;
         let (source, dest) = (item.input.source.clone(), item.dest.clone());
+        let root = item.input.root();
         let started = item.started;
         let primary = write_one(shared, &mut swept, &img, &carry, &item.dest, || {
             shared.record(Record {
                 path: source.clone(),
+                root: root.clone(),
                 sha256: sha.clone(),
                 status,
                 output: Some(dest.clone()),
@@ -50,6 +52,7 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
         if let Err(e) = primary {
             shared.record(Record {
                 path: source,
+                root,
                 sha256: sha.clone(),
                 status: Status::Failed,
                 output: None,
@@ -68,6 +71,7 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
                 let r = write_one(shared, &mut swept, &img, &carry, &w.dest, || {
                     shared.record(Record {
                         path: w.input.source.clone(),
+                        root: w.input.root(),
                         sha256: sha.clone(),
                         status: Status::Duplicate,
                         output: Some(w.dest.clone()),
@@ -77,6 +81,7 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
                 });
                 if let Err(e) = r {
                     shared.record(Record {
+                        root: w.input.root(),
                         path: w.input.source,
                         sha256: sha.clone(),
                         status: Status::Failed,

@@ -210,9 +210,15 @@ pub struct ColorizeArgs {
     /// Write Prometheus metrics here (atomically) for node_exporter's textfile collector.
     #[arg(help_heading = "Reporting", long, value_name = "FILE.prom")]
     pub metrics_file: Option<PathBuf>,
-    /// No progress bar and no summary; errors are still printed.
+    /// No progress bar and no summary; errors are still printed, and so is a run that found
+    /// nothing to look at.
     #[arg(help_heading = "Reporting", long, short = 'q')]
     pub quiet: bool,
+    /// Inputs with nothing in them are fine: exit 0 (and count as a success in the metrics)
+    /// instead of 4. For lists that are often empty (`find -newer ... | ddcolor colorize
+    /// --files-from -`).
+    #[arg(help_heading = "Reporting", long)]
+    pub allow_empty: bool,
 }
 
 /// Everything `colorize` needs, checked.
@@ -450,6 +456,9 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
                         None => args.model.model.to_string(),
                     },
                     size: args.model.size,
+                    cwd: std::env::current_dir()
+                        .ok()
+                        .map(|d| d.to_string_lossy().into_owned()),
                 }),
         ),
         None => None,
@@ -468,7 +477,19 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
     if !args.quiet {
         eprintln!("{}", s.render());
     }
-    let mut success = s.failed == 0;
+    // an empty or unmounted archive must not look like a quiet success
+    let empty = s.found == 0 && !args.allow_empty;
+    if empty && args.quiet {
+        eprintln!(
+            "ddcolor: nothing to colorize: {} (exit 4; --allow-empty if that is expected)",
+            if s.left_out.is_empty() {
+                "no file at all was found in the paths given (an empty or unmounted folder?)"
+            } else {
+                "every file found was left out (not an image, or filtered)"
+            }
+        );
+    }
+    let mut success = s.failed == 0 && !empty;
     if let (Some(f), false) = (&filter, args.dry_run) {
         success &= f.finish(s)?;
     }
@@ -477,7 +498,7 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
-        let text = s.prometheus(now, success);
+        let text = s.prometheus(now, success, last_success(path));
         if let Err(e) = imageio::write_atomic(path, |w| {
             w.write_all(text.as_bytes()).map_err(|e| Error::Write {
                 path: path.clone(),
@@ -487,5 +508,19 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
             eprintln!("ddcolor: warning: {e}");
         }
     }
-    Ok(if success { exit::OK } else { exit::SOME_FAILED })
+    Ok(if empty && s.failed == 0 {
+        exit::NO_INPUT
+    } else if success {
+        exit::OK
+    } else {
+        exit::SOME_FAILED
+    })
+}
+
+/// `ddcolor_last_success_timestamp_seconds` of an earlier run's metrics file, if any.
+fn last_success(metrics: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ddcolor_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
 }

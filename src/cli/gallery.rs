@@ -51,18 +51,18 @@ pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
     .map_err(Error::Usage)?;
     if !args.quiet {
         eprintln!(
-            "ddcolor: gallery of {} images in {} ({} thumbnails made, {} kept{}{})",
-            stats.images,
+            "ddcolor: gallery of {} in {} ({} made, {} kept{}{})",
+            crate::batch::report::plural(stats.images as u64, "image", "images"),
             crate::text::shown(&args.output.join("index.html")),
-            stats.thumbnails,
+            crate::batch::report::plural(stats.thumbnails as u64, "thumbnail", "thumbnails"),
             stats.reused,
-            if stats.missing > 0 {
-                format!(
-                    ", {} images could not be read for thumbnails",
-                    stats.missing
-                )
-            } else {
+            if stats.unreadable.is_empty() {
                 String::new()
+            } else {
+                format!(
+                    ", {} that cannot be shown (damaged or not images)",
+                    stats.unreadable.len()
+                )
             },
             if bad > 0 {
                 format!(", {bad} lines that are not report lines skipped")
@@ -70,6 +70,23 @@ pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
                 String::new()
             },
         );
+    }
+    // a file the report names that is not there is said even with --quiet: the page shows
+    // an empty frame for it, and a reviewer should know before opening it
+    if let Some(first) = stats.missing.first() {
+        eprintln!(
+            "ddcolor: {} named in the reports {} not found, e.g. {} (paths in a report are \
+             relative to the folder `colorize` ran in, which reports since this version record \
+             as \"cwd\"; files moved or deleted since the run show as not found)",
+            crate::batch::report::plural(stats.missing.len() as u64, "file", "files"),
+            if stats.missing.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            crate::text::shown(first),
+        );
+        return Ok(exit::SOME_FAILED);
     }
     Ok(exit::OK)
 }

@@ -35,6 +35,8 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
         }
         WeightsCommand::Fetch(args) => {
             let hub = Hub::from_env();
+            // every name is tried, whatever happened to the one before it
+            let mut errors = Vec::new();
             for &name in &args.names {
                 if !args.force {
                     if let Some(found) = locations.find(name) {
@@ -46,10 +48,24 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
                         continue;
                     }
                 }
-                let path = fetch(name, &locations, &hub, args.quiet, args.force)?;
-                println!("{name}\t{}", crate::text::shown(&path));
+                match fetch(name, &locations, &hub, args.quiet, args.force) {
+                    Ok(path) => println!("{name}\t{}", crate::text::shown(&path)),
+                    Err(e) => errors.push(e),
+                }
             }
-            Ok(())
+            match errors.len() {
+                0 => Ok(()),
+                1 if args.names.len() == 1 => Err(errors.remove(0)),
+                n => {
+                    for e in &errors {
+                        eprintln!("ddcolor: {e}");
+                    }
+                    Err(WeightsError::Several {
+                        failed: n,
+                        tried: args.names.len(),
+                    })
+                }
+            }
         }
     }
 }

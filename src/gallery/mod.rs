@@ -8,14 +8,16 @@
 //! Thumbnails (JPEG, long side [`GalleryOptions::thumb_side`]) are made in parallel from the
 //! sources and outputs the reports name, through the same decoder as `colorize` (16-bit scans,
 //! TIFF, EXIF orientation); one that is newer than its image is kept.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use crate::imageio;
+
+mod html;
 
 /// Cards per page.
 pub const PAGE_SIZE: usize = 48;
@@ -23,6 +25,7 @@ pub const PAGE_SIZE: usize = 48;
 /// One input, as the last report line about it says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
+    /// The input as the report names it (relative to `cwd`, or absolute).
     pub path: String,
     pub status: String,
     pub output: Option<String>,
@@ -30,14 +33,84 @@ pub struct Entry {
     pub ms: Option<u64>,
     pub model: Option<String>,
     pub size: Option<u64>,
+    /// The folder whose tree the output mirrors (see `colorize --report`).
+    pub root: Option<String>,
+    /// The folder `colorize` ran in: relative paths are relative to it.
+    pub cwd: Option<String>,
 }
 
-/// Read NDJSON reports (`colorize --report`), in order: the last line about a path wins (a
-/// rerun, a requeued task's second attempt). Lines that are not report lines are counted and
-/// skipped.
+impl Entry {
+    /// The input's file, found from any folder: relative to the run's folder when the report
+    /// says which (reports of older versions: relative to this process's folder).
+    pub fn source(&self) -> PathBuf {
+        self.resolve(&self.path)
+    }
+
+    /// The output's file, found from any folder.
+    pub fn output_file(&self) -> Option<PathBuf> {
+        self.output.as_deref().map(|o| self.resolve(o))
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        match &self.cwd {
+            Some(cwd) if p.is_relative() => normalise(&Path::new(cwd).join(p)),
+            _ => normalise(p),
+        }
+    }
+
+    /// The `--files-from` line that reruns this input into the same output:
+    /// `ROOT/./RELATIVE` (rsync's marker), absolute when the run's folder is known.
+    pub fn rerun_line(&self) -> Option<String> {
+        let root = self.root.as_deref()?;
+        let relative = Path::new(&self.path).strip_prefix(root).ok()?;
+        let root = self.resolve(root);
+        Some(format!(
+            "{}/./{}",
+            root.to_string_lossy().trim_end_matches('/'),
+            relative.to_string_lossy()
+        ))
+    }
+
+    /// A `skipped` line because the output was already there: it says nothing new about an
+    /// image an earlier line (a run that wrote it) describes.
+    fn output_was_there(&self) -> bool {
+        self.status == "skipped"
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("output exists"))
+    }
+}
+
+/// `p` without `.` and with each `..` taken back where it can be (the file need not exist).
+fn normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Read NDJSON reports (`colorize --report`), in order: the last line about an input wins (a
+/// rerun, a requeued task's second attempt), except that a line that only says its output was
+/// already there does not hide what an earlier line said about that output. Inputs are told
+/// apart by their files, so reports written from different folders merge. Lines that are not
+/// report lines are counted and skipped.
 pub fn read_reports(paths: &[PathBuf]) -> Result<(Vec<Entry>, usize), String> {
-    let mut order: Vec<String> = Vec::new();
-    let mut last: HashMap<String, Entry> = HashMap::new();
+    let mut order: Vec<PathBuf> = Vec::new();
+    let mut last: HashMap<PathBuf, Entry> = HashMap::new();
     let mut bad = 0;
     for p in paths {
         let f = std::fs::File::open(p)
@@ -55,10 +128,24 @@ pub fn read_reports(paths: &[PathBuf]) -> Result<(Vec<Entry>, usize), String> {
                 bad += 1;
                 continue;
             };
-            if !last.contains_key(&e.path) {
-                order.push(e.path.clone());
+            let key = if e.path == "-" {
+                PathBuf::from(format!("-\0{}", order.len()))
+            } else {
+                e.source()
+            };
+            match last.get(&key) {
+                None => order.push(key.clone()),
+                Some(old)
+                    if e.output_was_there()
+                        && old.status != "failed"
+                        && old.output_file().is_some()
+                        && old.output_file() == e.output_file() =>
+                {
+                    continue
+                }
+                Some(_) => {}
             }
-            last.insert(e.path.clone(), e);
+            last.insert(key, e);
         }
     }
     let entries = order.into_iter().filter_map(|p| last.remove(&p)).collect();
@@ -75,6 +162,8 @@ fn entry(v: &Value) -> Option<Entry> {
         ms: v.get("ms").and_then(Value::as_u64),
         model: s("model"),
         size: v.get("size").and_then(Value::as_u64),
+        root: s("root"),
+        cwd: s("cwd"),
     })
 }
 
@@ -93,8 +182,19 @@ pub struct GalleryStats {
     pub images: usize,
     pub thumbnails: usize,
     pub reused: usize,
-    /// Sources or outputs named in the reports that could not be read.
-    pub missing: usize,
+    /// Sources or outputs named in the reports that are not there (moved, deleted, or the
+    /// report is older than `cwd` in reports and was written elsewhere), each with where it was
+    /// looked for.
+    pub missing: Vec<PathBuf>,
+    /// Sources or outputs that are there but could not be decoded (a damaged input, which
+    /// the report says failed), with why.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// Why a thumbnail could not be made.
+enum ThumbError {
+    NotFound,
+    Unreadable(String),
 }
 
 /// Write `out/index.html` and `out/thumbs/` for `entries`.
@@ -102,33 +202,35 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
     let thumbs = out.join("thumbs");
     std::fs::create_dir_all(&thumbs)
         .map_err(|e| format!("cannot create {}: {e}", crate::text::shown(&thumbs)))?;
-    // (source image, thumbnail name) for every side that exists
+    // (source image, thumbnail name) for every side the report names
     let jobs: Vec<(PathBuf, String)> = entries
         .iter()
         .flat_map(|e| {
-            let [before_name, after_name] = thumb_names(&e.path);
-            let before = (e.path != "-").then(|| (PathBuf::from(&e.path), before_name));
+            let [before_name, after_name] = thumb_names(&e.source());
+            let before = (e.path != "-").then(|| (e.source(), before_name));
             let after = e
                 .output
                 .as_deref()
                 .filter(|o| *o != "-")
-                .map(|o| (PathBuf::from(o), after_name));
+                .and_then(|_| e.output_file())
+                .map(|o| (o, after_name));
             [before, after].into_iter().flatten()
         })
         .collect();
-    let made: Vec<(String, Result<bool, String>)> = jobs
+    let made: Vec<(String, PathBuf, Result<bool, ThumbError>)> = jobs
         .par_iter()
         .map(|(src, name)| {
             let r = thumbnail(src, &thumbs.join(name), opts);
-            (name.clone(), r)
+            (name.clone(), src.clone(), r)
         })
         .collect();
     let mut stats = GalleryStats {
         images: entries.len(),
         ..Default::default()
     };
-    let mut ok: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for (name, r) in made {
+    let mut ok: HashSet<String> = HashSet::new();
+    let mut why: HashMap<String, String> = HashMap::new();
+    for (name, src, r) in made {
         match r {
             Ok(fresh) => {
                 if fresh {
@@ -138,7 +240,14 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
                 }
                 ok.insert(name);
             }
-            Err(_) => stats.missing += 1,
+            Err(ThumbError::NotFound) => {
+                why.insert(name, format!("not found: {}", crate::text::shown(&src)));
+                stats.missing.push(src);
+            }
+            Err(ThumbError::Unreadable(e)) => {
+                why.insert(name, format!("cannot be shown: {e}"));
+                stats.unreadable.push((src, e));
+            }
         }
     }
     // in path order, as an archivist browses folders
@@ -147,13 +256,15 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
     let items: Vec<Value> = sorted
         .iter()
         .map(|e| {
-            let [before, after] = thumb_names(&e.path);
-            let shown = |name: String| ok.contains(&name).then(|| format!("thumbs/{name}"));
+            let key = e.source();
+            let [before, after] = thumb_names(&key);
+            let shown = |name: &String| ok.contains(name).then(|| format!("thumbs/{name}"));
             let folder = Path::new(&e.path)
                 .parent()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             json!({
+                "key": key.to_string_lossy(),
                 "path": e.path,
                 "folder": folder,
                 "status": e.status,
@@ -162,16 +273,19 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
                 "ms": e.ms,
                 "model": e.model,
                 "size": e.size,
-                "before": shown(before),
-                "after": shown(after),
+                "before": shown(&before),
+                "after": shown(&after),
+                "before_why": why.get(&before),
+                "after_why": why.get(&after),
+                "rerun": e.rerun_line(),
             })
         })
         .collect();
     // flags are kept per gallery (every file:// page shares one browser storage)
     let id = crate::hash::hex(&crate::batch::read::sha256(
-        sorted
+        items
             .iter()
-            .map(|e| e.path.as_str())
+            .filter_map(|i| i["key"].as_str())
             .collect::<Vec<_>>()
             .join("\n")
             .as_bytes(),
@@ -182,11 +296,15 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
         "page_size": PAGE_SIZE,
         "items": items,
     });
-    // inside <script>: `</` must not close the element early
-    let data = data.to_string().replace("</", "<\\/");
-    let html = include_str!("page.html")
-        .replace("__TITLE__", &html_escape(&opts.title))
-        .replace("__DATA__", &data);
+    let template = include_str!("page.html");
+    let html = html::fill(
+        template,
+        &[
+            ("CSP", &html::text(&html::content_security_policy(template))),
+            ("TITLE", &html::text(&opts.title)),
+            ("DATA", &html::json_for_script(&data)),
+        ],
+    );
     let index = out.join("index.html");
     imageio::write_atomic(&index, |w| {
         w.write_all(html.as_bytes())
@@ -200,23 +318,28 @@ pub fn build(entries: &[Entry], out: &Path, opts: &GalleryOptions) -> Result<Gal
 }
 
 /// The thumbnail file names of an input and of its output, from a digest of the input's path.
-fn thumb_names(path: &str) -> [String; 2] {
-    let key = crate::hash::hex(&crate::batch::read::sha256(path.as_bytes()));
+fn thumb_names(path: &Path) -> [String; 2] {
+    let key = crate::hash::hex(&crate::batch::read::sha256(
+        path.to_string_lossy().as_bytes(),
+    ));
     let key = &key[..20];
     [format!("{key}-before.jpg"), format!("{key}-after.jpg")]
 }
 
 /// A JPEG thumbnail of `src` at `dest`; `Ok(false)` when `dest` is already newer than `src`.
-fn thumbnail(src: &Path, dest: &Path, opts: &GalleryOptions) -> Result<bool, String> {
-    let src_time = std::fs::metadata(src)
-        .and_then(|m| m.modified())
-        .map_err(|e| e.to_string())?;
+fn thumbnail(src: &Path, dest: &Path, opts: &GalleryOptions) -> Result<bool, ThumbError> {
+    let src_time = match std::fs::metadata(src).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ThumbError::NotFound),
+        Err(e) => return Err(ThumbError::Unreadable(e.to_string())),
+    };
     if let Ok(t) = std::fs::metadata(dest).and_then(|m| m.modified()) {
         if t >= src_time {
             return Ok(false);
         }
     }
-    let img = imageio::decode(src, opts.max_pixels).map_err(|e| e.to_string())?;
+    let unreadable = |e: &dyn std::fmt::Display| ThumbError::Unreadable(e.to_string());
+    let img = imageio::decode(src, opts.max_pixels).map_err(|e| unreadable(&e))?;
     let (w, h) = (img.width(), img.height());
     let side = opts.thumb_side.max(16);
     let scale = (side as f64 / w.max(h) as f64).min(1.0);
@@ -232,15 +355,8 @@ fn thumbnail(src: &Path, dest: &Path, opts: &GalleryOptions) -> Result<bool, Str
         image::imageops::resize(&rgb, tw, th, image::imageops::FilterType::Triangle)
     };
     imageio::save_with(&image::DynamicImage::ImageRgb8(small), dest, None, 85)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unreadable(&e))?;
     Ok(true)
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -239,7 +239,10 @@ impl Hub {
         replace: bool,
     ) -> Result<u64, HubError> {
         let url = self.url(repo, file);
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
+        // made here: removed again if the download fails before anything arrives
+        let made = dir.filter(|d| !d.exists());
+        if let Some(dir) = dir {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         let lock_file = lock_path(dest);
@@ -276,6 +279,14 @@ impl Hub {
         // no lock file left behind, whatever happened (removed while still held)
         let _ = std::fs::remove_file(&lock_file);
         let _ = fs2::FileExt::unlock(&lock);
+        if let (Err(_), Some(dir)) = (&result, made) {
+            // only if empty: a partial download stays for the next try to resume
+            let part = part_path(dest);
+            if std::fs::metadata(&part).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&part);
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
         result
     }
 

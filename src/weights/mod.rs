@@ -100,6 +100,9 @@ pub enum WeightsError {
         source: Box<HubError>,
         help: String,
     },
+    /// `weights fetch A B ...`: each was tried; these failed (each said on stderr).
+    #[error("{failed} of {tried} models could not be fetched (see above)")]
+    Several { failed: usize, tried: usize },
 }
 
 /// The checkpoint `--weights` names: a file, or a folder holding `pytorch_model.bin` (a
