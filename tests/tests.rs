@@ -13,6 +13,7 @@ mod gpu;
 mod hub_server;
 mod model;
 mod ops;
+mod overhead;
 mod pipeline;
 mod readme;
 mod redis_util;

@@ -62,6 +62,9 @@ pub fn main_exit_code() -> i32 {
     if !matches!(cli.command, Command::Colorize(_)) {
         quiet_on_closed_stdout();
     }
+    if !matches!(cli.command, Command::Bench(_)) {
+        decide_threads_once();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -85,6 +88,21 @@ fn quiet_on_closed_stdout() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// candle sizes each CPU matrix product from `RAYON_NUM_THREADS`, else the physical cores,
+/// which `num_cpus` finds by parsing `/proc/cpuinfo` on every call: 27 reads for one image at
+/// 64 px, and on a 128-core host each read costs milliseconds. Decided once here: rayon's
+/// global pool as before (the logical CPUs), then `RAYON_NUM_THREADS` set to candle's answer,
+/// so that candle reads a variable instead of the file. A `RAYON_NUM_THREADS` given by the
+/// user wins, as before. (`bench` sets its own.)
+fn decide_threads_once() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let products = candle_core::utils::get_num_threads();
+    let _ = rayon::ThreadPoolBuilder::new().build_global();
+    std::env::set_var("RAYON_NUM_THREADS", products.to_string());
 }
 
 pub fn run(cli: Cli) -> Result<i32, Error> {

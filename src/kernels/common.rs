@@ -54,3 +54,12 @@ pub(crate) fn per_image(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Re
         .collect::<Result<Vec<_>>>()?;
     Tensor::cat(&images, 0)
 }
+
+/// Threads for the matrix products: candle's choice (`RAYON_NUM_THREADS`, else the physical
+/// cores), decided once per process. candle answers through `num_cpus::get_physical()`, which
+/// parses `/proc/cpuinfo` on every call: per product that was 77 reads an image, and on a
+/// many-core host (a larger file) milliseconds each.
+pub(crate) fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}

@@ -220,7 +220,7 @@ impl Gemm {
     /// `dst[bi] (=|+=) a[bi] b[bi]` for every batch, into `batch` contiguous `m x n` blocks.
     fn gemm(&self, a: &View, b: &View, dst: *mut f32, batch: usize, read_dst: bool) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
-        let threads = candle_core::utils::get_num_threads();
+        let threads = super::common::threads();
         let par = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
         } else {

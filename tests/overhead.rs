@@ -1,0 +1,37 @@
+//! What a run costs besides the model: system calls counted with strace (CONTRIBUTING.md
+//! "Set-up" lists it; `.ci/run` installs it).
+use std::process::Command;
+
+use crate::util::{ddcolor_bin, fixtures, golden};
+
+/// `/proc/cpuinfo` is read at most once per run, however many images and products: candle's
+/// thread count would otherwise parse it on every matrix product (27 times an image at 64 px).
+#[test]
+fn proc_cpuinfo_is_read_at_most_once_per_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("strace.log");
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,open", "-o"])
+        .arg(&log)
+        .arg(ddcolor_bin())
+        .arg("colorize")
+        .arg(fixtures("photos"))
+        .arg("--output")
+        .arg(tmp.path().join("out"))
+        .arg("--weights")
+        .arg(golden("ddcolor-test.safetensors"))
+        .args(["--size", "64", "--cache", "none", "--device", "cpu", "-q"])
+        .env_remove("RAYON_NUM_THREADS")
+        .env_remove("DDCOLOR_CACHE")
+        .output()
+        .expect("strace (apt-get install strace; see CONTRIBUTING.md)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let opens = trace
+        .lines()
+        .filter(|l| l.contains("\"/proc/cpuinfo\""))
+        .count();
+    let images = std::fs::read_dir(tmp.path().join("out")).unwrap().count();
+    assert!(images >= 8, "the run wrote {images} entries");
+    assert!(opens <= 1, "/proc/cpuinfo opened {opens} times in one run");
+}
