@@ -21,6 +21,7 @@ pub mod meta;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod say;
 mod simd;
 pub mod text;
 pub mod weights;

@@ -1,5 +1,6 @@
 //! Progress bars on stderr, hidden when stderr is not a terminal or the run is quiet: the one
-//! rule for every bar ddcolor shows (batch runs, downloads).
+//! rule for every bar ddcolor shows (batch runs, downloads). A visible bar draws through the
+//! stderr queue ([`crate::say`]), so a terminal that stops reading never blocks the run.
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,7 +12,7 @@ pub fn stderr_bar(len: Option<u64>, quiet: bool) -> ProgressBar {
     ProgressBar::with_draw_target(
         len,
         if visible {
-            ProgressDrawTarget::stderr()
+            ProgressDrawTarget::term_like_with_hz(Box::new(crate::say::QueuedTerm), 20)
         } else {
             ProgressDrawTarget::hidden()
         },

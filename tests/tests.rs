@@ -1,4 +1,5 @@
 //! One integration-test binary (see Cargo.toml `autotests = false`): each module is one area.
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 mod archivist;
 mod batch;
 mod batch_redis;
@@ -19,5 +20,6 @@ mod redis_util;
 mod shard;
 mod shared_cache;
 mod stream;
+mod streams;
 mod util;
 mod weights;

@@ -44,13 +44,13 @@ impl ModelSpec {
     pub fn load(&self, quiet: bool) -> Result<Colorizer, Error> {
         let (dev, note) = self.device.open().map_err(Error::Usage)?;
         if let (Some(note), false) = (note, quiet) {
-            eprintln!("ddcolor: {note}");
+            crate::say!("ddcolor: {note}");
         }
         candle_core::cuda::set_gemm_reduced_precision_f32(self.tf32);
         let model = DDColor::load_as(&self.weights, &dev, self.dtype.dtype())?;
         if !quiet {
             let c = model.config();
-            eprintln!(
+            crate::say!(
                 "ddcolor: loaded {} ({} encoder, {} model) on {}, {}",
                 crate::text::shown(&self.weights),
                 c.encoder.name(),

@@ -50,7 +50,7 @@ pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
     )
     .map_err(Error::Usage)?;
     if !args.quiet {
-        eprintln!(
+        crate::say!(
             "ddcolor: gallery of {} images in {} ({} thumbnails made, {} kept{}{})",
             stats.images,
             crate::text::shown(&args.output.join("index.html")),

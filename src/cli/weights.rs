@@ -30,24 +30,23 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
     let locations = Locations::from_env();
     match cmd {
         WeightsCommand::List => {
-            print!("{}", list(&locations));
-            Ok(())
+            crate::say::stdout_bytes(list(&locations).as_bytes()).map_err(WeightsError::from)
         }
         WeightsCommand::Fetch(args) => {
             let hub = Hub::from_env();
             for &name in &args.names {
                 if !args.force {
                     if let Some(found) = locations.find(name) {
-                        println!(
+                        crate::say::out_line(&format!(
                             "{name}\t{}\t(already here: {})",
                             crate::text::shown(&found.path),
                             found.place
-                        );
+                        ))?;
                         continue;
                     }
                 }
                 let path = fetch(name, &locations, &hub, args.quiet, args.force)?;
-                println!("{name}\t{}", crate::text::shown(&path));
+                crate::say::out_line(&format!("{name}\t{}", crate::text::shown(&path)))?;
             }
             Ok(())
         }

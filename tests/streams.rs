@@ -1,0 +1,181 @@
+//! Streams and hostile input, second round (#25): a full or closed stderr, a closed stdout, an
+//! overflowing --max-pixels, a folder symlink inside the output tree, ACL users that may SET but
+//! not run scripts or DEL, and the smaller ones. Real processes, real redis-server.
+#![allow(unused_imports)] // the rest of the tests use them (later commits)
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::batch::{colorize_cmd, count, ddcolor, disk_spec as disk, report, run, stderr};
+use crate::redis_util::{RedisConfig, RedisServer};
+use crate::stream::gray_album;
+use crate::util::{fixtures, golden};
+
+/// Wait for `c` (already given its streams), or kill it after `limit` and fail: a hang is the
+/// defect under test.
+fn wait_within(mut c: Command, limit: Duration) -> std::process::ExitStatus {
+    let mut child = c.spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The write end of a pipe whose read end is already closed: every write fails (EPIPE).
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
+fn files_in(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+// 1. stderr that cannot be written
+
+#[test]
+fn a_full_or_closed_stderr_never_blocks_panics_or_loses_a_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 6, 64);
+    // an unreadable file: its error line is one more message to lose
+    std::fs::write(album.join("broken.png"), b"not a png").unwrap();
+    let cache = disk(&tmp.path().join("cache"));
+    for (name, dry) in [
+        ("full", false),
+        ("closed", false),
+        ("full-dry", true),
+        ("closed-dry", true),
+    ] {
+        let out = tmp.path().join(format!("out-{name}"));
+        let r = tmp.path().join(format!("{name}.json"));
+        let m = tmp.path().join(format!("{name}.prom"));
+        let mut c = colorize_cmd(&[&album], &out, &cache, &r);
+        c.arg("--metrics-file").arg(&m).stdout(Stdio::null());
+        if dry {
+            c.arg("--dry-run");
+        }
+        if name.starts_with("full") {
+            c.stderr(dev_full());
+        } else {
+            c.stderr(closed_pipe());
+        }
+        let status = wait_within(c, Duration::from_secs(120));
+        // the exit code says what happened to the images: one failed (a dry run reads none)
+        let code = if dry { 0 } else { 1 };
+        assert_eq!(status.code(), Some(code), "{name}: {status:?}");
+        if dry {
+            continue;
+        }
+        let rep = report(&r);
+        assert_eq!(rep.len(), 7, "{name}: {rep:?}");
+        assert_eq!(count(&rep, "failed"), 1, "{name}");
+        assert_eq!(files_in(&out), 6, "{name}");
+        let metrics = std::fs::read_to_string(&m).unwrap();
+        assert!(metrics.contains("ddcolor_files_total"), "{name}: {metrics}");
+    }
+}
+
+/// `colorize ... 2>&1 | head -1`: stdout and stderr on one pipe whose reader takes a line and
+/// goes away.
+#[test]
+fn stdout_and_stderr_on_a_pipe_that_closes_after_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 4, 64);
+    let out = tmp.path().join("out");
+    let r = tmp.path().join("r.json");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut c = colorize_cmd(&[&album], &out, "none", &r);
+    c.arg("--dry-run")
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer);
+    let mut child = c.spawn().unwrap();
+    drop(c);
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(reader)
+            .read_line(&mut line)
+            .unwrap();
+    } // the reader is dropped here
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("still running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+// 2. stdout that closes before the image is delivered
+
+#[test]
+fn an_image_that_never_reached_a_closed_stdout_is_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = std::fs::read(fixtures("photos/coffee.jpg")).unwrap();
+    let r = tmp.path().join("r.json");
+    let m = tmp.path().join("m.prom");
+    let mut c = ddcolor();
+    c.args(["colorize", "-", "-o", "-", "--weights"])
+        .arg(golden("ddcolor-test.safetensors"))
+        .args(["--size", "64", "--device", "cpu", "--cache"])
+        .arg(disk(&tmp.path().join("cache")))
+        .arg("--report")
+        .arg(&r)
+        .arg("--metrics-file")
+        .arg(&m)
+        .stdin(Stdio::piped())
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(c);
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(&photo).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rep = report(&r);
+    assert_eq!(rep.len(), 1, "{rep:?}");
+    assert_eq!(rep[0]["status"], "failed", "{rep:?}");
+    assert!(
+        rep[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write to standard output"),
+        "{rep:?}"
+    );
+    assert!(stderr(&o).contains("1 failed"), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(&m).expect("metrics written");
+    assert!(
+        metrics.contains("ddcolor_files_total{status=\"failed\"} 1"),
+        "{metrics}"
+    );
+}
