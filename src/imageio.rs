@@ -18,6 +18,27 @@ use crate::meta::{self, Metadata};
 /// Default ceiling on decoded pixels: 250 megapixels covers a 600 dpi A3 scan.
 pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
 
+/// The largest `--max-pixels` accepted: 2^40 (a trillion pixels, 8 TiB as 16-bit RGBA), far
+/// past any scan, and small enough that every size derived from it fits in 64 bits.
+pub const MAX_MAX_PIXELS: u64 = 1 << 40;
+
+/// `--max-pixels N`: a whole number from 1 to [`MAX_MAX_PIXELS`].
+pub fn parse_max_pixels(s: &str) -> std::result::Result<u64, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of pixels"))?;
+    if n == 0 {
+        return Err("0 would refuse every image; the smallest is 1".into());
+    }
+    if n > MAX_MAX_PIXELS {
+        return Err(format!(
+            "{n} is more than the largest allowed, {MAX_MAX_PIXELS} (2^40 pixels)"
+        ));
+    }
+    Ok(n)
+}
+
 /// Decode an image file, upright (EXIF orientation applied), refusing images whose header
 /// claims more than `max_pixels` pixels (checked before any pixel buffer is allocated) and JPEGs
 /// that end before their image does.

@@ -179,3 +179,35 @@ fn an_image_that_never_reached_a_closed_stdout_is_a_failure() {
         "{metrics}"
     );
 }
+
+// 4. --max-pixels past what sizes can hold
+
+#[test]
+fn a_max_pixels_that_would_overflow_is_refused_at_parse_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 3, 64);
+    for n in [
+        "2305843009213693951",
+        "2305843009213693952",
+        "18446744073709551615",
+        "10000000000000000000",
+    ] {
+        let out = tmp.path().join("out");
+        let r = tmp.path().join("r.json");
+        let mut c = colorize_cmd(&[&album], &out, "none", &r);
+        c.args(["--max-pixels", n]);
+        let o = run(c);
+        assert_eq!(o.status.code(), Some(2), "{n}: {}", stderr(&o));
+        assert!(stderr(&o).contains("1099511627776"), "{n}: {}", stderr(&o));
+        assert!(!out.exists());
+    }
+    // the largest allowed works, each file counted as itself
+    let out = tmp.path().join("out");
+    let r = tmp.path().join("r.json");
+    let mut c = colorize_cmd(&[&album], &out, "none", &r);
+    c.args(["--max-pixels", "1099511627776"]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(count(&report(&r), "inferred"), 3);
+}

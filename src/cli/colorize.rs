@@ -107,8 +107,8 @@ pub struct ColorizeArgs {
     /// Read and hash every file, trusting nothing the index of hashed files remembers.
     #[arg(help_heading = "Inputs", long)]
     pub rehash: bool,
-    /// Refuse images whose header claims more pixels than this.
-    #[arg(help_heading = "Inputs", long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    /// Refuse images whose header claims more pixels than this (at most 2^40).
+    #[arg(help_heading = "Inputs", long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_parser = imageio::parse_max_pixels, value_name = "N")]
     pub max_pixels: u64,
     #[command(flatten)]
     pub model: ModelArgs,

@@ -73,7 +73,7 @@ impl Filter {
             let mut bytes = Vec::new();
             std::io::stdin()
                 .lock()
-                .take(limit + 1)
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(|e| Error::Usage(format!("cannot read standard input: {e}")))?;
             if bytes.len() as u64 > limit {

@@ -24,7 +24,7 @@ pub struct GalleryArgs {
     #[arg(long, default_value_t = 768, value_name = "PX")]
     pub thumb_size: u32,
     /// Refuse images whose header claims more pixels than this (as `colorize`).
-    #[arg(long, default_value_t = crate::imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    #[arg(long, default_value_t = crate::imageio::DEFAULT_MAX_PIXELS, value_parser = crate::imageio::parse_max_pixels, value_name = "N")]
     pub max_pixels: u64,
     /// No summary line.
     #[arg(long, short = 'q')]
