@@ -10,6 +10,8 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod colorizer;
+#[cfg(unix)]
+pub mod confined;
 pub mod device;
 pub mod error;
 pub mod gallery;

@@ -211,3 +211,62 @@ fn a_max_pixels_that_would_overflow_is_refused_at_parse_time() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(count(&report(&r), "inferred"), 3);
 }
+
+// 6. a folder symlink inside the output tree
+
+#[test]
+fn a_symlinked_folder_in_the_output_tree_is_never_written_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album.join("sub"), 2, 64);
+    gray_album(&album, 1, 64);
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("sub")).unwrap();
+    let r = tmp.path().join("r.json");
+    let o = run(colorize_cmd(&[&album], &out, "none", &r));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(files_in(&elsewhere), 0, "written through the link");
+    let rep = report(&r);
+    assert_eq!(count(&rep, "failed"), 2, "{rep:?}");
+    for l in rep.iter().filter(|l| l["status"] == "failed") {
+        assert!(
+            l["error"].as_str().unwrap().contains("symbolic link"),
+            "{l}"
+        );
+    }
+    assert!(out.join("img00.png").is_file());
+
+    // the write itself refuses a link that appears after the destination was decided
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("a/b")).unwrap();
+    let dest = root.join("a/b/c/x.png");
+    let e = ddcolor::imageio::write_atomic_beneath(
+        &root,
+        &dest,
+        |w| {
+            w.write_all(b"x").unwrap();
+            Ok(())
+        },
+        || {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert_eq!(files_in(&elsewhere), 0);
+    assert!(!elsewhere.join("c").exists());
+    // and writes plainly where there is no link
+    ddcolor::imageio::write_atomic_beneath(
+        &root,
+        &root.join("a/d/e/y.png"),
+        |w| {
+            w.write_all(b"y").unwrap();
+            Ok(())
+        },
+        || {},
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(root.join("a/d/e/y.png")).unwrap(), b"y");
+}

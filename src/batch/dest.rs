@@ -116,6 +116,18 @@ impl Destinations {
                 ),
             ));
         }
+        #[cfg(unix)]
+        if let Some(link) = crate::confined::link_between(&self.output, &dest) {
+            return Err((
+                Status::Failed,
+                format!(
+                    "{} is a symbolic link: outputs are never written outside the output \
+                     folder (replace the link by a folder, or make the output folder where the \
+                     link points)",
+                    crate::text::shown(&link)
+                ),
+            ));
+        }
         match std::fs::symlink_metadata(&dest) {
             Err(_) => Ok(dest),
             Ok(_) if self.is_an_input(&dest) => Err((
