@@ -270,3 +270,80 @@ fn a_symlinked_folder_in_the_output_tree_is_never_written_through() {
     .unwrap();
     assert_eq!(std::fs::read(root.join("a/d/e/y.png")).unwrap(), b"y");
 }
+
+// 5. ACL users that may SET but not run the lease script, or not DEL
+
+fn acl_server() -> RedisServer {
+    RedisServer::start_with(RedisConfig {
+        extra_args: [
+            "--user",
+            "noscript",
+            "on",
+            ">pw",
+            "~ddcolor:*",
+            "+@all",
+            "-@scripting",
+            "--user",
+            "nodel",
+            "on",
+            ">pw",
+            "~ddcolor:*",
+            "+@all",
+            "-del",
+            "-unlink",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+}
+
+fn keys(server: &RedisServer) -> Vec<String> {
+    server
+        .cli(&["--scan", "--pattern", "*"])
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn require_cache_refuses_an_acl_without_scripts_or_del_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 4, 64);
+    let server = acl_server();
+    for (user, command, rule) in [("noscript", "EVAL", "+eval"), ("nodel", "DEL", "+del")] {
+        let spec = format!("redis://{user}:pw@127.0.0.1:{}/0", server.port);
+        let out = tmp.path().join(format!("out-{user}"));
+        let r = tmp.path().join(format!("{user}.json"));
+        let mut c = colorize_cmd(&[&album], &out, &spec, &r);
+        c.arg("--require-cache")
+            .env("XDG_CACHE_HOME", tmp.path().join("xdg"));
+        let t = Instant::now();
+        let o = run(c);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{user}: {err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{user}: {err}");
+        assert!(
+            err.contains(&format!("the server's ACL refused {command}")),
+            "{user}: {err}"
+        );
+        assert!(
+            err.contains(&format!("ACL SETUSER {user} {rule}")),
+            "{user}: {err}"
+        );
+        assert!(!err.contains("did not answer"), "{user}: {err}");
+        assert!(!out.exists() || files_in(&out) == 0, "{user}: written");
+        assert!(keys(&server).is_empty(), "{user}: {:?}", keys(&server));
+        // without --require-cache: the cache read-only, the run done
+        let out = tmp.path().join(format!("lenient-{user}"));
+        let mut c = colorize_cmd(&[&album], &out, &spec, &r);
+        c.env("XDG_CACHE_HOME", tmp.path().join("xdg"));
+        let o = run(c);
+        assert_eq!(o.status.code(), Some(0), "{user}: {}", stderr(&o));
+        assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+        assert_eq!(files_in(&out), 4);
+        assert!(keys(&server).is_empty(), "{user}: {:?}", keys(&server));
+    }
+}
