@@ -347,3 +347,30 @@ fn require_cache_refuses_an_acl_without_scripts_or_del_before_anything_is_writte
         assert!(keys(&server).is_empty(), "{user}: {:?}", keys(&server));
     }
 }
+
+// 7. the smaller ones
+
+/// A password given as `?password=` in a Redis URL is a password: never shown.
+#[test]
+fn a_password_in_the_url_query_is_never_shown() {
+    let server = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 1, 64);
+    let secret = "Qu3ryS3cret";
+    let spec = format!("redis://127.0.0.1:{}/0?password={secret}", server.port);
+    let o = run(colorize_cmd(
+        &[&album],
+        &tmp.path().join("out"),
+        &spec,
+        &tmp.path().join("r.json"),
+    ));
+    assert!(stderr(&o).contains("password=***"), "{}", stderr(&o));
+    let mut c = ddcolor();
+    c.args(["cache", "stats", "--cache", &spec]);
+    let s = run(c);
+    for o in [&o, &s] {
+        let all = format!("{}{}", stderr(o), String::from_utf8_lossy(&o.stdout));
+        assert!(!all.contains(secret), "{all}");
+    }
+}
