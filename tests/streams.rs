@@ -374,3 +374,36 @@ fn a_password_in_the_url_query_is_never_shown() {
         assert!(!all.contains(secret), "{all}");
     }
 }
+
+fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// A run that skips every file still sweeps the temporary files that a killed writer left in
+/// the folders it visits.
+#[test]
+fn an_all_skipped_run_sweeps_what_a_killed_writer_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album.join("sub"), 2, 64);
+    let out = tmp.path().join("out");
+    let r = tmp.path().join("r.json");
+    let cache = disk(&tmp.path().join("cache"));
+    assert!(run(colorize_cmd(&[&album], &out, &cache, &r))
+        .status
+        .success());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['/', '.', '@'], "_"))
+        .unwrap_or_else(|_| "-".into());
+    let stale = out
+        .join("sub")
+        .join(format!(".img00.png.{}@{host}.0.ddcolor-tmp", dead_pid()));
+    std::fs::write(&stale, vec![0u8; 100_000]).unwrap();
+    let o = run(colorize_cmd(&[&album], &out, &cache, &r));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(count(&report(&r), "skipped"), 2);
+    assert!(!stale.exists(), "the temporary file was kept");
+}

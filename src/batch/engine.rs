@@ -224,7 +224,8 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
         opts.format,
         opts.overwrite,
         &sources.root_folders(),
-    );
+    )
+    .sweeping(!opts.dry_run);
     let mut found = 0u64;
     let mut total = 0u64;
     let result = sources.walk(&opts.output, &mut |f| {
