@@ -407,3 +407,28 @@ fn an_all_skipped_run_sweeps_what_a_killed_writer_left() {
     assert_eq!(count(&report(&r), "skipped"), 2);
     assert!(!stale.exists(), "the temporary file was kept");
 }
+
+/// A damaged index is moved aside and a new one started, once: the next run says nothing.
+#[test]
+fn a_corrupt_index_is_moved_aside_and_rebuilt_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 2, 64);
+    let dir = tmp.path().join("cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.sqlite3"), vec![0x5au8; 8192]).unwrap();
+    let cache = disk(&dir);
+    let r = tmp.path().join("r.json");
+    let o = run(colorize_cmd(&[&album], &tmp.path().join("o1"), &cache, &r));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("moved aside"), "{}", stderr(&o));
+    let o = run(colorize_cmd(&[&album], &tmp.path().join("o2"), &cache, &r));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("hash index"), "{}", stderr(&o));
+    let aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+        .count();
+    assert!(aside >= 1);
+}
