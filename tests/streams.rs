@@ -432,3 +432,25 @@ fn a_corrupt_index_is_moved_aside_and_rebuilt_once() {
         .count();
     assert!(aside >= 1);
 }
+
+#[test]
+fn an_empty_disk_path_and_port_0_are_refused_at_parse_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 1, 64);
+    for spec in [
+        "disk:",
+        "redis://127.0.0.1:0/0",
+        "redis-cluster://127.0.0.1:0",
+    ] {
+        let out = tmp.path().join("out");
+        let o = run(colorize_cmd(
+            &[&album],
+            &out,
+            spec,
+            &tmp.path().join("r.json"),
+        ));
+        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
+        assert!(!out.exists(), "{spec}");
+    }
+}
