@@ -454,3 +454,38 @@ fn an_empty_disk_path_and_port_0_are_refused_at_parse_time() {
         assert!(!out.exists(), "{spec}");
     }
 }
+
+/// A name that is not UTF-8 is kept exactly in the report; a bidi override is escaped in
+/// messages.
+#[test]
+fn odd_names_are_recoverable_in_the_report_and_escaped_on_the_terminal() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    gray_album(&album, 1, 64);
+    let raw: &[u8] = b"caf\xe9.png";
+    std::fs::rename(
+        album.join("img00.png"),
+        album.join(std::ffi::OsStr::from_bytes(raw)),
+    )
+    .unwrap();
+    std::fs::write(album.join("x\u{202e}gnp.exe.png"), b"not an image").unwrap();
+    let r = tmp.path().join("r.json");
+    let o = run(colorize_cmd(&[&album], &tmp.path().join("out"), "none", &r));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains('\u{202e}'), "{err}");
+    assert!(err.contains("x\\u{202e}gnp.exe.png"), "{err}");
+    let rep = report(&r);
+    let line = rep
+        .iter()
+        .find(|l| l["status"] == "inferred")
+        .expect("the non-UTF-8 file is colorized");
+    let hex = line["path_bytes"].as_str().expect("path_bytes");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert!(bytes.ends_with(raw), "{line}");
+    assert!(line["output_bytes"].as_str().is_some(), "{line}");
+}

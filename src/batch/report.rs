@@ -77,11 +77,37 @@ impl Record {
             "error": self.error,
             "ms": self.millis,
         });
+        if let Some(map) = v.as_object_mut() {
+            // a name that is not UTF-8 is shown lossily above (U+FFFD), and kept exactly here
+            if let Some(hex) = bytes_hex_if_lossy(&self.path) {
+                map.insert("path_bytes".into(), json!(hex));
+            }
+            if let Some(hex) = self.output.as_deref().and_then(bytes_hex_if_lossy) {
+                map.insert("output_bytes".into(), json!(hex));
+            }
+        }
         if let (Some(run), Some(map)) = (run, v.as_object_mut()) {
             map.insert("model".into(), json!(run.model));
             map.insert("size".into(), json!(run.size));
         }
         v.to_string()
+    }
+}
+
+/// The bytes of a path that is not valid UTF-8, as lowercase hex (`None` for UTF-8 paths,
+/// which JSON holds exactly): `bytes.fromhex(line["path_bytes"])` gives the name back.
+fn bytes_hex_if_lossy(p: &Path) -> Option<String> {
+    if p.to_str().is_some() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Some(crate::hash::hex(p.as_os_str().as_bytes()))
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
