@@ -1,7 +1,6 @@
 //! Streams and hostile input, second round (#25): a full or closed stderr, a closed stdout, an
 //! overflowing --max-pixels, a folder symlink inside the output tree, ACL users that may SET but
 //! not run scripts or DEL, and the smaller ones. Real processes, real redis-server.
-#![allow(unused_imports)] // the rest of the tests use them (later commits)
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -488,4 +487,61 @@ fn odd_names_are_recoverable_in_the_report_and_escaped_on_the_terminal() {
         .collect();
     assert!(bytes.ends_with(raw), "{line}");
     assert!(line["output_bytes"].as_str().is_some(), "{line}");
+}
+
+/// A v1 client certificate (`openssl x509 -req` without extensions) is refused saying what
+/// is wrong and how to make a v3 one.
+#[test]
+fn a_v1_client_certificate_is_refused_with_how_to_make_a_v3_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = crate::redis_util::make_tls_files(dir.path());
+    let server = RedisServer::start_with(RedisConfig {
+        tls: Some(tls.clone()),
+        tls_auth_clients: true,
+        ..Default::default()
+    });
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    openssl(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=v1", "-keyout", "v1.key", "-out",
+        "v1.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "v1.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "v1.pem",
+    ]);
+    let album = dir.path().join("album");
+    gray_album(&album, 1, 64);
+    let out = dir.path().join("out");
+    let mut c = colorize_cmd(&[&album], &out, &server.url(), &dir.path().join("r.json"));
+    c.arg("--require-cache")
+        .arg("--cache-tls-cert")
+        .arg(dir.path().join("v1.pem"))
+        .arg("--cache-tls-key")
+        .arg(dir.path().join("v1.key"))
+        .arg("--cache-tls-ca")
+        .arg(&tls.ca);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("X.509 version 1"), "{err}");
+    assert!(err.contains("-extfile"), "{err}");
+    assert!(!out.exists() || files_in(&out) == 0);
 }

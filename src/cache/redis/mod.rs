@@ -24,7 +24,7 @@ use ::redis::{RedisResult, Value};
 
 use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 use super::key::CacheKey;
-use super::options::{read_pem, CacheOptions};
+use super::options::{check_cert_versions, read_pem, CacheOptions};
 use super::secret::Secrets;
 use super::util::{lock, new_token, ttl_ms};
 
@@ -137,14 +137,22 @@ fn certificates(
     }
     tls.check().map_err(err)?;
     let client_tls = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
-            client_cert: read_pem("--cache-tls-cert", cert).map_err(err)?,
-            client_key: read_pem("--cache-tls-key", key).map_err(err)?,
-        }),
+        (Some(cert), Some(key)) => {
+            let client_cert = read_pem("--cache-tls-cert", cert).map_err(err)?;
+            check_cert_versions("--cache-tls-cert", cert, &client_cert).map_err(err)?;
+            Some(::redis::ClientTlsConfig {
+                client_cert,
+                client_key: read_pem("--cache-tls-key", key).map_err(err)?,
+            })
+        }
         _ => None,
     };
     let root_cert = match &tls.ca {
-        Some(ca) => Some(read_pem("--cache-tls-ca", ca).map_err(err)?),
+        Some(ca) => {
+            let pem = read_pem("--cache-tls-ca", ca).map_err(err)?;
+            check_cert_versions("--cache-tls-ca", ca, &pem).map_err(err)?;
+            Some(pem)
+        }
         None => None,
     };
     Ok(Some(::redis::TlsCertificates {
