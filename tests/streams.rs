@@ -374,6 +374,61 @@ fn a_password_in_the_url_query_is_never_shown() {
     }
 }
 
+/// The cache keys of the images in `album`, learnt from a run under another prefix.
+fn keys_of(server: &RedisServer, album: &Path, tmp: &Path) -> Vec<String> {
+    let mut c = colorize_cmd(
+        &[album],
+        &tmp.join("learn"),
+        &server.url(),
+        &tmp.join("l.json"),
+    );
+    c.args(["--cache-prefix", "learn"]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    keys(server)
+        .into_iter()
+        .filter(|k| k.starts_with("learn:") && !k.contains(":probe:"))
+        .map(|k| k.replacen("learn:", "ddcolor:", 1))
+        .collect()
+}
+
+/// Six images whose leases a stopped process left, met one by one (`--files-from -` fed a
+/// line at a time): the message counts all six, not the first one found.
+#[test]
+fn the_orphaned_lease_message_counts_every_image_waited_for() {
+    let server = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    let photos = gray_album(&album, 6, 64);
+    let keys = keys_of(&server, &album, tmp.path());
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    // leases a stopped process left, lapsing in 8 s
+    for k in &keys {
+        server.cli(&["SET", &format!("{k}:lease"), "gone-worker", "PX", "8000"]);
+    }
+    let r = tmp.path().join("r.json");
+    let mut c = colorize_cmd(&[], &tmp.path().join("out"), &server.url(), &r);
+    c.args(["--files-from", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut list = child.stdin.take().unwrap();
+    for p in &photos {
+        use std::io::Write;
+        writeln!(list, "{}", p.display()).unwrap();
+        list.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(list);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("waiting for 6 images"), "{err}");
+    assert_eq!(err.matches("waiting for").count(), 1, "said once: {err}");
+    assert_eq!(count(&report(&r), "inferred"), 6);
+}
+
 fn dead_pid() -> u32 {
     let mut c = Command::new("true").spawn().unwrap();
     let pid = c.id();
