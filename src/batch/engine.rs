@@ -154,13 +154,14 @@ pub fn run(
         }
         shared.leases.stop();
     });
-    let stuck = shared.leases.release_all();
+    let (stuck, last_error) = shared.leases.release_all();
     if stuck > 0 {
         shared.warn_once("leases-stuck", || {
             format!(
-                "{stuck} inference lease{} could not be released (the cache did not answer for \
-                 {} s): other runs wait up to {} s before colorizing th{} image{}",
+                "{stuck} inference lease{} could not be released ({}; retried for {} s): other \
+                 runs wait up to {} s before colorizing th{} image{}",
                 if stuck == 1 { "" } else { "s" },
+                last_error.as_deref().unwrap_or("the cache did not answer"),
                 super::lease::RELEASE_RETRY_FOR
                     .min(shared.opts.lease_ttl)
                     .as_secs(),
