@@ -466,7 +466,13 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
         &settings.sources,
         &opts,
         sink.as_ref(),
-    )?;
+    )
+    .inspect_err(|_| {
+        // the run stopped (exit 3): what it held back is written, as not delivered
+        if let Some(sink) = &sink {
+            let _ = sink.release(Some("not delivered: the run stopped"));
+        }
+    })?;
     let mut s = outcome.summary;
     let mut success = s.failed == 0;
     if let (Some(f), false) = (&filter, args.dry_run) {
