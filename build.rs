@@ -1,6 +1,7 @@
 //! With the `cuda` feature: compile `src/kernels/depthwise.cu` to PTX with nvcc (for
 //! `CUDA_COMPUTE_CAP`, as candle's own kernels), embedded by `src/kernels/depthwise.rs`. Without it:
 //! nothing. `scripts/cuda-toolchain.sh` provides nvcc on machines without a CUDA install.
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! architecture with random weights) and the pre/post-processing of a large scan.
 //!
 //! `cargo bench --bench forward` (filter with e.g. `-- tiny`).
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};

@@ -4,6 +4,7 @@
 //! network.
 //!
 //! `cargo bench --bench throughput [-- FILES SIZE RUNS]` (defaults: 300 files, size 64, 3 runs).
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,7 @@
 //! noise, not what a trained (or `random_checkpoint.py`) model predicts: its figures say
 //! nothing about real values. `DDCOLOR_BENCH_SIZES` (default `512 1024`), `DDCOLOR_BENCH_RUNS`
 //! (default 15).
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::path::PathBuf;
 use std::time::Instant;
 

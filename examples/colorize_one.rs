@@ -5,6 +5,7 @@
 //! cargo run --release --example colorize_one -- \
 //!     ../shared/golden/ddcolor-test.safetensors examples/photos/cameraman.png /tmp/cameraman.png 64
 //! ```
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use candle_core::Device;
 use ddcolor::pipeline::ResizeMode;
 use ddcolor::{imageio, model::DDColor, Colorizer};

@@ -4,6 +4,7 @@
 //! feature and query maps that `forward` never does).
 //!
 //! `cargo run --release --example stage_times -- [tiny|large] [SIZE]`
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};

@@ -18,6 +18,27 @@ use crate::meta::{self, Metadata};
 /// Default ceiling on decoded pixels: 250 megapixels covers a 600 dpi A3 scan.
 pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
 
+/// The largest `--max-pixels` accepted: 2^40 (a trillion pixels, 8 TiB as 16-bit RGBA), far
+/// past any scan, and small enough that every size derived from it fits in 64 bits.
+pub const MAX_MAX_PIXELS: u64 = 1 << 40;
+
+/// `--max-pixels N`: a whole number from 1 to [`MAX_MAX_PIXELS`].
+pub fn parse_max_pixels(s: &str) -> std::result::Result<u64, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of pixels"))?;
+    if n == 0 {
+        return Err("0 would refuse every image; the smallest is 1".into());
+    }
+    if n > MAX_MAX_PIXELS {
+        return Err(format!(
+            "{n} is more than the largest allowed, {MAX_MAX_PIXELS} (2^40 pixels)"
+        ));
+    }
+    Ok(n)
+}
+
 /// Decode an image file, upright (EXIF orientation applied), refusing images whose header
 /// claims more than `max_pixels` pixels (checked before any pixel buffer is allocated) and JPEGs
 /// that end before their image does.
@@ -547,6 +568,53 @@ pub fn sweep_temps(dir: &Path) -> usize {
     removed
 }
 
+/// [`write_atomic_then`] for a `dest` inside the folder `root`: the folders between them are
+/// opened (and made) one by one without following symbolic links, and the temporary file is
+/// created and renamed relative to the folder opened, so nothing is written outside `root`
+/// even if a folder in the tree is replaced by a link during the run.
+#[cfg(unix)]
+pub fn write_atomic_beneath(
+    root: &Path,
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    before_rename: impl FnOnce(),
+) -> Result<()> {
+    let werr = |reason: String| Error::Write {
+        path: dest.to_owned(),
+        reason,
+    };
+    let (Ok(rel), Some(name)) = (dest.strip_prefix(root), dest.file_name()) else {
+        return Err(werr("not inside the output folder".into()));
+    };
+    let dir = crate::confined::Dir::open_beneath(root, rel.parent().unwrap_or(Path::new("")))
+        .map_err(|e| werr(e.to_string()))?;
+    let tmp = temp_path(dest);
+    let tmp_name = tmp.file_name().unwrap_or_default().to_owned();
+    let result = (|| {
+        let file = dir.create_new(&tmp_name).map_err(|e| werr(e.to_string()))?;
+        let mut out = BufWriter::new(file);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(|e| werr(e.to_string()))?;
+        file.sync_all().map_err(|e| werr(e.to_string()))?;
+        before_rename();
+        dir.rename(&tmp_name, name).map_err(|e| werr(e.to_string()))
+    })();
+    if result.is_err() {
+        let _ = dir.remove(&tmp_name);
+    }
+    result
+}
+
+#[cfg(not(unix))]
+pub fn write_atomic_beneath(
+    _root: &Path,
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    before_rename: impl FnOnce(),
+) -> Result<()> {
+    write_atomic_then(dest, write, before_rename)
+}
+
 /// Write `bytes` to `dest` atomically: a temporary file in the same folder, fsync, rename.
 pub fn write_atomic(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     write_atomic_then(dest, write, || {})
@@ -613,12 +681,14 @@ pub fn save_with(
     meta: Option<&Metadata>,
     jpeg_quality: u8,
 ) -> Result<()> {
-    save_with_then(img, dest, meta, jpeg_quality, || {})
+    save_with_then(img, None, dest, meta, jpeg_quality, || {})
 }
 
-/// [`save_with`], calling `before_rename` as [`write_atomic_then`] does.
+/// [`save_with`], calling `before_rename` as [`write_atomic_then`] does; with `within`, the
+/// output folder `dest` must stay inside ([`write_atomic_beneath`]).
 pub fn save_with_then(
     img: &DynamicImage,
+    within: Option<&Path>,
     dest: &Path,
     meta: Option<&Metadata>,
     jpeg_quality: u8,
@@ -631,11 +701,11 @@ pub fn save_with_then(
     let format = format_for(dest).ok_or_else(|| werr("unknown image extension".into()))?;
     // encode to memory first: TIFF needs to seek, and a failed encode leaves no file at all
     let bytes = encode(img, format, meta, jpeg_quality).map_err(werr)?;
-    write_atomic_then(
-        dest,
-        |out| out.write_all(&bytes).map_err(|e| werr(e.to_string())),
-        before_rename,
-    )
+    let write = |out: &mut dyn Write| out.write_all(&bytes).map_err(|e| werr(e.to_string()));
+    match within {
+        Some(root) => write_atomic_beneath(root, dest, write, before_rename),
+        None => write_atomic_then(dest, write, before_rename),
+    }
 }
 
 /// Encode `img` as `format` into memory (see [`save_with`]).

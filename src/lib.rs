@@ -10,6 +10,8 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod colorizer;
+#[cfg(unix)]
+pub mod confined;
 pub mod device;
 pub mod error;
 pub mod gallery;
@@ -21,6 +23,7 @@ pub mod meta;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod say;
 mod simd;
 pub mod text;
 pub mod weights;

@@ -632,7 +632,6 @@ fn spec_parsing() {
     use std::path::PathBuf;
     assert_eq!(parse_spec("none").unwrap(), CacheSpec::None);
     assert_eq!(parse_spec("disk").unwrap(), CacheSpec::Disk(None));
-    assert_eq!(parse_spec("disk:").unwrap(), CacheSpec::Disk(None));
     assert_eq!(
         parse_spec("disk:/var/cache/dd").unwrap(),
         CacheSpec::Disk(Some(PathBuf::from("/var/cache/dd")))
@@ -667,6 +666,11 @@ fn spec_parsing() {
         ("disk://tmp/x", "ambiguous"),
         ("redis", "unknown cache spec"),
         ("file:///tmp/x", "disk:"),
+        // #25: a folder left out, and a port no server listens on, are typos: exit 2
+        ("disk:", "names no folder"),
+        ("redis://127.0.0.1:0/0", "port 0"),
+        ("rediss://u:hidden99@h:0", "port 0"),
+        ("redis-cluster://a:7000,b:0", "port 0"),
     ] {
         let e = parse_spec(bad).expect_err(bad).to_string();
         assert!(e.contains(hint), "{bad}: {e}");

@@ -1,4 +1,5 @@
 //! One integration-test binary (see Cargo.toml `autotests = false`): each module is one area.
+#![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 mod archivist;
 mod batch;
 mod batch_redis;
@@ -21,6 +22,7 @@ mod review;
 mod shard;
 mod shared_cache;
 mod stream;
+mod streams;
 mod unattended;
 mod util;
 mod weights;

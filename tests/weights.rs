@@ -259,6 +259,27 @@ fn colorize_downloads_on_first_use() {
     assert_eq!(server.requests().len(), before);
 }
 
+/// A download whose stderr is closed (`colorize ... 2>&1 | head -2`, the reader gone): the
+/// messages are dropped, the model is downloaded and the image written, exit 0 (#25).
+#[test]
+fn a_download_with_a_closed_stderr_finishes() {
+    let sb = Sandbox::new();
+    let server = HubServer::start(hub_files(), Faults::default());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = sb.cmd(&server.endpoint());
+    c.arg("colorize")
+        .arg(golden("e2e-gray.png"))
+        .args(["--output", "out", "--size", "64", "--device", "cpu"])
+        .args(["--model", "paper_tiny"])
+        .stdout(std::process::Stdio::null())
+        .stderr(writer);
+    let status = c.status().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(sb.path("work/out/e2e-gray.png").is_file());
+    assert!(std::fs::read(sb.model_dir().join("pytorch_model.bin")).unwrap() == checkpoint());
+}
+
 #[test]
 fn an_interrupted_transfer_resumes_with_a_range_request() {
     let sb = Sandbox::new();

@@ -72,6 +72,11 @@ pub struct Destinations {
     claimed: HashSet<u64>,
     /// Inputs seen so far that live inside the output folder (hashes of resolved paths).
     inputs_in_output: HashSet<u64>,
+    /// Sweep the stale temporary files of each destination folder the run visits (not in a
+    /// dry run), whether or not anything is written there.
+    sweep: bool,
+    /// Folders swept so far (hashes of the paths).
+    swept: HashSet<u64>,
 }
 
 impl Destinations {
@@ -93,7 +98,16 @@ impl Destinations {
             roots_in_output,
             claimed: HashSet::new(),
             inputs_in_output: HashSet::new(),
+            sweep: false,
+            swept: HashSet::new(),
         }
+    }
+
+    /// Sweep the temporary files dead writers left in each destination folder visited
+    /// ([`crate::imageio::sweep_temps`]): a run that skips every file still clears them.
+    pub fn sweeping(mut self, sweep: bool) -> Self {
+        self.sweep = sweep;
+        self
     }
 
     /// The destination of `input`, or why it is settled without being read: `Skipped` (the
@@ -115,6 +129,25 @@ impl Destinations {
                     crate::text::shown(&dest)
                 ),
             ));
+        }
+        #[cfg(unix)]
+        if let Some(link) = crate::confined::link_between(&self.output, &dest) {
+            return Err((
+                Status::Failed,
+                format!(
+                    "{} is a symbolic link: outputs are never written outside the output \
+                     folder (replace the link by a folder, or make the output folder where the \
+                     link points)",
+                    crate::text::shown(&link)
+                ),
+            ));
+        }
+        if self.sweep {
+            if let Some(dir) = dest.parent() {
+                if self.swept.insert(hash_path(dir)) {
+                    crate::imageio::sweep_temps(dir);
+                }
+            }
         }
         match std::fs::symlink_metadata(&dest) {
             Err(_) => Ok(dest),

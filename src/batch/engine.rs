@@ -178,13 +178,14 @@ fn run_in(
         }
         shared.leases.stop();
     });
-    let stuck = shared.leases.release_all();
+    let (stuck, last_error) = shared.leases.release_all();
     if stuck > 0 {
         shared.warn_once("leases-stuck", || {
             format!(
-                "{stuck} inference lease{} could not be released (the cache did not answer for \
-                 {} s): other runs wait up to {} s before colorizing th{} image{}",
+                "{stuck} inference lease{} could not be released ({}; retried for {} s): other \
+                 runs wait up to {} s before colorizing th{} image{}",
                 if stuck == 1 { "" } else { "s" },
+                last_error.as_deref().unwrap_or("the cache did not answer"),
                 super::lease::RELEASE_RETRY_FOR
                     .min(shared.opts.lease_ttl)
                     .as_secs(),
@@ -248,7 +249,8 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
         opts.format,
         opts.overwrite,
         &sources.root_folders(),
-    );
+    )
+    .sweeping(!opts.dry_run);
     let mut found = 0u64;
     let mut total = 0u64;
     let result = sources.walk(&opts.output, &mut |f| {

@@ -17,6 +17,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// Whether SQLite says the file is not a database or is corrupt (as opposed to busy, full,
+/// or unwritable, which a later run may not meet).
+fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Move a damaged index (and its `-wal`, `-shm` files) aside, to `<name>.damaged-<seconds>`;
+/// the new name, or `None` if it could not be moved.
+fn move_aside(path: &Path) -> Option<PathBuf> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let aside = path.with_file_name(format!("{name}.damaged-{secs}"));
+    std::fs::rename(path, &aside).ok()?;
+    for side in ["-wal", "-shm"] {
+        let from = path.with_file_name(format!("{name}{side}"));
+        let _ = std::fs::rename(
+            &from,
+            path.with_file_name(format!("{name}.damaged-{secs}{side}")),
+        );
+    }
+    Some(aside)
+}
+
 /// A file modified this close to the moment it was hashed is not trusted by later runs.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
@@ -129,13 +157,44 @@ impl Index {
     /// Open (or create) the index at `path`. Never fails: an index that cannot be opened is
     /// disabled, with a warning to show.
     pub fn open(path: &Path) -> Self {
-        let opened = (|| -> Result<Connection, String> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let mut moved = None;
+        let mut opened = Self::connect(path);
+        if let Err((_, true)) = &opened {
+            // a damaged file (not a database, or corrupt): moved aside once, a new one started
+            moved = move_aside(path);
+            if moved.is_some() {
+                opened = Self::connect(path);
             }
-            let conn = Connection::open(path).map_err(|e| e.to_string())?;
-            conn.busy_timeout(Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
+        }
+        let opened = opened.map_err(|(e, _)| e);
+        let index = Self::with_connection(path, opened);
+        if let Some(aside) = moved {
+            let mut w = index.warning.lock().unwrap_or_else(|p| p.into_inner());
+            if w.is_none() {
+                *w = Some(format!(
+                    "the hash index {} was damaged: moved aside to {} and a new one started \
+                     (files are hashed again once)",
+                    crate::text::shown(path),
+                    crate::text::shown(&aside)
+                ));
+            }
+        }
+        index
+    }
+
+    /// Open the SQLite file and its tables; `Err((why, damaged))`.
+    fn connect(path: &Path) -> Result<Connection, (String, bool)> {
+        let plain = |e: String| (e, false);
+        let sql = |e: rusqlite::Error| {
+            let damaged = is_damaged(&e);
+            (e.to_string(), damaged)
+        };
+        (|| -> Result<Connection, (String, bool)> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| plain(e.to_string()))?;
+            }
+            let conn = Connection::open(path).map_err(sql)?;
+            conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
             // WAL lets readers and one writer of several runs work at once; on file systems
             // without shared memory (NFS) SQLite keeps its rollback journal, which also works.
             let _ = conn.pragma_update(None, "journal_mode", "WAL");
@@ -154,9 +213,12 @@ impl Index {
                      recorded_ns INTEGER, PRIMARY KEY (path, settings)
                  ) WITHOUT ROWID;",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(sql)?;
             Ok(conn)
-        })();
+        })()
+    }
+
+    fn with_connection(path: &Path, opened: Result<Connection, String>) -> Self {
         let (inner, warning) = match opened {
             Ok(conn) => (
                 Some(Inner {
@@ -213,10 +275,19 @@ impl Index {
             Ok(v) => Some(v),
             Err(e) => {
                 *guard = None;
-                *self.warning.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
-                    "the hash index {} failed ({e}); it is not used for the rest of this run",
-                    crate::text::shown(&self.path)
-                ));
+                let aside = is_damaged(&e).then(|| move_aside(&self.path)).flatten();
+                *self.warning.lock().unwrap_or_else(|p| p.into_inner()) = Some(match aside {
+                    Some(a) => format!(
+                        "the hash index {} is damaged ({e}): moved aside to {}; the next run \
+                         starts a new one",
+                        crate::text::shown(&self.path),
+                        crate::text::shown(&a)
+                    ),
+                    None => format!(
+                        "the hash index {} failed ({e}); it is not used for the rest of this run",
+                        crate::text::shown(&self.path)
+                    ),
+                });
                 None
             }
         }

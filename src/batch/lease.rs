@@ -145,9 +145,11 @@ impl<'a> Leases<'a> {
 
     /// Release whatever is still held (a run that ends early), then retry the releases that
     /// failed during the run or now, for up to [`RELEASE_RETRY_FOR`] (and the lease TTL),
-    /// with the backend's breaker ignored. Returns the leases that are still not released:
-    /// other runs wait up to one TTL for those images.
-    pub fn release_all(&self) -> usize {
+    /// with the backend's breaker ignored. Returns how many leases are still not released
+    /// (other runs wait up to one TTL for those images) and the last error, as the backend
+    /// said it (a server that refused is not one that did not answer).
+    pub fn release_all(&self) -> (usize, Option<String>) {
+        let mut last = None;
         let held: Vec<Lease> = self
             .held
             .lock()
@@ -158,7 +160,8 @@ impl<'a> Leases<'a> {
         let mut pending: Vec<Lease> =
             std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
         for l in held {
-            if self.cache.release(&l).is_err() {
+            if let Err(e) = self.cache.release(&l) {
+                last = Some(e.to_string());
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.unreported.fetch_add(1, Ordering::Relaxed);
                 pending.push(l);
@@ -173,8 +176,14 @@ impl<'a> Leases<'a> {
             }
             std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_secs(2));
-            pending.retain(|l| self.cache.release_retry(l).is_err());
+            pending.retain(|l| match self.cache.release_retry(l) {
+                Ok(()) => false,
+                Err(e) => {
+                    last = Some(e.to_string());
+                    true
+                }
+            });
         }
-        pending.len()
+        (pending.len(), last)
     }
 }

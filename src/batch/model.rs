@@ -44,20 +44,20 @@ impl ModelSpec {
     pub fn load(&self, quiet: bool) -> Result<Colorizer, Error> {
         let (dev, note) = self.device.open().map_err(Error::Usage)?;
         if let (Some(note), false) = (note, quiet) {
-            crate::progress::say(&format!("ddcolor: {note}"));
+            crate::say!("ddcolor: {note}");
         }
         candle_core::cuda::set_gemm_reduced_precision_f32(self.tf32);
         let model = DDColor::load_as(&self.weights, &dev, self.dtype.dtype())?;
         if !quiet {
             let c = model.config();
-            crate::progress::say(&format!(
+            crate::say!(
                 "ddcolor: loaded {} ({} encoder, {} model) on {}, {}",
                 crate::text::shown(&self.weights),
                 c.encoder.name(),
                 c.variant(),
                 device::describe(&dev),
                 device::dtype_name(model.dtype())
-            ));
+            );
         }
         Ok(Colorizer::new(model, self.size, self.resize)?
             .with_gamut(self.gamut)

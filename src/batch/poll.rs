@@ -1,13 +1,18 @@
 //! The poller: images whose lease another process holds wait here, off the prep workers'
 //! hands, and go back to them when their value lands (served from the cache) or when the
-//! lease lapses without one (leased here). It says once how many images it is waiting for,
-//! and for how long at most a holder that has stopped can keep them.
-use std::time::Duration;
+//! lease lapses without one (leased here). It says once how many images it is waiting for
+//! (once all that will wait are here), and for how long at most a holder that has stopped can
+//! keep them.
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
 use super::state::{Item, Shared};
 use crate::cache::{CacheKey, Lookup};
+
+/// How long images may wait before the message says how many, if not all are known by then.
+const SAY_AFTER: Duration = Duration::from_secs(10);
 
 /// Watch images whose lease another process holds: hand each back when its value lands (then
 /// it is served from the cache) or when the lease lapses without one (then it is leased here).
@@ -15,6 +20,7 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
     let mut waiting: Vec<Item> = Vec::new();
     let mut pause = Duration::from_millis(100);
     let mut said = false;
+    let mut first_wait: Option<Instant> = None;
     loop {
         while let Ok(item) = defer.try_recv() {
             waiting.push(item);
@@ -86,7 +92,17 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
             }
         }
         waiting = still;
-        if !said && !waiting.is_empty() && !shared.opts.quiet {
+        // said once every image that will wait is here (the walk is over and nothing else is
+        // open in the prep stage), so that the count is the whole count, not the first one;
+        // or, if that takes long (a long walk, a long queue), after SAY_AFTER with the count so far
+        let since = *first_wait.get_or_insert_with(Instant::now);
+        let all_here = shared.walk_done.load(Ordering::SeqCst)
+            && shared.open.load(Ordering::SeqCst) <= waiting.len();
+        if !said
+            && (all_here || since.elapsed() >= SAY_AFTER)
+            && !waiting.is_empty()
+            && !shared.opts.quiet
+        {
             said = true;
             let n = waiting.len();
             shared.progress.println(&format!(

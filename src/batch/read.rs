@@ -41,7 +41,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Read1, String> {
         .try_reserve_exact(before.len() as usize + 1)
         .map_err(|_| format!("not enough memory to read {} bytes", before.len()))?;
     (&mut f)
-        .take(limit + 1)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > limit {

@@ -79,6 +79,15 @@ impl Record {
             "error": self.error,
             "ms": self.millis,
         });
+        if let Some(map) = v.as_object_mut() {
+            // a name that is not UTF-8 is shown lossily above (U+FFFD), and kept exactly here
+            if let Some(hex) = bytes_hex_if_lossy(&self.path) {
+                map.insert("path_bytes".into(), json!(hex));
+            }
+            if let Some(hex) = self.output.as_deref().and_then(bytes_hex_if_lossy) {
+                map.insert("output_bytes".into(), json!(hex));
+            }
+        }
         if let (Some(run), Some(map)) = (run, v.as_object_mut()) {
             map.insert("model".into(), json!(run.model));
             map.insert("size".into(), json!(run.size));
@@ -89,6 +98,23 @@ impl Record {
             map.insert("cwd".into(), json!(run.cwd));
         }
         v.to_string()
+    }
+}
+
+/// The bytes of a path that is not valid UTF-8, as lowercase hex (`None` for UTF-8 paths,
+/// which JSON holds exactly): `bytes.fromhex(line["path_bytes"])` gives the name back.
+fn bytes_hex_if_lossy(p: &Path) -> Option<String> {
+    if p.to_str().is_some() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Some(crate::hash::hex(p.as_os_str().as_bytes()))
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
@@ -279,6 +305,19 @@ impl CacheErrorCounts {
 }
 
 impl Summary {
+    /// An input counted as `was` turned out failed (its output never reached its reader).
+    pub fn recount_as_failed(&mut self, was: Status) {
+        let n = match was {
+            Status::Inferred => &mut self.inferred,
+            Status::Cached => &mut self.cached,
+            Status::Duplicate => &mut self.duplicate,
+            Status::Skipped => &mut self.skipped,
+            Status::Failed => return,
+        };
+        *n = n.saturating_sub(1);
+        self.failed += 1;
+    }
+
     pub fn count(&mut self, s: Status) {
         match s {
             Status::Inferred => self.inferred += 1,
@@ -508,6 +547,9 @@ impl Summary {
 pub struct ReportSink {
     out: Mutex<Box<dyn Write + Send>>,
     run: Option<RunInfo>,
+    /// Records kept back until [`ReportSink::release`] (`--output -`: an image is done only
+    /// once it reached standard output).
+    held: Option<Mutex<Vec<Record>>>,
 }
 
 impl ReportSink {
@@ -525,7 +567,37 @@ impl ReportSink {
         Ok(Self {
             out: Mutex::new(out),
             run: None,
+            held: None,
         })
+    }
+
+    /// Keep records back until [`ReportSink::release`] says whether the output was delivered.
+    pub fn held(mut self) -> Self {
+        self.held = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// Write the records kept back; with `undelivered`, each that was to be delivered (it has
+    /// an output) becomes a failure with that reason. Returns the statuses so changed.
+    pub fn release(&self, undelivered: Option<&str>) -> (Vec<Status>, std::io::Result<()>) {
+        let Some(held) = &self.held else {
+            return (Vec::new(), Ok(()));
+        };
+        let records = std::mem::take(&mut *held.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut changed = Vec::new();
+        let mut result = Ok(());
+        for mut r in records {
+            if let (Some(why), Some(_)) = (undelivered, &r.output) {
+                changed.push(r.status);
+                r.status = Status::Failed;
+                r.output = None;
+                r.error = Some(why.to_owned());
+            }
+            if result.is_ok() {
+                result = self.write_now(&r);
+            }
+        }
+        (changed, result)
     }
 
     /// Add the run's model and size to every line.
@@ -535,6 +607,16 @@ impl ReportSink {
     }
 
     pub fn write(&self, r: &Record) -> std::io::Result<()> {
+        if let Some(held) = &self.held {
+            held.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(r.clone());
+            return Ok(());
+        }
+        self.write_now(r)
+    }
+
+    fn write_now(&self, r: &Record) -> std::io::Result<()> {
         let mut line = r.to_json_with(self.run.as_ref());
         line.push('\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
@@ -600,7 +682,7 @@ impl Progress {
     /// Print a line above the bar (or plainly when the bar is hidden).
     pub fn println(&self, line: &str) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            crate::say!("{line}");
         } else {
             self.bar.println(line);
         }

@@ -362,8 +362,7 @@ impl Shared<'_> {
 /// A `--dry-run` line on stdout.
 pub(crate) fn dry_line(shared: &Shared, line: &str) {
     if shared.opts.dry_run {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+        // a reader that went away loses the preview, not the run
+        let _ = crate::say::out_line(line);
     }
 }

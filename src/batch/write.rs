@@ -113,6 +113,7 @@ fn write_one(
     note_format_losses(shared, &carry.keep, dest);
     imageio::save_with_then(
         img,
+        Some(&shared.opts.output),
         dest,
         Some(&carry.meta),
         shared.opts.jpeg_quality,

@@ -88,6 +88,55 @@ pub(crate) fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, St
     Ok(bytes)
 }
 
+/// Refuse X.509 v1 certificates in a PEM file read by [`read_pem`]: rustls (webpki) takes
+/// v3 only and would say no more than `UnsupportedCertVersion` at connect time, though
+/// OpenSSL (redis-cli) accepts them; `openssl x509 -req` makes v1 unless given extensions.
+pub(crate) fn check_cert_versions(
+    flag: &str,
+    path: &std::path::Path,
+    pem: &[u8],
+) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let v1 = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .any(|c| is_x509_v1(&c));
+    if !v1 {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} {}: an X.509 version 1 certificate (what `openssl x509 -req` makes when given \
+         no extensions); TLS here (rustls) takes version 3 only, though redis-cli (OpenSSL) \
+         accepts version 1. Sign it again as a v3 certificate, with extensions: `openssl x509 \
+         -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -out client.crt \
+         -extfile <(printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=clientAuth\\n')` \
+         (a CA: `-addext basicConstraints=critical,CA:TRUE` with `openssl req -x509`, which makes \
+         v3); `openssl x509 -noout -text -in FILE` shows `Version: 3 (0x2)`",
+        crate::text::shown(path)
+    ))
+}
+
+/// Whether a DER certificate is X.509 v1: its TBSCertificate starts with the serial number
+/// (an INTEGER) instead of the explicit `[0]` version field that v2 and v3 carry.
+fn is_x509_v1(der: &[u8]) -> bool {
+    // the contents of a DER element with tag `tag` at the start of `b`
+    fn inside(b: &[u8], tag: u8) -> Option<&[u8]> {
+        if *b.first()? != tag {
+            return None;
+        }
+        let len = *b.get(1)?;
+        let header = if len < 0x80 {
+            2
+        } else {
+            2 + (len & 0x7f) as usize
+        };
+        b.get(header..)
+    }
+    inside(der, 0x30)
+        .and_then(|cert| inside(cert, 0x30))
+        .is_some_and(|tbs| tbs.first() == Some(&0x02))
+}
+
 /// Parse `--cache-max-size`: plain bytes (`1048576`), or a number with a unit. `K`, `M`, `G`,
 /// `T` and `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024; `kB`, `MB`, `GB`, `TB` powers of
 /// 1000; `B` is bytes. Case-insensitive; fractions allowed (`1.5GiB`).

@@ -3,22 +3,47 @@
 //!
 //! Every string a cache shows (`describe()`, an error, a miss reason) goes through here first.
 
-/// A URL with its password replaced by `***` (`redis://user:***@host:6379/0`); text that is no
-/// URL, or has no password, comes back unchanged. Everything up to the last `@` counts as
-/// userinfo, so a password with an unescaped `@` or `,` is still hidden.
+/// A URL with its password replaced by `***` (`redis://user:***@host:6379/0`, and a
+/// `?password=` query parameter: `redis://host/0?password=***`); text that is no URL, or has
+/// no password, comes back unchanged. Everything up to the last `@` counts as userinfo, so a
+/// password with an unescaped `@` or `,` is still hidden.
 pub fn redact(url: &str) -> String {
     let Some(i) = url.find("://") else {
         return url.to_owned();
     };
     let (head, rest) = url.split_at(i + 3);
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
+    let (userinfo, hostpart) = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@"),
+                None => format!("{userinfo}@"),
+            };
+            (shown, &rest[at + 1..])
+        }
+        None => (String::new(), rest),
     };
-    let userinfo = &rest[..at];
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{head}{user}:***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
+    format!("{head}{userinfo}{}", redact_query(hostpart))
+}
+
+/// Whether a query parameter's name is one that carries a password.
+fn is_password_param(name: &str) -> bool {
+    name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("pass")
+}
+
+/// `host:port/db?a=1&password=x` with the password parameters' values as `***`.
+fn redact_query(hostpart: &str) -> String {
+    let Some((before, query)) = hostpart.split_once('?') else {
+        return hostpart.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if is_password_param(k) => format!("{k}=***"),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", params.join("&"))
 }
 
 /// [`redact`] every URL found in free text (an error message).
@@ -50,12 +75,31 @@ pub(crate) fn redact_urls_in(text: &str) -> String {
     out
 }
 
-/// The raw (still percent-encoded) password in a URL's userinfo, if any.
-fn password_of(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let at = rest.rfind('@')?;
-    let (_, pass) = rest[..at].split_once(':')?;
-    Some(pass)
+/// The raw (still percent-encoded) passwords in a URL: its userinfo's, and any `?password=`.
+fn passwords_of(url: &str) -> Vec<&str> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let hostpart = match rest.rfind('@') {
+        Some(at) => {
+            if let Some((_, pass)) = rest[..at].split_once(':') {
+                out.push(pass);
+            }
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    if let Some((_, query)) = hostpart.split_once('?') {
+        for p in query.split('&') {
+            if let Some((k, v)) = p.split_once('=') {
+                if is_password_param(k) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Percent-decode a URL component (invalid escapes are kept as they are).
@@ -86,7 +130,7 @@ impl Secrets {
     /// The passwords of some URLs, raw and percent-decoded.
     pub(crate) fn of_urls<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
         let mut s = Self::default();
-        for p in urls.into_iter().filter_map(password_of) {
+        for p in urls.into_iter().flat_map(passwords_of) {
             s.add(p);
             s.add(&percent_decode(p));
         }
@@ -126,6 +170,14 @@ mod tests {
         assert_eq!(redact("redis://h:1"), "redis://h:1");
         assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
         assert_eq!(
+            redact("redis://h:1/0?password=hunter2&x=1"),
+            "redis://h:1/0?password=***&x=1"
+        );
+        assert_eq!(
+            redact("redis://u:p@h:1/0?PASSWORD=q"),
+            "redis://u:***@h:1/0?PASSWORD=***"
+        );
+        assert_eq!(
             redact_urls_in("failed (redis://a:b@h:1): x, rediss://c:d@e"),
             "failed (redis://a:***@h:1): x, rediss://c:***@e"
         );
@@ -144,5 +196,7 @@ mod tests {
         assert_eq!(s.scrub("auth hunter2 failed"), "auth *** failed");
         let s = Secrets::of_urls(["redis://u:p%40ss@h:1", "redis://h:2"]);
         assert_eq!(s.scrub("bad p@ss, bad p%40ss"), "bad ***, bad ***");
+        let s = Secrets::of_urls(["redis://h:1/0?password=s%3Dcret"]);
+        assert_eq!(s.scrub("bad s=cret"), "bad ***");
     }
 }

@@ -118,8 +118,13 @@ pub fn parse_spec(spec: &str) -> Result<CacheSpec, CacheError> {
     if spec.eq_ignore_ascii_case("none") {
         return Ok(CacheSpec::None);
     }
-    if spec == "disk" || spec == "disk:" {
+    if spec == "disk" {
         return Ok(CacheSpec::Disk(None));
+    }
+    if spec == "disk:" {
+        return Err(spec_error(
+            "`disk:` names no folder: write `disk` for the default folder, or `disk:PATH`".into(),
+        ));
     }
     if let Some(path) = spec.strip_prefix("disk:") {
         if path.starts_with("//") {
@@ -225,10 +230,21 @@ fn validate_redis_url(url: &str, shown: &str) -> Result<(), CacheError> {
             )));
         }
     }
-    url.into_connection_info().map(|_| ()).map_err(|e| {
+    let info = url.into_connection_info().map_err(|e| {
         let secrets = Secrets::of_urls([url]);
         spec_error(format!("`{shown}`: {}", secrets.scrub(&e.to_string())))
-    })
+    })?;
+    let port = match info.addr() {
+        ::redis::ConnectionAddr::Tcp(_, port) => Some(*port),
+        ::redis::ConnectionAddr::TcpTls { port, .. } => Some(*port),
+        _ => None,
+    };
+    if port == Some(0) {
+        return Err(spec_error(format!(
+            "`{shown}`: port 0 is no server's port (Redis listens on 6379 unless told otherwise)"
+        )));
+    }
+    Ok(())
 }
 
 fn expand_home(path: &str) -> PathBuf {

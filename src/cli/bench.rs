@@ -65,7 +65,7 @@ pub fn run(args: &BenchArgs) -> Result<i32, Error> {
         .build_global();
     let (dev, note) = args.device.open().map_err(Error::Usage)?;
     if let Some(n) = note {
-        eprintln!("ddcolor: {n}");
+        crate::say!("ddcolor: {n}");
     }
     let dtype = args.dtype.dtype();
     candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
@@ -86,9 +86,8 @@ pub fn run(args: &BenchArgs) -> Result<i32, Error> {
     let batch = args.batch as usize;
     let t = crate::colorizer::bench_forward(&model, args.size, batch, args.runs as usize)?;
     let encoder = model.config().encoder.name();
-    println!(
-        "{}",
-        serde_json::json!({
+    crate::say::out_line(
+        &serde_json::json!({
             "impl": "candle",
             "encoder": encoder,
             "size": args.size,
@@ -100,6 +99,8 @@ pub fn run(args: &BenchArgs) -> Result<i32, Error> {
             "min_ms": (t.min_ms * 100.0).round() / 100.0,
             "images_per_s": (batch as f64 / (t.median_ms / 1000.0) * 1000.0).round() / 1000.0,
         })
-    );
+        .to_string(),
+    )
+    .map_err(super::stdout_error)?;
     Ok(exit::OK)
 }

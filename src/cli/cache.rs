@@ -23,20 +23,21 @@ pub fn run(cmd: &CacheCommand) -> Result<i32, Error> {
 fn stats(args: &CacheArgs) -> Result<i32, Error> {
     let cache = CacheSettings::from_args(args)?.open_or_usage()?;
     let st = cache.stats().map_err(|e| Error::Usage(e.to_string()))?;
-    println!("cache: {}", cache.describe());
-    println!("entries: {}", st.entries);
+    let mut text = format!("cache: {}\nentries: {}\n", cache.describe(), st.entries);
     if let Some(b) = st.bytes {
-        println!("bytes: {b}");
+        text.push_str(&format!("bytes: {b}\n"));
     }
     for (k, v) in st.details {
-        println!("{k}: {v}");
+        text.push_str(&format!("{k}: {v}\n"));
     }
+    crate::say::stdout_bytes(text.as_bytes()).map_err(super::stdout_error)?;
     Ok(exit::OK)
 }
 
 fn clear(args: &CacheArgs) -> Result<i32, Error> {
     let cache = CacheSettings::from_args(args)?.open_or_usage()?;
     let n = cache.clear().map_err(|e| Error::Usage(e.to_string()))?;
-    println!("removed {n} keys from {}", cache.describe());
+    crate::say::out_line(&format!("removed {n} keys from {}", cache.describe()))
+        .map_err(super::stdout_error)?;
     Ok(exit::OK)
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use super::exit;
 use super::settings::{check_dtype, parse_duration, resolve_weights, CacheArgs, CacheSettings};
 use crate::batch::index::Index;
-use crate::batch::report::ReportSink;
+use crate::batch::report::{ReportSink, Status};
 use crate::batch::shard::{Shard, ShardArg};
 use crate::batch::walk::{self, Sources, WalkOptions};
 use crate::batch::{self, BatchOptions, LazyModel, ModelSpec, OutputFormat};
@@ -107,8 +107,8 @@ pub struct ColorizeArgs {
     /// Read and hash every file, trusting nothing the index of hashed files remembers.
     #[arg(help_heading = "Inputs", long)]
     pub rehash: bool,
-    /// Refuse images whose header claims more pixels than this.
-    #[arg(help_heading = "Inputs", long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    /// Refuse images whose header claims more pixels than this (at most 2^40).
+    #[arg(help_heading = "Inputs", long, default_value_t = imageio::DEFAULT_MAX_PIXELS, value_parser = imageio::parse_max_pixels, value_name = "N")]
     pub max_pixels: u64,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -267,7 +267,7 @@ impl ColorizeSettings {
             && matches!(cache.spec, crate::cache::CacheSpec::Disk(_))
             && !args.quiet
         {
-            eprintln!(
+            crate::say!(
                 "ddcolor: warning: --cache-ttl is ignored by the disk cache: only Redis expires \
                  results; the disk cache keeps them until --cache-max-size evicts the least \
                  recently used"
@@ -280,7 +280,7 @@ impl ColorizeSettings {
             None => match Shard::from_env(|k| std::env::var(k).ok()) {
                 Ok(Some((s, from))) => {
                     if !args.quiet {
-                        eprintln!("ddcolor: shard {s} (from {from}; --shard none for all)");
+                        crate::say!("ddcolor: shard {s} (from {from}; --shard none for all)");
                     }
                     Some(s)
                 }
@@ -295,7 +295,7 @@ impl ColorizeSettings {
                 Some(found) => found.path,
                 None => {
                     if !args.quiet {
-                        eprintln!(
+                        crate::say!(
                             "ddcolor: note: the {} model is not on this machine yet (a {} \
                              download on the first real run): without it this dry run cannot \
                              look results up in the cache, so each new image shows as `infer`",
@@ -463,6 +463,9 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
         ),
         None => None,
     };
+    // `--output -`: the image's line waits until it reached standard output (or did not)
+    let to_stdout = filter.as_ref().is_some_and(|f| f.to_stdout()) && !args.dry_run;
+    let sink = sink.map(|s| if to_stdout { s.held() } else { s });
     let index = settings.open_index();
     let model = LazyModel::new(settings.model.clone(), args.quiet);
     let outcome = batch::run(
@@ -472,15 +475,18 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
         &settings.sources,
         &opts,
         sink.as_ref(),
-    )?;
-    let s = &outcome.summary;
-    if !args.quiet {
-        eprintln!("{}", s.render());
-    }
+    )
+    .inspect_err(|_| {
+        // the run stopped (exit 3): what it held back is written, as not delivered
+        if let Some(sink) = &sink {
+            let _ = sink.release(Some("not delivered: the run stopped"));
+        }
+    })?;
+    let mut s = outcome.summary;
     // an empty or unmounted archive must not look like a quiet success
     let empty = s.found == 0 && !args.allow_empty;
     if empty && args.quiet {
-        eprintln!(
+        crate::say!(
             "ddcolor: nothing to colorize: {} (exit 4; --allow-empty if that is expected)",
             if s.left_out.is_empty() {
                 "no file at all was found in the paths given (an empty or unmounted folder?)"
@@ -491,7 +497,36 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
     }
     let mut success = s.failed == 0 && !empty;
     if let (Some(f), false) = (&filter, args.dry_run) {
-        success &= f.finish(s)?;
+        let undelivered = match f.finish(&s) {
+            Ok(done) => {
+                success &= done;
+                None
+            }
+            Err(why) => Some(why),
+        };
+        if let Some(why) = &undelivered {
+            // made but not delivered: a failure, whatever the report would have said
+            crate::say!("ddcolor: error: -: {}", crate::text::escape_controls(why));
+            if s.failed == 0 {
+                let was = [Status::Inferred, Status::Cached, Status::Duplicate]
+                    .into_iter()
+                    .find(|&st| s.by_status(st) > 0);
+                if let Some(was) = was {
+                    s.recount_as_failed(was);
+                } else {
+                    s.failed += 1;
+                }
+            }
+            success = false;
+        }
+        if let Some(sink) = &sink {
+            if let (_, Err(e)) = sink.release(undelivered.as_deref()) {
+                crate::say!("ddcolor: warning: cannot write the report: {e}");
+            }
+        }
+    }
+    if !args.quiet {
+        crate::say!("{}", s.render());
     }
     if let (Some(path), false) = (&settings.metrics_file, args.dry_run) {
         let now = std::time::SystemTime::now()
@@ -505,7 +540,7 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
                 reason: e.to_string(),
             })
         }) {
-            eprintln!("ddcolor: warning: {e}");
+            crate::say!("ddcolor: warning: {e}");
         }
     }
     Ok(if empty && s.failed == 0 {

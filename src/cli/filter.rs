@@ -3,7 +3,7 @@
 //! the cache, leases, report and exit codes are those of files: what standard input holds is
 //! put in a temporary file named for its format (`stdin.png`), and the output written into a
 //! temporary folder is copied to standard output. Messages and the report say `-` for both.
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::batch::read::max_file_bytes;
@@ -73,7 +73,7 @@ impl Filter {
             let mut bytes = Vec::new();
             std::io::stdin()
                 .lock()
-                .take(limit + 1)
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(|e| Error::Usage(format!("cannot read standard input: {e}")))?;
             if bytes.len() as u64 > limit {
@@ -102,10 +102,16 @@ impl Filter {
         Ok(Some(filter))
     }
 
-    /// After the run: copy the output to standard output (`--output -`). An image that was
-    /// not written (failed, or skipped as already colour) is a failure here: a filter that
-    /// writes nothing would hand the next command an empty image.
-    pub fn finish(&self, summary: &Summary) -> Result<bool, Error> {
+    /// Whether the output goes to standard output (`--output -`).
+    pub fn to_stdout(&self) -> bool {
+        self.out_dir.is_some()
+    }
+
+    /// After the run: copy the output to standard output (`--output -`). `Ok(false)`: no image
+    /// was written (failed, or skipped as already colour), a failure here, as a filter that
+    /// writes nothing would hand the next command an empty image. `Err`: the image was made
+    /// but never reached standard output (a reader that went away, a full disk): why.
+    pub fn finish(&self, summary: &Summary) -> Result<bool, String> {
         let Some(out) = &self.out_dir else {
             return Ok(true);
         };
@@ -118,20 +124,16 @@ impl Filter {
             .collect();
         let [file] = written.as_slice() else {
             if summary.skipped > 0 {
-                eprintln!(
+                crate::say!(
                     "ddcolor: error: -: nothing written to standard output: the image was \
                      skipped (an image already in colour is colorized only with --force)"
                 );
             }
             return Ok(false);
         };
-        let bytes = std::fs::read(file)
-            .map_err(|e| Error::Usage(format!("cannot read the output back: {e}")))?;
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&bytes)
-            .and_then(|()| stdout.flush())
-            .map_err(|e| Error::Usage(format!("cannot write to standard output: {e}")))?;
+        let bytes = std::fs::read(file).map_err(|e| format!("cannot read the output back: {e}"))?;
+        crate::say::stdout_bytes(&bytes)
+            .map_err(|e| format!("not delivered: cannot write to standard output: {e}"))?;
         Ok(true)
     }
 }

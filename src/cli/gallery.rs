@@ -24,7 +24,7 @@ pub struct GalleryArgs {
     #[arg(long, default_value_t = 768, value_name = "PX")]
     pub thumb_size: u32,
     /// Refuse images whose header claims more pixels than this (as `colorize`).
-    #[arg(long, default_value_t = crate::imageio::DEFAULT_MAX_PIXELS, value_name = "N")]
+    #[arg(long, default_value_t = crate::imageio::DEFAULT_MAX_PIXELS, value_parser = crate::imageio::parse_max_pixels, value_name = "N")]
     pub max_pixels: u64,
     /// No summary line.
     #[arg(long, short = 'q')]
@@ -50,7 +50,7 @@ pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
     )
     .map_err(Error::Usage)?;
     if !args.quiet {
-        eprintln!(
+        crate::say!(
             "ddcolor: gallery of {} in {} ({} made, {} kept{}{})",
             crate::batch::report::plural(stats.images as u64, "image", "images"),
             crate::text::shown(&args.output.join("index.html")),
@@ -74,7 +74,7 @@ pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
     // a file the report names that is not there is said even with --quiet: the page shows
     // an empty frame for it, and a reviewer should know before opening it
     if let Some(first) = stats.missing.first() {
-        eprintln!(
+        crate::say!(
             "ddcolor: {} named in the reports {} not found, e.g. {} (paths in a report are \
              relative to the folder `colorize` ran in, which reports since this version record \
              as \"cwd\"; files moved or deleted since the run show as not found)",

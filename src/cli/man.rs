@@ -2,8 +2,10 @@
 use super::exit;
 
 /// Print the completion script for `shell` of the command tree `cmd` to stdout.
-pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) {
-    clap_complete::generate(shell, &mut cmd, "ddcolor", &mut std::io::stdout());
+pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> std::io::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "ddcolor", &mut script);
+    crate::say::stdout_bytes(&script)
 }
 
 /// The manual page, ddcolor(1), as one page: clap_mangen's name, synopsis, description and

@@ -58,6 +58,13 @@ pub enum Command {
 
 /// Parse the process arguments, run, and return the exit code.
 pub fn main_exit_code() -> i32 {
+    crate::say::guard_standard_fds();
+    let code = parse_and_run();
+    crate::say::finish();
+    code
+}
+
+fn parse_and_run() -> i32 {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Colorize(_)) {
         quiet_on_closed_stdout();
@@ -68,7 +75,7 @@ pub fn main_exit_code() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ddcolor: {e}");
+            crate::say!("ddcolor: {e}");
             match e {
                 Error::CacheUnreachable(_) => exit::CACHE_UNREACHABLE,
                 _ => exit::USAGE,
@@ -105,6 +112,11 @@ fn decide_threads_once() {
     std::env::set_var("RAYON_NUM_THREADS", products.to_string());
 }
 
+/// A write to standard output that failed (a full disk, a reader gone), as a usage error.
+pub(crate) fn stdout_error(e: std::io::Error) -> Error {
+    Error::Usage(format!("cannot write to standard output: {e}"))
+}
+
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Colorize(args) => colorize::run(*args),
@@ -115,11 +127,13 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             .map(|()| exit::OK)
             .map_err(|e| Error::Usage(e.to_string())),
         Command::Completions { shell } => {
-            man::completions(shell, Cli::command());
+            man::completions(shell, Cli::command()).map_err(stdout_error)?;
             Ok(exit::OK)
         }
         Command::Man => {
-            man::man_page(Cli::command(), &mut std::io::stdout().lock())
+            let mut page = Vec::new();
+            man::man_page(Cli::command(), &mut page)
+                .and_then(|()| crate::say::stdout_bytes(&page))
                 .map_err(|e| Error::Usage(format!("cannot write the manual page: {e}")))?;
             Ok(exit::OK)
         }

@@ -170,7 +170,7 @@ impl CacheSettings {
             ),
             Ok(c) => c,
             Err(e) if require => {
-                eprintln!("ddcolor: cache unreachable: {e}");
+                crate::say!("ddcolor: cache unreachable: {e}");
                 return Err(exit::CACHE_UNREACHABLE);
             }
             Err(e) => {
@@ -179,7 +179,7 @@ impl CacheSettings {
                     .fallback()
                     .open(&self.options)
                     .unwrap_or_else(|_| Box::new(crate::cache::none::NoCache));
-                eprintln!(
+                crate::say!(
                     "ddcolor: warning: cache unreachable ({e}); using {} for this run",
                     fallback.describe()
                 );
@@ -190,14 +190,14 @@ impl CacheSettings {
             if let Err(e) = cache.check_writable() {
                 if require {
                     // --require-cache: the cache answers and takes writes, or nothing is done
-                    eprintln!(
+                    crate::say!(
                         "ddcolor: cache unreachable: cannot write to {} ({e}); nothing was done \
                          (--require-cache; add --cache-readonly to only read it)",
                         cache.describe()
                     );
                     return Err(exit::CACHE_UNREACHABLE);
                 }
-                eprintln!(
+                crate::say!(
                     "ddcolor: warning: cannot write to {} ({e}); using it read-only",
                     cache.describe()
                 );

@@ -30,8 +30,7 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
     let locations = Locations::from_env();
     match cmd {
         WeightsCommand::List => {
-            print!("{}", list(&locations));
-            Ok(())
+            crate::say::stdout_bytes(list(&locations).as_bytes()).map_err(WeightsError::from)
         }
         WeightsCommand::Fetch(args) => {
             let hub = Hub::from_env();
@@ -40,16 +39,18 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
             for &name in &args.names {
                 if !args.force {
                     if let Some(found) = locations.find(name) {
-                        println!(
+                        crate::say::out_line(&format!(
                             "{name}\t{}\t(already here: {})",
                             crate::text::shown(&found.path),
                             found.place
-                        );
+                        ))?;
                         continue;
                     }
                 }
                 match fetch(name, &locations, &hub, args.quiet, args.force) {
-                    Ok(path) => println!("{name}\t{}", crate::text::shown(&path)),
+                    Ok(path) => {
+                        crate::say::out_line(&format!("{name}\t{}", crate::text::shown(&path)))?
+                    }
                     Err(e) => errors.push(e),
                 }
             }
@@ -58,7 +59,7 @@ pub fn run(cmd: &WeightsCommand) -> Result<(), WeightsError> {
                 1 if args.names.len() == 1 => Err(errors.remove(0)),
                 n => {
                     for e in &errors {
-                        eprintln!("ddcolor: {e}");
+                        crate::say!("ddcolor: {e}");
                     }
                     Err(WeightsError::Several {
                         failed: n,

@@ -257,7 +257,7 @@ impl Hub {
             if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
                 if !quiet && !said {
                     said = true;
-                    eprintln!(
+                    crate::say!(
                         "ddcolor: waiting for another process downloading {}",
                         crate::text::shown(dest)
                     );
@@ -311,11 +311,11 @@ impl Hub {
             if visible {
                 bar.println(msg);
             } else if !quiet {
-                eprintln!("{msg}");
+                crate::say!("{msg}");
             }
         };
         if !visible && !quiet {
-            eprintln!(
+            crate::say!(
                 "ddcolor: downloading {url}\n  to {}",
                 crate::text::shown(dest)
             );
@@ -390,7 +390,7 @@ impl Hub {
             }
             bar.finish_and_clear();
             if !quiet {
-                eprintln!(
+                crate::say!(
                     "ddcolor: downloaded {} ({len} bytes{})",
                     crate::text::shown(dest),
                     if meta.sha256.is_some() {

@@ -103,6 +103,8 @@ pub enum WeightsError {
     /// `weights fetch A B ...`: each was tried; these failed (each said on stderr).
     #[error("{failed} of {tried} models could not be fetched (see above)")]
     Several { failed: usize, tried: usize },
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[from] std::io::Error),
 }
 
 /// The checkpoint `--weights` names: a file, or a folder holding `pytorch_model.bin` (a
@@ -193,7 +195,7 @@ pub fn fetch(
     if replace || !config.exists() {
         if let Err(e) = hub.download(&model.repo(), CONFIG_FILE, &config, true, replace) {
             if !quiet {
-                eprintln!("ddcolor: warning: {CONFIG_FILE} of {model} not downloaded ({e}); the default head count (8) is used");
+                crate::say!("ddcolor: warning: {CONFIG_FILE} of {model} not downloaded ({e}); the default head count (8) is used");
             }
         }
     }

@@ -24,7 +24,7 @@ use ::redis::{RedisResult, Value};
 
 use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
 use super::key::CacheKey;
-use super::options::{read_pem, CacheOptions};
+use super::options::{check_cert_versions, read_pem, CacheOptions};
 use super::secret::Secrets;
 use super::util::{lock, new_token, ttl_ms};
 
@@ -137,14 +137,22 @@ fn certificates(
     }
     tls.check().map_err(err)?;
     let client_tls = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
-            client_cert: read_pem("--cache-tls-cert", cert).map_err(err)?,
-            client_key: read_pem("--cache-tls-key", key).map_err(err)?,
-        }),
+        (Some(cert), Some(key)) => {
+            let client_cert = read_pem("--cache-tls-cert", cert).map_err(err)?;
+            check_cert_versions("--cache-tls-cert", cert, &client_cert).map_err(err)?;
+            Some(::redis::ClientTlsConfig {
+                client_cert,
+                client_key: read_pem("--cache-tls-key", key).map_err(err)?,
+            })
+        }
         _ => None,
     };
     let root_cert = match &tls.ca {
-        Some(ca) => Some(read_pem("--cache-tls-ca", ca).map_err(err)?),
+        Some(ca) => {
+            let pem = read_pem("--cache-tls-ca", ca).map_err(err)?;
+            check_cert_versions("--cache-tls-ca", ca, &pem).map_err(err)?;
+            Some(pem)
+        }
         None => None,
     };
     Ok(Some(::redis::TlsCertificates {
@@ -292,19 +300,129 @@ fn set_lease(
     Ok(LeaseOutcome::HeldElsewhere)
 }
 
-/// SET, GET back and DEL a probe key outside the value namespace (`<prefix>:probe:<token>`).
-fn probe(conn: &mut dyn ConnectionLike, prefix: &str) -> RedisResult<bool> {
+/// One command the start-up probe runs: what a run needs it for, and the ACL rule that
+/// allows it.
+struct Step {
+    command: &'static str,
+    why: &'static str,
+    rule: &'static str,
+}
+
+/// What the probe found.
+enum Probed {
+    /// Every command a run needs was answered, and the probe value read back.
+    Ok,
+    /// The probe value read back different bytes.
+    Mismatch,
+    /// The ACL refused `step` (`detail`: the server's words).
+    Refused { step: &'static Step, detail: String },
+}
+
+/// The ACL refused a command, directly (NOPERM) or inside a script (ERR ... can't run this
+/// command).
+fn is_refused(e: &RedisError) -> bool {
+    is_noperm(e) || e.to_string().contains("can't run this command")
+}
+
+/// Every command a run sends, each once, on probe keys outside the value namespace
+/// (`<prefix>:probe:<token>`), so that an ACL that allows some and not others is found before
+/// anything is written: SET (values, leases), GET and MGET (lookups), PTTL (waiting for
+/// another process's lease), PEXPIRE and DEL (inside the lease scripts, and first on their
+/// own, to name the one refused), EVAL (renewing and releasing a lease).
+fn probe(conn: &mut dyn ConnectionLike, prefix: &str) -> RedisResult<Probed> {
+    const SET: Step = Step {
+        command: "SET",
+        why: "storing results and taking leases",
+        rule: "+set",
+    };
+    const GET: Step = Step {
+        command: "GET",
+        why: "looking results up",
+        rule: "+get",
+    };
+    const MGET: Step = Step {
+        command: "MGET",
+        why: "looking results up in batches",
+        rule: "+mget",
+    };
+    const PTTL: Step = Step {
+        command: "PTTL",
+        why: "waiting for another process's lease",
+        rule: "+pttl",
+    };
+    const PEXPIRE: Step = Step {
+        command: "PEXPIRE",
+        why: "renewing a lease, inside the renewal script",
+        rule: "+pexpire",
+    };
+    const DEL: Step = Step {
+        command: "DEL",
+        why: "releasing a lease, inside the release script",
+        rule: "+del",
+    };
+    const EVAL: Step = Step {
+        command: "EVAL",
+        why: "the lease scripts: renewing and releasing a lease only while it is ours",
+        rule: "+eval (or +@scripting)",
+    };
     let key = format!("{prefix}:probe:{}", new_token());
-    let payload = b"ddcolor cache probe".to_vec();
-    cmd("SET")
+    let token = new_token();
+    let mut set = cmd("SET");
+    set.arg(&key).arg(&token).arg("PX").arg(60_000);
+    let mut get = cmd("GET");
+    get.arg(&key);
+    let mut mget = cmd("MGET");
+    mget.arg(&key);
+    let mut pttl = cmd("PTTL");
+    pttl.arg(&key);
+    let mut pexpire = cmd("PEXPIRE");
+    pexpire.arg(&key).arg(60_000);
+    let mut del = cmd("DEL");
+    del.arg(format!("{key}:absent"));
+    let mut renew = cmd("EVAL");
+    renew
+        .arg(RENEW_SCRIPT)
+        .arg(1)
         .arg(&key)
-        .arg(&payload)
-        .arg("PX")
-        .arg(60_000)
-        .query::<Value>(conn)?;
-    let back: Option<Vec<u8>> = cmd("GET").arg(&key).query(conn)?;
-    let _ = cmd("DEL").arg(&key).query::<i64>(conn);
-    Ok(back.as_deref() == Some(&payload[..]))
+        .arg(&token)
+        .arg(60_000);
+    let mut release = cmd("EVAL");
+    release.arg(RELEASE_SCRIPT).arg(1).arg(&key).arg(&token);
+    let steps: [(&Cmd, &'static Step); 8] = [
+        (&set, &SET),
+        (&get, &GET),
+        (&mget, &MGET),
+        (&pttl, &PTTL),
+        (&pexpire, &PEXPIRE),
+        (&del, &DEL),
+        (&renew, &EVAL),
+        (&release, &EVAL),
+    ];
+    let mut answers = Vec::with_capacity(steps.len());
+    for (c, step) in steps {
+        match c.query::<Value>(conn) {
+            Ok(v) => answers.push(v),
+            Err(e) => {
+                // removed, or (DEL refused) expired now; at worst it lapses within a minute
+                if cmd("DEL").arg(&key).query::<Value>(conn).is_err() {
+                    let _ = cmd("PEXPIRE").arg(&key).arg(1).query::<Value>(conn);
+                }
+                if is_refused(&e) {
+                    return Ok(Probed::Refused {
+                        step,
+                        detail: e.to_string(),
+                    });
+                }
+                return Err(e);
+            }
+        }
+    }
+    let back: Option<String> = from_redis_value(answers[1].clone()).ok().flatten();
+    Ok(if back.as_deref() == Some(token.as_str()) {
+        Probed::Ok
+    } else {
+        Probed::Mismatch
+    })
 }
 
 impl<T: Topology> RedisCache<T> {
@@ -695,13 +813,44 @@ impl<T: Topology> Cache for RedisCache<T> {
                 });
             }
         }
-        if probed? {
-            Ok(())
-        } else {
-            Err(CacheError {
+        match probed? {
+            Probed::Ok => Ok(()),
+            Probed::Mismatch => Err(CacheError {
                 backend: T::BACKEND.to_owned(),
                 message: format!("{}: probe key read back different bytes", self.shown),
-            })
+            }),
+            // keys outside the user's patterns: which prefix would fit
+            Probed::Refused { detail, .. } if detail.contains("keys") => Err(CacheError {
+                backend: T::BACKEND.to_owned(),
+                message: format!(
+                    "{}: probe: refused by the server's ACL: this user may not use the keys \
+                     under `{}:` (--cache-prefix) ({}){}",
+                    self.shown,
+                    self.prefix,
+                    self.secrets.scrub(&detail),
+                    self.acl_hint()
+                ),
+            }),
+            Probed::Refused { step, detail } => {
+                let user = self
+                    .with_conn("ACL WHOAMI", |c, _| {
+                        let v = T::on_any(c, cmd("ACL").arg("WHOAMI"))?;
+                        Ok(from_redis_value::<String>(v)?)
+                    })
+                    .unwrap_or_else(|_| "USER".into());
+                Err(CacheError {
+                    backend: T::BACKEND.to_owned(),
+                    message: format!(
+                        "{}: the server's ACL refused {} for user `{user}` ({}), which every \
+                         run needs for {}: `ACL SETUSER {user} {}` would allow it",
+                        self.shown,
+                        step.command,
+                        self.secrets.scrub(&detail),
+                        step.why,
+                        step.rule
+                    ),
+                })
+            }
         }
     }
 }
