@@ -3,9 +3,10 @@
 //! back, and atomic writes (temporary file in the destination folder, then rename) so a crash
 //! never leaves half an image under the final name.
 //!
-//! Encoders: JPEG and WebP through `image` (8 bits; ICC, EXIF, JFIF density), PNG through
-//! `png` (8 or 16 bits; iCCP, eXIf, pHYs) and TIFF through `tiff` (8 or 16 bits, LZW with the
-//! horizontal predictor; ICC, resolution, IFD0 tags, Exif and GPS IFDs).
+//! Encoders ([`Encoding`] says how): JPEG through `jpeg-encoder` (8 bits, 4:4:4; ICC, EXIF,
+//! JFIF density, comments), WebP through `image`, PNG through `png` (8 or 16 bits; iCCP, eXIf,
+//! pHYs; fdeflate by default) and TIFF through `tiff` (8 or 16 bits, Deflate, LZW or none with
+//! the horizontal predictor; ICC, resolution, IFD0 tags, Exif and GPS IFDs).
 use std::io::{BufWriter, Cursor, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -654,6 +655,72 @@ pub fn write_atomic_then(
 /// JPEG quality used when writing JPEG files, unless told otherwise (`--jpeg-quality`).
 pub const JPEG_QUALITY: u8 = 95;
 
+/// `--png-compression`: how hard PNG outputs are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PngCompression {
+    /// fdeflate, tuned for PNG: about OpenCV's default size (zlib level 1) at a fraction of
+    /// zlib's time (BENCHMARKS.md "Codecs").
+    #[default]
+    Fast,
+    /// zlib's balanced level: smaller, several times slower.
+    Default,
+    /// The smallest, slowest.
+    Best,
+}
+
+crate::keywords::keyword_enum!(PngCompression, "PNG compression", {
+    Fast => "fast",
+    Default => "default",
+    Best => "best",
+});
+
+/// `--tiff-compression`: TIFF outputs' compression, always with the horizontal predictor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TiffCompression {
+    /// Deflate at its fast level: smaller than LZW and twice as fast on 16-bit scans.
+    #[default]
+    Deflate,
+    /// LZW, what the oldest TIFF readers understand.
+    Lzw,
+    /// Uncompressed: the fastest to write and read, the largest.
+    None,
+}
+
+crate::keywords::keyword_enum!(TiffCompression, "TIFF compression", {
+    Deflate => "deflate" | "zip",
+    Lzw => "lzw",
+    None => "none",
+});
+
+/// How outputs are encoded, one value for every format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    /// JPEG quality, 1-100.
+    pub jpeg_quality: u8,
+    pub png: PngCompression,
+    pub tiff: TiffCompression,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Self {
+            jpeg_quality: JPEG_QUALITY,
+            png: PngCompression::default(),
+            tiff: TiffCompression::default(),
+        }
+    }
+}
+
+impl Encoding {
+    /// The defaults with another JPEG quality (thumbnails).
+    pub fn jpeg(quality: u8) -> Self {
+        Self {
+            jpeg_quality: quality,
+            ..Self::default()
+        }
+    }
+}
+
 /// Whether a format stores only 8 bits per channel (a 16-bit image written to it loses depth).
 pub fn is_8bit_only(format: ImageFormat) -> bool {
     matches!(
@@ -669,7 +736,7 @@ pub fn drops_alpha(format: ImageFormat) -> bool {
 
 /// Encode `img` in the format that `dest`'s extension names, atomically, without metadata.
 pub fn save(img: &DynamicImage, dest: &Path) -> Result<()> {
-    save_with(img, dest, None, JPEG_QUALITY)
+    save_with(img, dest, None, &Encoding::default())
 }
 
 /// Encode `img` in the format that `dest`'s extension names, atomically, carrying `meta`
@@ -679,9 +746,9 @@ pub fn save_with(
     img: &DynamicImage,
     dest: &Path,
     meta: Option<&Metadata>,
-    jpeg_quality: u8,
+    enc: &Encoding,
 ) -> Result<()> {
-    save_with_then(img, None, dest, meta, jpeg_quality, || {})
+    save_with_then(img, None, dest, meta, enc, || {})
 }
 
 /// [`save_with`], calling `before_rename` as [`write_atomic_then`] does; with `within`, the
@@ -691,7 +758,7 @@ pub fn save_with_then(
     within: Option<&Path>,
     dest: &Path,
     meta: Option<&Metadata>,
-    jpeg_quality: u8,
+    enc: &Encoding,
     before_rename: impl FnOnce(),
 ) -> Result<()> {
     let werr = |reason: String| Error::Write {
@@ -700,7 +767,7 @@ pub fn save_with_then(
     };
     let format = format_for(dest).ok_or_else(|| werr("unknown image extension".into()))?;
     // encode to memory first: TIFF needs to seek, and a failed encode leaves no file at all
-    let bytes = encode(img, format, meta, jpeg_quality).map_err(werr)?;
+    let bytes = encode(img, format, meta, enc).map_err(werr)?;
     let write = |out: &mut dyn Write| out.write_all(&bytes).map_err(|e| werr(e.to_string()));
     match within {
         Some(root) => write_atomic_beneath(root, dest, write, before_rename),
@@ -713,7 +780,7 @@ pub fn encode(
     img: &DynamicImage,
     format: ImageFormat,
     meta: Option<&Metadata>,
-    jpeg_quality: u8,
+    enc: &Encoding,
 ) -> std::result::Result<Vec<u8>, String> {
     let (w, h) = (img.width(), img.height());
     let rgb = img.color().has_color();
@@ -722,46 +789,17 @@ pub fn encode(
     let mut out = Vec::new();
     match format {
         ImageFormat::Jpeg => {
-            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(
-                &mut out,
-                jpeg_quality.clamp(1, 100),
-            );
-            if let Some(d) = meta.and_then(|m| m.density) {
-                let (x, y) = (d.x.round(), d.y.round());
-                if (1.0..=65535.0).contains(&x) && (1.0..=65535.0).contains(&y) {
-                    enc.set_pixel_density(image::codecs::jpeg::PixelDensity {
-                        density: (x as u16, y as u16),
-                        unit: match d.unit {
-                            meta::DensityUnit::Inch => {
-                                image::codecs::jpeg::PixelDensityUnit::Inches
-                            }
-                            meta::DensityUnit::Centimetre => {
-                                image::codecs::jpeg::PixelDensityUnit::Centimeters
-                            }
-                        },
-                    });
-                }
-            }
-            set_metadata(
-                &mut enc,
-                icc,
-                exif().filter(|e| e.len() <= meta::JPEG_EXIF_MAX),
-            )?;
-            // image converts to what the encoder takes: 8 bits, alpha dropped
-            img.write_with_encoder(enc).map_err(|e| e.to_string())?;
-            if let Some(m) = meta {
-                out = meta::add_jpeg_comments(out, &m.comments);
-            }
+            out = encode_jpeg(img, meta, icc, exif(), enc.jpeg_quality)?;
         }
         ImageFormat::WebP => {
             let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
             set_metadata(&mut enc, icc, exif())?;
             img.write_with_encoder(enc).map_err(|e| e.to_string())?;
         }
-        ImageFormat::Png => encode_png(&mut out, img, meta, icc, exif())?,
+        ImageFormat::Png => encode_png(&mut out, img, meta, icc, exif(), enc.png)?,
         ImageFormat::Tiff => {
             let mut cur = Cursor::new(out);
-            encode_tiff(&mut cur, img, meta, icc).map_err(|e| e.to_string())?;
+            encode_tiff(&mut cur, img, meta, icc, enc.tiff).map_err(|e| e.to_string())?;
             out = cur.into_inner();
             if meta.and_then(|m| m.density).is_none() {
                 out = meta::drop_tiff_resolution(out);
@@ -791,6 +829,60 @@ fn set_metadata(
     Ok(())
 }
 
+/// JPEG, 8 bits, baseline, chroma at full resolution (4:4:4: the colour is what this tool
+/// adds), with the JFIF density, EXIF, ICC profile and the source's comments. Encoded by
+/// jpeg-encoder with its AVX2 kernels (chosen at run time): 2.2x less CPU than image's encoder
+/// on a 24 MP scan, the same size at the same quality (BENCHMARKS.md "Codecs").
+fn encode_jpeg(
+    img: &DynamicImage,
+    meta: Option<&Metadata>,
+    icc: Option<&[u8]>,
+    exif: Option<Vec<u8>>,
+    quality: u8,
+) -> std::result::Result<Vec<u8>, String> {
+    use jpeg_encoder::{ColorType, Encoder, PixelDensity, PixelDensityUnit, SamplingFactor};
+    let side = |v: u32| {
+        u16::try_from(v).map_err(|_| format!("{v} pixels is more than a JPEG can hold (65,535)"))
+    };
+    let (w, h) = (side(img.width())?, side(img.height())?);
+    let mut out = Vec::new();
+    let mut enc = Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.set_sampling_factor(SamplingFactor::F_1_1);
+    if let Some(d) = meta.and_then(|m| m.density) {
+        let (x, y) = (d.x.round(), d.y.round());
+        if (1.0..=65535.0).contains(&x) && (1.0..=65535.0).contains(&y) {
+            enc.set_density(PixelDensity {
+                density: (x as u16, y as u16),
+                unit: match d.unit {
+                    meta::DensityUnit::Inch => PixelDensityUnit::Inches,
+                    meta::DensityUnit::Centimetre => PixelDensityUnit::Centimeters,
+                },
+            });
+        }
+    }
+    let err = |e: jpeg_encoder::EncodingError| e.to_string();
+    if let Some(icc) = icc {
+        enc.add_icc_profile(icc).map_err(err)?;
+    }
+    if let Some(exif) = exif.filter(|e| e.len() <= meta::JPEG_EXIF_MAX) {
+        let mut seg = b"Exif\0\0".to_vec();
+        seg.extend_from_slice(&exif);
+        enc.add_app_segment(1, seg).map_err(err)?;
+    }
+    // 8 bits, alpha dropped (JPEG has none; the summary says so)
+    match img {
+        DynamicImage::ImageLuma8(b) => enc.encode(b, w, h, ColorType::Luma),
+        DynamicImage::ImageRgb8(b) => enc.encode(b, w, h, ColorType::Rgb),
+        other if !other.color().has_color() => enc.encode(&other.to_luma8(), w, h, ColorType::Luma),
+        other => enc.encode(&other.to_rgb8(), w, h, ColorType::Rgb),
+    }
+    .map_err(err)?;
+    Ok(match meta {
+        Some(m) => meta::add_jpeg_comments(out, &m.comments),
+        None => out,
+    })
+}
+
 /// PNG at the image's depth (16-bit samples big-endian), with iCCP, eXIf and pHYs.
 fn encode_png(
     out: &mut Vec<u8>,
@@ -798,6 +890,7 @@ fn encode_png(
     meta: Option<&Metadata>,
     icc: Option<&[u8]>,
     exif: Option<Vec<u8>>,
+    compression: PngCompression,
 ) -> std::result::Result<(), String> {
     use png::{BitDepth, ColorType};
     let be = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_be_bytes()).collect() };
@@ -840,25 +933,36 @@ fn encode_png(
             unit: png::Unit::Meter,
         }
     });
-    let enc = png::Encoder::with_info(out, info).map_err(|e| e.to_string())?;
+    let mut enc = png::Encoder::with_info(out, info).map_err(|e| e.to_string())?;
+    enc.set_compression(match compression {
+        PngCompression::Fast => png::Compression::Fast,
+        PngCompression::Default => png::Compression::Balanced,
+        PngCompression::Best => png::Compression::High,
+    });
     let mut writer = enc.write_header().map_err(|e| e.to_string())?;
     writer.write_image_data(&data).map_err(|e| e.to_string())?;
     writer.finish().map_err(|e| e.to_string())
 }
 
-/// TIFF at the image's depth (gray, RGB or RGBA with unassociated alpha), LZW with the
-/// horizontal predictor, with the ICC profile, resolution and carried tags.
+/// TIFF at the image's depth (gray, RGB or RGBA with unassociated alpha), compressed as asked
+/// with the horizontal predictor, with the ICC profile, resolution and carried tags.
 fn encode_tiff<W: Write + Seek>(
     out: W,
     img: &DynamicImage,
     meta: Option<&Metadata>,
     icc: Option<&[u8]>,
+    compression: TiffCompression,
 ) -> tiff::TiffResult<()> {
-    use tiff::encoder::{colortype as ct, Compression, TiffEncoder};
+    use tiff::encoder::{colortype as ct, Compression, DeflateLevel, TiffEncoder};
     let (w, h) = (img.width(), img.height());
-    let mut enc = TiffEncoder::new(out)?
-        .with_compression(Compression::Lzw)
-        .with_predictor(tiff::tags::Predictor::Horizontal);
+    let mut enc = TiffEncoder::new(out)?.with_compression(match compression {
+        TiffCompression::Deflate => Compression::Deflate(DeflateLevel::Fast),
+        TiffCompression::Lzw => Compression::Lzw,
+        TiffCompression::None => Compression::Uncompressed,
+    });
+    if compression != TiffCompression::None {
+        enc = enc.with_predictor(tiff::tags::Predictor::Horizontal);
+    }
     let pointers = match meta {
         Some(m) => meta::write_tiff_sub_ifds(&mut enc, m, w, h)?,
         None => Vec::new(),

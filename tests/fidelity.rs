@@ -726,3 +726,44 @@ fn out_of_range_ab_is_scaled_along_its_hue_and_auto_picks_by_depth() {
     assert_eq!(Gamut::Auto.resolve(Depth::Eight), Gamut::Clip);
     assert_eq!(Gamut::Fit.resolve(Depth::Eight), Gamut::Fit);
 }
+
+/// `--tiff-compression` and `--png-compression`: the TIFF says the compression asked for (with
+/// the predictor), every choice decodes to the same samples, and PNG's levels trade size.
+#[test]
+fn output_compression_is_as_asked_and_never_changes_a_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scan = fixtures("photos/coffee-scan-16bit.tif");
+    let mut samples = Vec::new();
+    for (method, tag) in [("deflate", 8u16), ("lzw", 5), ("none", 1)] {
+        let out = tmp.path().join(format!("tiff-{method}"));
+        let (o, _) = colorize(&[&scan], &out, &["--tiff-compression", method]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let file = out.join("coffee-scan-16bit.tif");
+        let mut d = tiff::decoder::Decoder::new(std::fs::File::open(&file).unwrap()).unwrap();
+        let got = d.get_tag_u32(tiff::tags::Tag::Compression).unwrap();
+        assert_eq!(got, u32::from(tag), "{method}");
+        let predictor = d.get_tag_u32(tiff::tags::Tag::Predictor).unwrap_or(1);
+        assert_eq!(predictor, if method == "none" { 1 } else { 2 }, "{method}");
+        samples.push(open(&file).into_rgb16().into_raw());
+    }
+    assert!(samples.windows(2).all(|w| w[0] == w[1]));
+    let png = fixtures("photos/cameraman.png");
+    let mut sizes = Vec::new();
+    let mut pixels = Vec::new();
+    for level in ["fast", "default", "best"] {
+        let out = tmp.path().join(format!("png-{level}"));
+        let (o, _) = colorize(&[&png], &out, &["--png-compression", level]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let file = out.join("cameraman.png");
+        sizes.push(std::fs::metadata(&file).unwrap().len());
+        pixels.push(open(&file).into_rgb8().into_raw());
+    }
+    assert!(pixels.windows(2).all(|w| w[0] == w[1]));
+    assert!(sizes[0] > sizes[1] && sizes[1] >= sizes[2], "{sizes:?}");
+    let (o, _) = colorize(
+        &[&png],
+        &tmp.path().join("x"),
+        &["--png-compression", "max"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -34,8 +34,8 @@ pub struct BatchOptions {
     pub quiet: bool,
     /// Colorize photos that are already in colour (by default they are skipped).
     pub force: bool,
-    /// JPEG quality of JPEG outputs (1-100).
-    pub jpeg_quality: u8,
+    /// How outputs are encoded (JPEG quality, PNG and TIFF compression).
+    pub encoding: crate::imageio::Encoding,
     /// Read and hash every file, trusting no index entry (`--rehash`).
     pub rehash: bool,
     /// Threads that read, hash and decode (0: chosen from the cores, 2 to 4).
@@ -88,7 +88,7 @@ impl Default for BatchOptions {
             lease_ttl: DEFAULT_LEASE_TTL,
             quiet: false,
             force: false,
-            jpeg_quality: crate::imageio::JPEG_QUALITY,
+            encoding: crate::imageio::Encoding::default(),
             rehash: false,
             readers: 0,
             shard: None,

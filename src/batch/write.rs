@@ -116,7 +116,7 @@ fn write_one(
         Some(&shared.opts.output),
         dest,
         Some(&carry.meta),
-        shared.opts.jpeg_quality,
+        &shared.opts.encoding,
         before_rename,
     )
     .map_err(|e| e.detail())

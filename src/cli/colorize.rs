@@ -176,6 +176,24 @@ pub struct ColorizeArgs {
         value_name = "Q"
     )]
     pub jpeg_quality: u8,
+    /// How hard PNG outputs are compressed: fast (about OpenCV's size, the default), default
+    /// (zlib's balanced level: smaller, several times slower) or best.
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "fast",
+        value_name = "LEVEL"
+    )]
+    pub png_compression: imageio::PngCompression,
+    /// TIFF outputs' compression, with the horizontal predictor: deflate (the default), lzw
+    /// (for the oldest readers) or none.
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "deflate",
+        value_name = "METHOD"
+    )]
+    pub tiff_compression: imageio::TiffCompression,
     /// Colorize photos that are already in colour too (by default they are skipped as
     /// "already colour"; toned black-and-white prints are always colorized).
     #[arg(help_heading = "Output", long)]
@@ -358,7 +376,11 @@ impl ColorizeSettings {
                 lease_ttl: args.lease_ttl,
                 quiet: args.quiet,
                 force: args.force,
-                jpeg_quality: args.jpeg_quality,
+                encoding: imageio::Encoding {
+                    jpeg_quality: args.jpeg_quality,
+                    png: args.png_compression,
+                    tiff: args.tiff_compression,
+                },
                 rehash: args.rehash,
                 readers: 0,
                 shard,

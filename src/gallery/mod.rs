@@ -354,8 +354,13 @@ fn thumbnail(src: &Path, dest: &Path, opts: &GalleryOptions) -> Result<bool, Thu
     } else {
         image::imageops::resize(&rgb, tw, th, image::imageops::FilterType::Triangle)
     };
-    imageio::save_with(&image::DynamicImage::ImageRgb8(small), dest, None, 85)
-        .map_err(|e| unreadable(&e))?;
+    imageio::save_with(
+        &image::DynamicImage::ImageRgb8(small),
+        dest,
+        None,
+        &imageio::Encoding::jpeg(85),
+    )
+    .map_err(|e| unreadable(&e))?;
     Ok(true)
 }
 
