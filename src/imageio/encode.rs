@@ -1,0 +1,386 @@
+//! Encoders, one per output format, each carrying the metadata its format can hold, and the
+//! one [`Encoding`] value that says how (JPEG quality, PNG and TIFF compression).
+use std::io::{Cursor, Seek, Write};
+use std::path::Path;
+
+use image::{DynamicImage, ImageEncoder, ImageFormat};
+
+use super::atomic::{write_atomic_beneath, write_atomic_then};
+use super::format_for;
+use crate::error::{Error, Result};
+use crate::meta::{self, Metadata};
+
+/// JPEG quality used when writing JPEG files, unless told otherwise (`--jpeg-quality`).
+pub const JPEG_QUALITY: u8 = 95;
+
+/// `--png-compression`: how hard PNG outputs are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PngCompression {
+    /// fdeflate, tuned for PNG: about OpenCV's default size (zlib level 1) at a fraction of
+    /// zlib's time (BENCHMARKS.md "Codecs").
+    #[default]
+    Fast,
+    /// zlib's balanced level: smaller, several times slower.
+    Default,
+    /// The smallest, slowest.
+    Best,
+}
+
+crate::keywords::keyword_enum!(PngCompression, "PNG compression", {
+    Fast => "fast",
+    Default => "default",
+    Best => "best",
+});
+
+/// `--tiff-compression`: TIFF outputs' compression, always with the horizontal predictor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TiffCompression {
+    /// Deflate at its fast level: smaller than LZW and twice as fast on 16-bit scans.
+    #[default]
+    Deflate,
+    /// LZW, what the oldest TIFF readers understand.
+    Lzw,
+    /// Uncompressed: the fastest to write and read, the largest.
+    None,
+}
+
+crate::keywords::keyword_enum!(TiffCompression, "TIFF compression", {
+    Deflate => "deflate" | "zip",
+    Lzw => "lzw",
+    None => "none",
+});
+
+/// How outputs are encoded, one value for every format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    /// JPEG quality, 1-100.
+    pub jpeg_quality: u8,
+    pub png: PngCompression,
+    pub tiff: TiffCompression,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Self {
+            jpeg_quality: JPEG_QUALITY,
+            png: PngCompression::default(),
+            tiff: TiffCompression::default(),
+        }
+    }
+}
+
+impl Encoding {
+    /// The defaults with another JPEG quality (thumbnails).
+    pub fn jpeg(quality: u8) -> Self {
+        Self {
+            jpeg_quality: quality,
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether a format stores only 8 bits per channel (a 16-bit image written to it loses depth).
+pub fn is_8bit_only(format: ImageFormat) -> bool {
+    matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Bmp
+    )
+}
+
+/// Whether a format has no alpha channel.
+pub fn drops_alpha(format: ImageFormat) -> bool {
+    matches!(format, ImageFormat::Jpeg)
+}
+
+/// Encode `img` in the format that `dest`'s extension names, atomically, without metadata.
+pub fn save(img: &DynamicImage, dest: &Path) -> Result<()> {
+    save_with(img, dest, None, &Encoding::default())
+}
+
+/// Encode `img` in the format that `dest`'s extension names, atomically, carrying `meta`
+/// (ICC profile, EXIF with orientation 1, resolution) where the format can hold it. JPEG and
+/// WebP get 8 bits per channel, PNG and TIFF the image's own depth; JPEG drops alpha.
+pub fn save_with(
+    img: &DynamicImage,
+    dest: &Path,
+    meta: Option<&Metadata>,
+    enc: &Encoding,
+) -> Result<()> {
+    save_with_then(img, None, dest, meta, enc, || {})
+}
+
+/// [`save_with`], calling `before_rename` as [`write_atomic_then`] does; with `within`, the
+/// output folder `dest` must stay inside ([`write_atomic_beneath`]).
+pub fn save_with_then(
+    img: &DynamicImage,
+    within: Option<&Path>,
+    dest: &Path,
+    meta: Option<&Metadata>,
+    enc: &Encoding,
+    before_rename: impl FnOnce(),
+) -> Result<()> {
+    let werr = |reason: String| Error::Write {
+        path: dest.to_owned(),
+        reason,
+    };
+    let format = format_for(dest).ok_or_else(|| werr("unknown image extension".into()))?;
+    // encode to memory first: TIFF needs to seek, and a failed encode leaves no file at all
+    let bytes = encode(img, format, meta, enc).map_err(werr)?;
+    let write = |out: &mut dyn Write| out.write_all(&bytes).map_err(|e| werr(e.to_string()));
+    match within {
+        Some(root) => write_atomic_beneath(root, dest, write, before_rename),
+        None => write_atomic_then(dest, write, before_rename),
+    }
+}
+
+/// Encode `img` as `format` into memory (see [`save_with`]).
+pub fn encode(
+    img: &DynamicImage,
+    format: ImageFormat,
+    meta: Option<&Metadata>,
+    enc: &Encoding,
+) -> std::result::Result<Vec<u8>, String> {
+    let (w, h) = (img.width(), img.height());
+    let rgb = img.color().has_color();
+    let icc = meta.and_then(|m| m.icc_for(rgb));
+    let exif = || meta.and_then(|m| m.exif_blob(w, h));
+    let mut out = Vec::new();
+    match format {
+        ImageFormat::Jpeg => {
+            out = encode_jpeg(img, meta, icc, exif(), enc.jpeg_quality)?;
+        }
+        ImageFormat::WebP => {
+            let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            set_metadata(&mut enc, icc, exif())?;
+            img.write_with_encoder(enc).map_err(|e| e.to_string())?;
+        }
+        ImageFormat::Png => encode_png(&mut out, img, meta, icc, exif(), enc.png)?,
+        ImageFormat::Tiff => {
+            let mut cur = Cursor::new(out);
+            encode_tiff(&mut cur, img, meta, icc, enc.tiff).map_err(|e| e.to_string())?;
+            out = cur.into_inner();
+            if meta.and_then(|m| m.density).is_none() {
+                out = meta::drop_tiff_resolution(out);
+            }
+        }
+        other => {
+            let mut cur = Cursor::new(out);
+            img.write_to(&mut cur, other).map_err(|e| e.to_string())?;
+            out = cur.into_inner();
+        }
+    }
+    Ok(out)
+}
+
+fn set_metadata(
+    enc: &mut impl ImageEncoder,
+    icc: Option<&[u8]>,
+    exif: Option<Vec<u8>>,
+) -> std::result::Result<(), String> {
+    if let Some(icc) = icc {
+        enc.set_icc_profile(icc.to_vec())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(exif) = exif {
+        enc.set_exif_metadata(exif).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// JPEG, 8 bits, baseline, chroma at full resolution (4:4:4: the colour is what this tool
+/// adds), with the JFIF density, EXIF, ICC profile and the source's comments. Encoded by
+/// jpeg-encoder with its AVX2 kernels (chosen at run time): 2.2x less CPU than image's encoder
+/// on a 24 MP scan, the same size at the same quality (BENCHMARKS.md "Codecs").
+fn encode_jpeg(
+    img: &DynamicImage,
+    meta: Option<&Metadata>,
+    icc: Option<&[u8]>,
+    exif: Option<Vec<u8>>,
+    quality: u8,
+) -> std::result::Result<Vec<u8>, String> {
+    use jpeg_encoder::{ColorType, Encoder, PixelDensity, PixelDensityUnit, SamplingFactor};
+    let side = |v: u32| {
+        u16::try_from(v).map_err(|_| format!("{v} pixels is more than a JPEG can hold (65,535)"))
+    };
+    let (w, h) = (side(img.width())?, side(img.height())?);
+    let mut out = Vec::new();
+    let mut enc = Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.set_sampling_factor(SamplingFactor::F_1_1);
+    if let Some(d) = meta.and_then(|m| m.density) {
+        let (x, y) = (d.x.round(), d.y.round());
+        if (1.0..=65535.0).contains(&x) && (1.0..=65535.0).contains(&y) {
+            enc.set_density(PixelDensity {
+                density: (x as u16, y as u16),
+                unit: match d.unit {
+                    meta::DensityUnit::Inch => PixelDensityUnit::Inches,
+                    meta::DensityUnit::Centimetre => PixelDensityUnit::Centimeters,
+                },
+            });
+        }
+    }
+    let err = |e: jpeg_encoder::EncodingError| e.to_string();
+    if let Some(icc) = icc {
+        enc.add_icc_profile(icc).map_err(err)?;
+    }
+    if let Some(exif) = exif.filter(|e| e.len() <= meta::JPEG_EXIF_MAX) {
+        let mut seg = b"Exif\0\0".to_vec();
+        seg.extend_from_slice(&exif);
+        enc.add_app_segment(1, seg).map_err(err)?;
+    }
+    // 8 bits, alpha dropped (JPEG has none; the summary says so)
+    match img {
+        DynamicImage::ImageLuma8(b) => enc.encode(b, w, h, ColorType::Luma),
+        DynamicImage::ImageRgb8(b) => enc.encode(b, w, h, ColorType::Rgb),
+        other if !other.color().has_color() => enc.encode(&other.to_luma8(), w, h, ColorType::Luma),
+        other => enc.encode(&other.to_rgb8(), w, h, ColorType::Rgb),
+    }
+    .map_err(err)?;
+    Ok(match meta {
+        Some(m) => meta::add_jpeg_comments(out, &m.comments),
+        None => out,
+    })
+}
+
+/// PNG at the image's depth (16-bit samples big-endian), with iCCP, eXIf and pHYs.
+fn encode_png(
+    out: &mut Vec<u8>,
+    img: &DynamicImage,
+    meta: Option<&Metadata>,
+    icc: Option<&[u8]>,
+    exif: Option<Vec<u8>>,
+    compression: PngCompression,
+) -> std::result::Result<(), String> {
+    use png::{BitDepth, ColorType};
+    let be = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_be_bytes()).collect() };
+    let (color, depth, data): (ColorType, BitDepth, std::borrow::Cow<[u8]>) = match img {
+        DynamicImage::ImageLuma8(b) => (ColorType::Grayscale, BitDepth::Eight, b.as_raw().into()),
+        DynamicImage::ImageLumaA8(b) => (
+            ColorType::GrayscaleAlpha,
+            BitDepth::Eight,
+            b.as_raw().into(),
+        ),
+        DynamicImage::ImageRgb8(b) => (ColorType::Rgb, BitDepth::Eight, b.as_raw().into()),
+        DynamicImage::ImageRgba8(b) => (ColorType::Rgba, BitDepth::Eight, b.as_raw().into()),
+        DynamicImage::ImageLuma16(b) => (ColorType::Grayscale, BitDepth::Sixteen, be(b).into()),
+        DynamicImage::ImageLumaA16(b) => {
+            (ColorType::GrayscaleAlpha, BitDepth::Sixteen, be(b).into())
+        }
+        DynamicImage::ImageRgb16(b) => (ColorType::Rgb, BitDepth::Sixteen, be(b).into()),
+        DynamicImage::ImageRgba16(b) => (ColorType::Rgba, BitDepth::Sixteen, be(b).into()),
+        other if other.color().has_alpha() => (
+            ColorType::Rgba,
+            BitDepth::Sixteen,
+            be(&other.to_rgba16()).into(),
+        ),
+        other => (
+            ColorType::Rgb,
+            BitDepth::Sixteen,
+            be(&other.to_rgb16()).into(),
+        ),
+    };
+    let mut info = png::Info::with_size(img.width(), img.height());
+    info.color_type = color;
+    info.bit_depth = depth;
+    info.icc_profile = icc.map(Into::into);
+    info.exif_metadata = exif.map(Into::into);
+    info.pixel_dims = meta.and_then(|m| m.density).map(|d| {
+        let (xppu, yppu) = d.per_metre();
+        png::PixelDimensions {
+            xppu,
+            yppu,
+            unit: png::Unit::Meter,
+        }
+    });
+    let mut enc = png::Encoder::with_info(out, info).map_err(|e| e.to_string())?;
+    enc.set_compression(match compression {
+        PngCompression::Fast => png::Compression::Fast,
+        PngCompression::Default => png::Compression::Balanced,
+        PngCompression::Best => png::Compression::High,
+    });
+    let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(&data).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())
+}
+
+/// TIFF at the image's depth (gray, RGB or RGBA with unassociated alpha), compressed as asked
+/// with the horizontal predictor, with the ICC profile, resolution and carried tags.
+fn encode_tiff<W: Write + Seek>(
+    out: W,
+    img: &DynamicImage,
+    meta: Option<&Metadata>,
+    icc: Option<&[u8]>,
+    compression: TiffCompression,
+) -> tiff::TiffResult<()> {
+    use tiff::encoder::{colortype as ct, Compression, DeflateLevel, TiffEncoder};
+    let (w, h) = (img.width(), img.height());
+    let mut enc = TiffEncoder::new(out)?.with_compression(match compression {
+        TiffCompression::Deflate => Compression::Deflate(DeflateLevel::Fast),
+        TiffCompression::Lzw => Compression::Lzw,
+        TiffCompression::None => Compression::Uncompressed,
+    });
+    if compression != TiffCompression::None {
+        enc = enc.with_predictor(tiff::tags::Predictor::Horizontal);
+    }
+    let pointers = match meta {
+        Some(m) => meta::write_tiff_sub_ifds(&mut enc, m, w, h)?,
+        None => Vec::new(),
+    };
+    let tags = TiffTags {
+        meta,
+        icc,
+        pointers: &pointers,
+    };
+    match img {
+        DynamicImage::ImageLuma8(b) => tiff_image::<ct::Gray8, _>(&mut enc, w, h, b, &tags, false),
+        DynamicImage::ImageLuma16(b) => {
+            tiff_image::<ct::Gray16, _>(&mut enc, w, h, b, &tags, false)
+        }
+        DynamicImage::ImageRgb8(b) => tiff_image::<ct::RGB8, _>(&mut enc, w, h, b, &tags, false),
+        DynamicImage::ImageRgba8(b) => tiff_image::<ct::RGBA8, _>(&mut enc, w, h, b, &tags, true),
+        DynamicImage::ImageRgb16(b) => tiff_image::<ct::RGB16, _>(&mut enc, w, h, b, &tags, false),
+        DynamicImage::ImageRgba16(b) => tiff_image::<ct::RGBA16, _>(&mut enc, w, h, b, &tags, true),
+        DynamicImage::ImageLumaA8(_) => {
+            tiff_image::<ct::RGBA8, _>(&mut enc, w, h, &img.to_rgba8(), &tags, true)
+        }
+        other if other.color().has_alpha() => {
+            tiff_image::<ct::RGBA16, _>(&mut enc, w, h, &other.to_rgba16(), &tags, true)
+        }
+        other => tiff_image::<ct::RGB16, _>(&mut enc, w, h, &other.to_rgb16(), &tags, false),
+    }
+}
+
+/// What a TIFF's IFD0 gets besides the pixel layout.
+struct TiffTags<'a> {
+    meta: Option<&'a Metadata>,
+    icc: Option<&'a [u8]>,
+    pointers: &'a [(u16, u32)],
+}
+
+fn tiff_image<C: tiff::encoder::colortype::ColorType, W: Write + Seek>(
+    enc: &mut tiff::encoder::TiffEncoder<W>,
+    w: u32,
+    h: u32,
+    data: &[C::Inner],
+    tags: &TiffTags,
+    alpha: bool,
+) -> tiff::TiffResult<()>
+where
+    [C::Inner]: tiff::encoder::TiffValue,
+{
+    let mut image = enc.new_image::<C>(w, h)?;
+    let dir = image.encoder();
+    if alpha {
+        // unassociated alpha
+        dir.write_tag(tiff::tags::Tag::ExtraSamples, &[2u16][..])?;
+    }
+    if let Some(m) = tags.meta {
+        meta::write_tiff_ifd0(dir, m, tags.pointers)?;
+        if let Some(d) = &m.density {
+            meta::write_tiff_density(dir, d)?;
+        }
+    }
+    if let Some(icc) = tags.icc {
+        meta::put_entry(dir, 34675, tiff::tags::Type::UNDEFINED, icc)?;
+    }
+    image.write_data(data)
+}
