@@ -5,23 +5,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-/// A fresh random-enough token (32 hex chars): unique across processes and threads, which is
-/// all a lease token needs (it proves ownership, it is not a secret).
+/// A fresh token (32 hex chars, 128 random bits from the OS): what a lease holder proves
+/// ownership with. Should the random source fail (it does not on supported systems), a digest
+/// of the process, the clock and a counter still keeps tokens unique.
 pub(crate) fn new_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let local = 0u8;
-    let mut h = Sha256::new();
-    h.update(std::process::id().to_le_bytes());
-    h.update(now.to_le_bytes());
-    h.update(n.to_le_bytes());
-    h.update(format!("{:?}", std::thread::current().id()).as_bytes());
-    h.update((&local as *const u8 as usize).to_le_bytes());
-    hex(&h.finalize()[..16])
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mut h = Sha256::new();
+        h.update(std::process::id().to_le_bytes());
+        h.update(now.to_le_bytes());
+        h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        b.copy_from_slice(&h.finalize()[..16]);
+    }
+    hex(&b)
 }
 
 pub(crate) use crate::hash::hex;

@@ -254,7 +254,7 @@ impl Hub {
                 .write(true)
                 .open(&lock_file)
                 .map_err(io_err(&lock_file))?;
-            if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
+            if lock.try_lock().is_err() {
                 if !quiet && !said {
                     said = true;
                     crate::say!(
@@ -262,7 +262,7 @@ impl Hub {
                         crate::text::shown(dest)
                     );
                 }
-                fs2::FileExt::lock_exclusive(&lock).map_err(io_err(&lock_file))?;
+                lock.lock().map_err(io_err(&lock_file))?;
             }
             // its holder removes the lock file before unlocking it: a lock taken on a file
             // that is no longer at the path is no lock; take the one there now
@@ -278,7 +278,7 @@ impl Hub {
         };
         // no lock file left behind, whatever happened (removed while still held)
         let _ = std::fs::remove_file(&lock_file);
-        let _ = fs2::FileExt::unlock(&lock);
+        let _ = lock.unlock();
         if let (Err(_), Some(dir)) = (&result, made) {
             // only if empty: a partial download stays for the next try to resume
             let part = part_path(dest);
