@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::exit;
+use super::exit::ExitCode;
 use super::settings::resolve_weights;
 use crate::colorizer::DEFAULT_SIZE;
 use crate::device::{self, DeviceSpec};
@@ -52,7 +52,7 @@ pub struct BenchArgs {
     pub threads: Option<usize>,
 }
 
-pub fn run(args: &BenchArgs) -> Result<i32, Error> {
+pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
     crate::pipeline::check_model_size(args.size).map_err(Error::Usage)?;
     args.device.check().map_err(Error::Usage)?;
     let threads = args
@@ -102,5 +102,5 @@ pub fn run(args: &BenchArgs) -> Result<i32, Error> {
         .to_string(),
     )
     .map_err(super::stdout_error)?;
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }

@@ -1,7 +1,7 @@
 //! `ddcolor cache stats|clear`, and the `--cache` options that `colorize` shares.
 use clap::Subcommand;
 
-use super::exit;
+use super::exit::ExitCode;
 use super::settings::{CacheArgs, CacheSettings};
 use crate::error::Error;
 
@@ -13,14 +13,14 @@ pub enum CacheCommand {
     Clear(CacheArgs),
 }
 
-pub fn run(cmd: &CacheCommand) -> Result<i32, Error> {
+pub fn run(cmd: &CacheCommand) -> Result<ExitCode, Error> {
     match cmd {
         CacheCommand::Stats(args) => stats(args),
         CacheCommand::Clear(args) => clear(args),
     }
 }
 
-fn stats(args: &CacheArgs) -> Result<i32, Error> {
+fn stats(args: &CacheArgs) -> Result<ExitCode, Error> {
     let cache = CacheSettings::from_args(args)?.open_or_usage()?;
     let st = cache.stats().map_err(|e| Error::Usage(e.to_string()))?;
     let mut text = format!("cache: {}\nentries: {}\n", cache.describe(), st.entries);
@@ -31,13 +31,13 @@ fn stats(args: &CacheArgs) -> Result<i32, Error> {
         text.push_str(&format!("{k}: {v}\n"));
     }
     crate::say::stdout_bytes(text.as_bytes()).map_err(super::stdout_error)?;
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }
 
-fn clear(args: &CacheArgs) -> Result<i32, Error> {
+fn clear(args: &CacheArgs) -> Result<ExitCode, Error> {
     let cache = CacheSettings::from_args(args)?.open_or_usage()?;
     let n = cache.clear().map_err(|e| Error::Usage(e.to_string()))?;
     crate::say::out_line(&format!("removed {n} keys from {}", cache.describe()))
         .map_err(super::stdout_error)?;
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::exit;
+use super::exit::ExitCode;
 use super::settings::{check_dtype, parse_duration, resolve_weights, CacheArgs, CacheSettings};
 use crate::batch::index::Index;
 use crate::batch::report::{ReportSink, Status};
@@ -429,7 +429,7 @@ fn check_output_name(output: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
+pub fn run(args: ColorizeArgs) -> Result<ExitCode, Error> {
     let mut settings = ColorizeSettings::from_args(&args)?;
     // `-` in, `--output -` out: temporary stand-ins, named `-` in messages and the report
     let filter = super::filter::Filter::setup(
@@ -566,11 +566,11 @@ pub fn run(args: ColorizeArgs) -> Result<i32, Error> {
         }
     }
     Ok(if empty && s.failed == 0 {
-        exit::NO_INPUT
+        ExitCode::NoInput
     } else if success {
-        exit::OK
+        ExitCode::Ok
     } else {
-        exit::SOME_FAILED
+        ExitCode::SomeFailed
     })
 }
 

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::exit;
+use super::exit::ExitCode;
 use crate::error::Error;
 use crate::gallery::{self, GalleryOptions};
 
@@ -31,7 +31,7 @@ pub struct GalleryArgs {
     pub quiet: bool,
 }
 
-pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
+pub fn run(args: &GalleryArgs) -> Result<ExitCode, Error> {
     let (entries, bad) = gallery::read_reports(&args.reports).map_err(Error::Usage)?;
     if entries.is_empty() {
         return Err(Error::Usage(
@@ -86,7 +86,7 @@ pub fn run(args: &GalleryArgs) -> Result<i32, Error> {
             },
             crate::text::shown(first),
         );
-        return Ok(exit::SOME_FAILED);
+        return Ok(ExitCode::SomeFailed);
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }

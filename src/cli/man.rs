@@ -1,5 +1,5 @@
 //! `ddcolor man` (the roff page, built from the clap definitions) and `ddcolor completions`.
-use super::exit;
+use super::exit::ExitCode;
 
 /// Print the completion script for `shell` of the command tree `cmd` to stdout.
 pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> std::io::Result<()> {
@@ -94,15 +94,12 @@ pub fn man_page(cmd: clap::Command, w: &mut dyn std::io::Write) -> std::io::Resu
             .text([roman(*step)]);
     }
     roff.control("SH", ["EXIT STATUS"]);
-    for (code, meaning) in [
-        (exit::OK, "Every input was done (colorized, cached, duplicate or skipped)."),
-        (exit::SOME_FAILED, "Some inputs failed; all others were done."),
-        (exit::USAGE, "Bad usage or configuration (flags, a cache spec that cannot be parsed, weights that cannot be read or fetched, an output folder that is an input folder or cannot be written); nothing was done."),
-        (exit::CACHE_UNREACHABLE, "--require-cache and the cache could not be reached (nothing was done), or it stopped answering mid-run (the run stopped; what was written is in the report)."),
-    ] {
+    for code in ExitCode::ALL {
+        let meaning = code.meaning().replace('`', "");
+        let sentence = format!("{}{}.", meaning[..1].to_uppercase(), &meaning[1..]);
         roff.control("TP", [])
-            .text([bold(code.to_string())])
-            .text([roman(meaning)]);
+            .text([bold(code.code().to_string())])
+            .text([roman(sentence)]);
     }
     roff.to_writer(w)?;
     man.render_version_section(w)

@@ -5,6 +5,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::Error;
+use exit::ExitCode;
 
 pub mod bench;
 pub mod cache;
@@ -73,13 +74,14 @@ fn parse_and_run() -> i32 {
         decide_threads_once();
     }
     match run(cli) {
-        Ok(code) => code,
+        Ok(code) => code.code(),
         Err(e) => {
             crate::say!("ddcolor: {e}");
             match e {
-                Error::CacheUnreachable(_) => exit::CACHE_UNREACHABLE,
-                _ => exit::USAGE,
+                Error::CacheUnreachable(_) => ExitCode::CacheUnreachable,
+                _ => ExitCode::Usage,
             }
+            .code()
         }
     }
 }
@@ -117,25 +119,25 @@ pub(crate) fn stdout_error(e: std::io::Error) -> Error {
     Error::Usage(format!("cannot write to standard output: {e}"))
 }
 
-pub fn run(cli: Cli) -> Result<i32, Error> {
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Colorize(args) => colorize::run(*args),
         Command::Cache(cmd) => cache::run(&cmd),
         Command::Gallery(args) => gallery::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Weights(cmd) => weights::run(&cmd)
-            .map(|()| exit::OK)
+            .map(|()| ExitCode::Ok)
             .map_err(|e| Error::Usage(e.to_string())),
         Command::Completions { shell } => {
             man::completions(shell, Cli::command()).map_err(stdout_error)?;
-            Ok(exit::OK)
+            Ok(ExitCode::Ok)
         }
         Command::Man => {
             let mut page = Vec::new();
             man::man_page(Cli::command(), &mut page)
                 .and_then(|()| crate::say::stdout_bytes(&page))
                 .map_err(|e| Error::Usage(format!("cannot write the manual page: {e}")))?;
-            Ok(exit::OK)
+            Ok(ExitCode::Ok)
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use std::time::Duration;
 
-use super::exit;
+use super::exit::ExitCode;
 use crate::cache::{Cache, CacheOptions, CacheSpec, TlsFiles};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::Error;
@@ -160,7 +160,7 @@ impl CacheSettings {
         &self,
         require: bool,
         readonly: bool,
-    ) -> Result<(Box<dyn Cache>, bool), i32> {
+    ) -> Result<(Box<dyn Cache>, bool), ExitCode> {
         let mut readonly = readonly;
         let cache = match self.spec.open(&self.options) {
             // a network cache that stops answering mid-run: the run goes on with the fallback
@@ -171,7 +171,7 @@ impl CacheSettings {
             Ok(c) => c,
             Err(e) if require => {
                 crate::say!("ddcolor: cache unreachable: {e}");
-                return Err(exit::CACHE_UNREACHABLE);
+                return Err(ExitCode::CacheUnreachable);
             }
             Err(e) => {
                 let fallback = self
@@ -195,7 +195,7 @@ impl CacheSettings {
                          (--require-cache; add --cache-readonly to only read it)",
                         cache.describe()
                     );
-                    return Err(exit::CACHE_UNREACHABLE);
+                    return Err(ExitCode::CacheUnreachable);
                 }
                 crate::say!(
                     "ddcolor: warning: cannot write to {} ({e}); using it read-only",
