@@ -46,6 +46,19 @@ fn album(dir: &Path) {
     }
 }
 
+/// `colorize album --output colorized --report run.ndjson`, run in `dir/scans` over a small
+/// album: the folder it ran in.
+fn first_run(dir: &Path) -> PathBuf {
+    let run_dir = dir.join("scans");
+    album(&run_dir);
+    let o = colorize_in(
+        &run_dir,
+        &["album", "--output", "colorized", "--report", "run.ndjson"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    run_dir
+}
+
 /// The page's data block, parsed, and the page itself.
 fn page_data(review: &Path) -> (Value, String) {
     let html = std::fs::read_to_string(review.join("index.html")).unwrap();
@@ -130,13 +143,7 @@ fn hostile_names_and_titles_stay_text() {
 #[test]
 fn the_gallery_works_from_any_folder_and_names_what_is_missing() {
     let tmp = tempfile::tempdir().unwrap();
-    let run_dir = tmp.path().join("scans");
-    album(&run_dir);
-    let o = colorize_in(
-        &run_dir,
-        &["album", "--output", "colorized", "--report", "run.ndjson"],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = first_run(tmp.path());
     let rep = report(&run_dir.join("run.ndjson"));
     assert_eq!(rep[0]["root"], "album", "{rep:?}");
     assert_eq!(
@@ -210,13 +217,7 @@ fn outputs_that_were_already_there_are_shown_and_do_not_hide_the_run_that_wrote_
 #[test]
 fn the_flagged_list_reruns_exactly_the_flagged_outputs() {
     let tmp = tempfile::tempdir().unwrap();
-    let run_dir = tmp.path().join("scans");
-    album(&run_dir);
-    let o = colorize_in(
-        &run_dir,
-        &["album", "--output", "colorized", "--report", "run.ndjson"],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = first_run(tmp.path());
     let o = gallery_in(
         &run_dir,
         &[Path::new("run.ndjson")],
