@@ -11,7 +11,7 @@
 //! - [`epilogue`] (per-channel bias/BatchNorm/activation) on those two;
 //! - [`gemm`] on the epilogue; [`im2col`] and [`winograd`] (convolutions) on [`gemm`];
 //! - [`norm`] (LayerNorm, softmax) on `exp` from [`activation`]; [`attention`] on [`norm`];
-//! - [`depthwise`] and [`tail`] on `common` only.
+//! - [`depthwise`], [`tail`] and [`transpose`] on `common` only.
 pub mod activation;
 pub mod attention;
 pub(crate) mod common;
@@ -21,4 +21,5 @@ pub mod gemm;
 pub mod im2col;
 pub mod norm;
 pub mod tail;
+pub mod transpose;
 pub mod winograd;

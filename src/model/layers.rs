@@ -6,7 +6,7 @@ use super::checkpoint::{LoadError, Vb};
 use crate::kernels::activation::Act;
 use crate::kernels::common::is_cpu_f32;
 use crate::kernels::epilogue::{channel_op, Channels, Epilogue};
-use crate::kernels::{gemm, im2col, norm, winograd};
+use crate::kernels::{gemm, im2col, norm, transpose, winograd};
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
 
@@ -33,10 +33,7 @@ impl Linear {
 
     /// From a (possibly folded) torch weight `[out, in]` and bias `[out]` on the CPU.
     pub fn from_weight(vb: &Vb, w: &Tensor, b: Tensor, dev: &Device) -> LoadResult<Self> {
-        let w_t = w
-            .t()
-            .and_then(|t| t.contiguous())
-            .map_err(|e| vb.checkpoint().tensor_err(e))?;
+        let w_t = transpose::transpose2d(w).map_err(|e| vb.checkpoint().tensor_err(e))?;
         Ok(Self {
             w_t: to_dev(vb, w_t, dev)?,
             b: to_dev(vb, b, dev)?,
