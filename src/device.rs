@@ -159,7 +159,8 @@ pub fn describe(device: &Device) -> String {
 pub enum Precision {
     #[default]
     F32,
-    /// GPU only (candle's CPU matrix product has no bf16).
+    /// On the CPU: f32 activations, the matrix products in bf16 with f32 accumulation
+    /// (`kernels::bf16`: native with AVX512_BF16, emulated otherwise).
     Bf16,
     F16,
 }

@@ -2,6 +2,7 @@
 mod archivist;
 mod batch;
 mod batch_redis;
+mod bf16;
 mod cache;
 mod cli;
 mod faults;

@@ -141,7 +141,9 @@ impl PixelDecoder {
             in_c = out_c;
         }
         let embed = nf / 2;
-        let last_shuf = PixelShuffleIcnr::load(&vb.pp("last_shuf"), embed, embed, 4, false, dev)?;
+        // the last layer before the output: f32 products in a bf16 model
+        let last = vb.pp("last_shuf").f32_products();
+        let last_shuf = PixelShuffleIcnr::load(&last, embed, embed, 4, false, dev)?;
         Ok(Self {
             layers,
             last_shuf,

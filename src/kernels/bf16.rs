@@ -1,0 +1,515 @@
+//! Matrix products with bf16 operands and f32 accumulation on the CPU: `C (=|+=) A B` with `A`
+//! as bf16 rows and `B` as bf16 column panels, through AVX512_BF16's `vdpbf16ps` where the CPU
+//! has it and the same arithmetic emulated elsewhere.
+//!
+//! The arithmetic, native or emulated, bit for bit:
+//! - operands are rounded from f32 to bf16 to nearest, ties to even ([`to_bf16`]); f32
+//!   subnormals become zero (the native instruction treats bf16 subnormals as zero anyway);
+//! - the product of two bf16 values is exact in f32 (8-bit significands: 16 bits);
+//! - each f32 accumulator takes its products a pair of `k` at a time, the odd one first:
+//!   `acc = (acc + a[2i+1] b[2i+1]) + a[2i] b[2i]`, each addition rounded to nearest, which is
+//!   what `vdpbf16ps` does for each of its 16 lanes (outputs that would be subnormal are flushed
+//!   to zero by the instruction and not by the emulation: they do not arise from the model's
+//!   magnitudes);
+//! - `k` runs in blocks of [`KC`], the accumulators go through the output between blocks.
+//!
+//! Layouts: [`Rows`] is `[batch][m][kp]` (`kp` = `k` rounded up to even, the pad zero), so the
+//! pair `(a[r][2i], a[r][2i+1])` is one 32-bit word broadcast to all lanes; [`Panels`] is
+//! `[batch][n / NR][kp / 2][NR][2]`: for each pair of `k`, the [`NR`] columns' two values
+//! side by side, one 64-byte vector per 16 columns. Weights are laid out once at load; the
+//! activation side is converted per product (`m k` or `k n` values against `m k n` products).
+//!
+//! The micro-kernel keeps an [`MR`] x [`NR`] block of `C` in 16 registers; a task is a block of
+//! `MC` rows and `NC` columns, `k` in blocks of `KC` so that the `KC x NR` panel (16 KiB)
+//! stays in L1 while the rows run past it.
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+/// Columns per panel (two 16-lane vectors).
+pub const NR: usize = 32;
+/// Rows per micro-kernel call.
+pub const MR: usize = 8;
+/// `k` per block (in values; an even number).
+pub const KC: usize = 256;
+/// Rows per task.
+const MC: usize = 8 * MR;
+/// Panels per task.
+const NC_PANELS: usize = 8;
+
+/// Which arithmetic runs the products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `vdpbf16ps` (AVX512_BF16).
+    Native,
+    /// The same arithmetic in ordinary f32 operations (any CPU; slower than f32 products).
+    Emulated,
+}
+
+impl Kernel {
+    /// Whether this CPU has AVX512_BF16 (and the AVX-512 loads and masks the kernel uses).
+    pub fn native_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The kernel products use: native where the CPU has it, unless `DDCOLOR_BF16_EMULATE=1`
+    /// (the emulation is then tested on any machine). Read once.
+    pub fn current() -> Kernel {
+        static K: OnceLock<Kernel> = OnceLock::new();
+        *K.get_or_init(|| {
+            let forced = std::env::var("DDCOLOR_BF16_EMULATE").is_ok_and(|v| v == "1");
+            if !forced && Self::native_available() {
+                Kernel::Native
+            } else {
+                Kernel::Emulated
+            }
+        })
+    }
+}
+
+/// f32 to bf16 bits, to nearest with ties to even; NaN stays NaN, subnormals become zero.
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    if b & 0x7f80_0000 == 0 {
+        return (b >> 16) as u16 & 0x8000;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// bf16 bits to f32 (exact).
+#[inline(always)]
+pub fn to_f32(x: u16) -> f32 {
+    f32::from_bits((x as u32) << 16)
+}
+
+/// `x` rounded to bf16 and back (what the products see of an operand).
+pub fn round(x: f32) -> f32 {
+    to_f32(to_bf16(x))
+}
+
+/// The left side: `batch` matrices of `m x k` rows in bf16, `kp` apart.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    data: Vec<u16>,
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    kp: usize,
+}
+
+/// The right side: `batch` matrices of `k x n` in column panels (see the file's doc).
+#[derive(Debug, Clone)]
+pub struct Panels {
+    data: Vec<u16>,
+    pub batch: usize,
+    pub k: usize,
+    pub n: usize,
+    kp: usize,
+}
+
+/// A strided f32 source: element `(b, r, c)` at `data[b * bs + r * rs + c * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub batch: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub bs: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strided<'_> {
+    fn check(&self) {
+        if self.batch > 0 && self.rows > 0 && self.cols > 0 {
+            let last =
+                (self.batch - 1) * self.bs + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(last < self.data.len(), "bf16: source reaches past its data");
+        }
+    }
+}
+
+impl Rows {
+    /// Round `src` (`batch x m x k`) to bf16 rows.
+    pub fn new(src: Strided) -> Rows {
+        src.check();
+        let (m, k) = (src.rows, src.cols);
+        let kp = k.next_multiple_of(2);
+        let mut data = vec![0u16; src.batch * m * kp];
+        if kp > 0 {
+            data.par_chunks_mut(kp).enumerate().for_each(|(i, row)| {
+                let (b, r) = (i / m.max(1), i % m.max(1));
+                let s = &src.data[b * src.bs + r * src.rs..];
+                if src.cs == 1 {
+                    convert(&s[..k], &mut row[..k]);
+                } else {
+                    for (c, d) in row[..k].iter_mut().enumerate() {
+                        *d = to_bf16(s[c * src.cs]);
+                    }
+                }
+            });
+        }
+        Rows {
+            data,
+            batch: src.batch,
+            m,
+            k,
+            kp,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+}
+
+impl Panels {
+    /// Round `src` (`batch x k x n`) to bf16 column panels.
+    pub fn new(src: Strided) -> Panels {
+        src.check();
+        let (k, n) = (src.rows, src.cols);
+        let kp = k.next_multiple_of(2);
+        let panels = n.div_ceil(NR);
+        let per_panel = kp * NR;
+        let mut data = vec![0u16; src.batch * panels * per_panel];
+        if per_panel > 0 {
+            data.par_chunks_mut(per_panel)
+                .enumerate()
+                .for_each(|(i, panel)| {
+                    let (b, p) = (i / panels, i % panels);
+                    let c0 = p * NR;
+                    let cols = NR.min(n - c0);
+                    let s = &src.data[b * src.bs + c0 * src.cs..];
+                    for r in 0..k {
+                        let dst = &mut panel[(r / 2) * 2 * NR + (r % 2)..];
+                        let row = &s[r * src.rs..];
+                        for c in 0..cols {
+                            dst[2 * c] = to_bf16(row[c * src.cs]);
+                        }
+                    }
+                });
+        }
+        Panels {
+            data,
+            batch: src.batch,
+            k,
+            n,
+            kp,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+}
+
+crate::simd::multiversion! {
+    fn convert(src: &[f32], dst: &mut [u16]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = to_bf16(s);
+        }
+    }
+}
+
+/// A raw output pointer shared by the tasks of one product, which write disjoint blocks.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: used only during one product whose tasks write disjoint blocks of the output.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c[bi] (=|+=) a[bi] b[bi]` for `bi < batch`, `c` holding `batch` contiguous `m x n` blocks
+/// (accumulated onto when `read_dst`). A side with a batch of one is shared by every batch.
+pub fn gemm(kernel: Kernel, a: &Rows, b: &Panels, c: &mut [f32], read_dst: bool) {
+    let len = a.batch.max(b.batch) * a.m * b.n;
+    assert!(
+        c.len() == len,
+        "bf16 gemm: output of {} values for {len}",
+        c.len()
+    );
+    // SAFETY: `c` holds the `len` values the product writes (and reads when `read_dst`).
+    unsafe { gemm_raw(kernel, a, b, c.as_mut_ptr(), read_dst) }
+}
+
+/// [`gemm`] into raw memory.
+///
+/// # Safety
+/// `c` is valid for writing `batch * m * n` values (and reading them when `read_dst`); when
+/// `read_dst` is false they may be uninitialised.
+pub unsafe fn gemm_raw(kernel: Kernel, a: &Rows, b: &Panels, c: *mut f32, read_dst: bool) {
+    let batch = a.batch.max(b.batch);
+    assert!(
+        a.k == b.k,
+        "bf16 gemm: inner dimensions {} and {} differ",
+        a.k,
+        b.k
+    );
+    assert!(
+        (a.batch == 1 || a.batch == batch) && (b.batch == 1 || b.batch == batch),
+        "bf16 gemm: batches {} and {} differ",
+        a.batch,
+        b.batch
+    );
+    let (m, n) = (a.m, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.k == 0 {
+        if !read_dst {
+            std::ptr::write_bytes(c, 0, batch * m * n);
+        }
+        return;
+    }
+    if kernel == Kernel::Native {
+        assert!(Kernel::native_available(), "bf16 gemm: no AVX512_BF16 here");
+    }
+    let (mb, nb) = (m.div_ceil(MC), b.panels().div_ceil(NC_PANELS));
+    let out = Out(c);
+    (0..batch * mb * nb).into_par_iter().for_each(|t| {
+        let (bi, rest) = (t / (mb * nb), t % (mb * nb));
+        let (i, j) = (rest / nb, rest % nb);
+        let task = Task {
+            a,
+            b,
+            a_off: if a.batch == 1 { 0 } else { bi * a.m * a.kp },
+            b_off: if b.batch == 1 {
+                0
+            } else {
+                bi * b.panels() * b.kp * NR
+            },
+            c: out,
+            c_off: bi * m * n,
+            rows: i * MC..(m.min((i + 1) * MC)),
+            panels: j * NC_PANELS..(b.panels().min((j + 1) * NC_PANELS)),
+            read_dst,
+        };
+        match kernel {
+            // SAFETY: the CPU has AVX512_BF16 (checked above); the task's block lies in `c`.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Native => unsafe { native::task(&task) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Native => unreachable!("native_available is false here"),
+            // SAFETY: the task's block lies in `c`.
+            Kernel::Emulated => unsafe { emulated::task(&task) },
+        }
+    });
+}
+
+/// One block of the output: `rows` x the columns of `panels`, all of `k`.
+struct Task<'a> {
+    a: &'a Rows,
+    b: &'a Panels,
+    a_off: usize,
+    b_off: usize,
+    c: Out,
+    c_off: usize,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    read_dst: bool,
+}
+
+/// The loop nest around a micro-kernel `$tile::<R>(a, lda, b, pairs, c, ldc, cols, load)`,
+/// shared by the native and emulated kernels so that both add in the same order.
+macro_rules! task_body {
+    ($t:expr, $tile:ident) => {{
+        let t: &Task = $t;
+        let (kp, n) = (t.a.kp, t.b.n);
+        let pairs = kp / 2;
+        let a = t.a.data.as_ptr().add(t.a_off);
+        let b = t.b.data.as_ptr().add(t.b_off);
+        let c = t.c.get().add(t.c_off);
+        let mut k0 = 0;
+        while k0 < pairs {
+            let np = (KC / 2).min(pairs - k0);
+            let load = t.read_dst || k0 > 0;
+            for p in t.panels.clone() {
+                let cols = NR.min(n - p * NR);
+                let bp = b.add((p * pairs + k0) * 2 * NR);
+                let mut r = t.rows.start;
+                while r < t.rows.end {
+                    let rows = MR.min(t.rows.end - r);
+                    let ap = a.add(r * kp + 2 * k0);
+                    let cp = c.add(r * n + p * NR);
+                    match rows {
+                        8 => $tile::<8>(ap, kp, bp, np, cp, n, cols, load),
+                        7 => $tile::<7>(ap, kp, bp, np, cp, n, cols, load),
+                        6 => $tile::<6>(ap, kp, bp, np, cp, n, cols, load),
+                        5 => $tile::<5>(ap, kp, bp, np, cp, n, cols, load),
+                        4 => $tile::<4>(ap, kp, bp, np, cp, n, cols, load),
+                        3 => $tile::<3>(ap, kp, bp, np, cp, n, cols, load),
+                        2 => $tile::<2>(ap, kp, bp, np, cp, n, cols, load),
+                        _ => $tile::<1>(ap, kp, bp, np, cp, n, cols, load),
+                    }
+                    r += rows;
+                }
+            }
+            k0 += np;
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+mod native {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// # Safety
+    /// The CPU has AVX512F, AVX512BW and AVX512_BF16; the task's block lies in the output.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn task(t: &Task) {
+        task_body!(t, tile)
+    }
+
+    /// `c[R x cols] (=|+=) a[R x 2 pairs] b[2 pairs x 32]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize>(
+        a: *const u16,
+        lda: usize,
+        b: *const u16,
+        pairs: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        load: bool,
+    ) {
+        let m0: __mmask16 = if cols >= 16 {
+            0xffff
+        } else {
+            (1u32 << cols) as u16 - 1
+        };
+        let m1: __mmask16 = if cols >= 32 {
+            0xffff
+        } else if cols > 16 {
+            (1u32 << (cols - 16)) as u16 - 1
+        } else {
+            0
+        };
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if load {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let row = c.add(r * ldc);
+                acc[0] = _mm512_maskz_loadu_ps(m0, row);
+                acc[1] = _mm512_maskz_loadu_ps(m1, row.add(16));
+            }
+        }
+        for p in 0..pairs {
+            let bp = b.add(p * 2 * NR);
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const _));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(NR) as *const _));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let pair = (a.add(r * lda + 2 * p) as *const i32).read_unaligned();
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = c.add(r * ldc);
+            _mm512_mask_storeu_ps(row, m0, acc[0]);
+            _mm512_mask_storeu_ps(row.add(16), m1, acc[1]);
+        }
+    }
+}
+
+mod emulated {
+    use super::*;
+
+    /// # Safety
+    /// The task's block lies in the output.
+    pub(super) unsafe fn task(t: &Task) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+            unsafe fn v4(t: &Task) {
+                task_body!(t, tile)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v3(t: &Task) {
+                task_body!(t, tile)
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return v4(t);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return v3(t);
+            }
+        }
+        task_body!(t, tile)
+    }
+
+    /// The native micro-kernel's arithmetic in f32 operations (Rust never fuses `+` and `*`,
+    /// and the product of two bf16 values is exact, so each step rounds exactly once, as the
+    /// instruction's does).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize>(
+        a: *const u16,
+        lda: usize,
+        b: *const u16,
+        pairs: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        load: bool,
+    ) {
+        let mut acc = [[0f32; NR]; R];
+        if load {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let row = std::slice::from_raw_parts(c.add(r * ldc), cols);
+                acc[..cols].copy_from_slice(row);
+            }
+        }
+        let (mut even, mut odd) = ([0f32; NR], [0f32; NR]);
+        for p in 0..pairs {
+            let bp = std::slice::from_raw_parts(b.add(p * 2 * NR), 2 * NR);
+            for j in 0..NR {
+                even[j] = to_f32(bp[2 * j]);
+                odd[j] = to_f32(bp[2 * j + 1]);
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a0 = to_f32(*a.add(r * lda + 2 * p));
+                let a1 = to_f32(*a.add(r * lda + 2 * p + 1));
+                for j in 0..NR {
+                    let t = acc[j] + a1 * odd[j];
+                    acc[j] = t + a0 * even[j];
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+            row.copy_from_slice(&acc[..cols]);
+        }
+    }
+}
