@@ -231,7 +231,7 @@ pub fn bf16_note(bf16_on_cpu: bool) -> Option<String> {
     use crate::kernels::bf16::Kernel;
     (bf16_on_cpu && Kernel::current() == Kernel::Emulated).then(|| {
         let why = if Kernel::native_available() {
-            "DDCOLOR_BF16_EMULATE=1"
+            "DDCOLOR_BF16_KERNEL=emulated"
         } else {
             "this CPU has no AVX512_BF16"
         };

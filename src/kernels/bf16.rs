@@ -40,6 +40,9 @@ const NC_PANELS: usize = 8;
 /// Which arithmetic runs the products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// AMX tiles (`tdpbf16ps`, [`super::amx`]) for whole 32 x 32 blocks and 32 `k` at a
+    /// time, `vdpbf16ps` for the edges: the same operands, f32 accumulation in another order.
+    Amx,
     /// `vdpbf16ps` (AVX512_BF16).
     Native,
     /// The same arithmetic in ordinary f32 operations (any CPU; slower than f32 products).
@@ -61,17 +64,37 @@ impl Kernel {
         }
     }
 
-    /// The kernel products use: native where the CPU has it, unless `DDCOLOR_BF16_EMULATE=1`
-    /// (the emulation is then tested on any machine). Read once.
+    /// Whether this CPU has AMX-BF16 (and AVX512_BF16 for the edges) and may use it.
+    pub fn amx_available() -> bool {
+        Self::native_available() && super::amx::available()
+    }
+
+    /// Whether this kernel runs on this CPU.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Kernel::Amx => Self::amx_available(),
+            Kernel::Native => Self::native_available(),
+            Kernel::Emulated => true,
+        }
+    }
+
+    /// The kernel products use: the fastest this CPU has (AMX, then AVX512_BF16, then the
+    /// emulation), or the one `DDCOLOR_BF16_KERNEL` names (`amx`, `avx512`, `emulated`) where
+    /// it runs (the emulation is then tested on any machine). Read once.
     pub fn current() -> Kernel {
         static K: OnceLock<Kernel> = OnceLock::new();
         *K.get_or_init(|| {
-            let forced = std::env::var("DDCOLOR_BF16_EMULATE").is_ok_and(|v| v == "1");
-            if !forced && Self::native_available() {
-                Kernel::Native
-            } else {
-                Kernel::Emulated
-            }
+            let forced = match std::env::var("DDCOLOR_BF16_KERNEL").as_deref() {
+                Ok("amx") => Some(Kernel::Amx),
+                Ok("avx512") => Some(Kernel::Native),
+                Ok("emulated") => Some(Kernel::Emulated),
+                _ => None,
+            };
+            forced
+                .into_iter()
+                .chain([Kernel::Amx, Kernel::Native])
+                .find(|k| k.runs_here())
+                .unwrap_or(Kernel::Emulated)
         })
     }
 }
@@ -285,9 +308,10 @@ pub unsafe fn gemm_raw(kernel: Kernel, a: &Rows, b: &Panels, c: *mut f32, read_d
         }
         return;
     }
-    if kernel == Kernel::Native {
-        assert!(Kernel::native_available(), "bf16 gemm: no AVX512_BF16 here");
-    }
+    assert!(
+        kernel.runs_here(),
+        "bf16 gemm: {kernel:?} does not run here"
+    );
     let (mb, nb) = (m.div_ceil(MC), b.panels().div_ceil(NC_PANELS));
     let out = Out(c);
     (0..batch * mb * nb).into_par_iter().for_each(|t| {
@@ -312,8 +336,11 @@ pub unsafe fn gemm_raw(kernel: Kernel, a: &Rows, b: &Panels, c: *mut f32, read_d
             // SAFETY: the CPU has AVX512_BF16 (checked above); the task's block lies in `c`.
             #[cfg(target_arch = "x86_64")]
             Kernel::Native => unsafe { native::task(&task) },
+            // SAFETY: the CPU has AMX and AVX512_BF16 (checked above).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => unsafe { native::task_amx(&task) },
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Native => unreachable!("native_available is false here"),
+            Kernel::Native | Kernel::Amx => unreachable!("no such kernel here"),
             // SAFETY: the task's block lies in `c`.
             Kernel::Emulated => unsafe { emulated::task(&task) },
         }
@@ -384,6 +411,66 @@ mod native {
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub(super) unsafe fn task(t: &Task) {
         task_body!(t, tile)
+    }
+
+    /// [`task`] with AMX for the whole 32 x 32 blocks, over all of `k` (the panel and rows
+    /// stream from L2 through the tiles), the rest of `k` (under 32) and the edges by [`tile`].
+    ///
+    /// # Safety
+    /// As [`task`], and the CPU has AMX (the tile state granted).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn task_amx(t: &Task) {
+        crate::kernels::amx::configure();
+        let (kp, n) = (t.a.kp, t.b.n);
+        let pairs = kp / 2;
+        // pairs of k in whole 32-value steps
+        let steps = kp / 32;
+        let whole = steps * 16;
+        let a = t.a.data.as_ptr().add(t.a_off);
+        let b = t.b.data.as_ptr().add(t.b_off);
+        let c = t.c.get().add(t.c_off);
+        for p in t.panels.clone() {
+            let cols = NR.min(n - p * NR);
+            let bp = b.add(p * pairs * 2 * NR);
+            let mut r = t.rows.start;
+            while r < t.rows.end {
+                let ap = a.add(r * kp);
+                let cp = c.add(r * n + p * NR);
+                if cols == NR && t.rows.end - r >= 32 && steps > 0 {
+                    crate::kernels::amx::block(ap, kp, bp, steps, cp, n, t.read_dst);
+                    if whole < pairs {
+                        for q in 0..32 / MR {
+                            tile::<MR>(
+                                ap.add(q * MR * kp + 2 * whole),
+                                kp,
+                                bp.add(whole * 2 * NR),
+                                pairs - whole,
+                                cp.add(q * MR * n),
+                                n,
+                                cols,
+                                true,
+                            );
+                        }
+                    }
+                    r += 32;
+                } else {
+                    let rows = MR.min(t.rows.end - r);
+                    let load = t.read_dst;
+                    match rows {
+                        8 => tile::<8>(ap, kp, bp, pairs, cp, n, cols, load),
+                        7 => tile::<7>(ap, kp, bp, pairs, cp, n, cols, load),
+                        6 => tile::<6>(ap, kp, bp, pairs, cp, n, cols, load),
+                        5 => tile::<5>(ap, kp, bp, pairs, cp, n, cols, load),
+                        4 => tile::<4>(ap, kp, bp, pairs, cp, n, cols, load),
+                        3 => tile::<3>(ap, kp, bp, pairs, cp, n, cols, load),
+                        2 => tile::<2>(ap, kp, bp, pairs, cp, n, cols, load),
+                        _ => tile::<1>(ap, kp, bp, pairs, cp, n, cols, load),
+                    }
+                    r += rows;
+                }
+            }
+        }
+        crate::kernels::amx::release();
     }
 
     /// `c[R x cols] (=|+=) a[R x 2 pairs] b[2 pairs x 32]`.

@@ -9,11 +9,12 @@
 //!
 //! - `common`, [`activation`]: depend on nothing here;
 //! - [`epilogue`] (per-channel bias/BatchNorm/activation) on those two;
-//! - [`bf16`] (bf16 products, f32 accumulation) on nothing here; [`gemm`] on it and the
+//! - [`amx`] (AMX tiles) on nothing; [`bf16`] (bf16 products, f32 accumulation) on it; [`gemm`] on it and the
 //!   epilogue; [`im2col`] and [`winograd`] (convolutions) on [`gemm`];
 //! - [`norm`] (LayerNorm, softmax) on `exp` from [`activation`]; [`attention`] on [`norm`];
 //! - [`depthwise`] and [`tail`] on `common` only.
 pub mod activation;
+pub mod amx;
 pub mod attention;
 pub mod bf16;
 pub(crate) mod common;
