@@ -100,16 +100,21 @@ impl Kernel {
 }
 
 /// f32 to bf16 bits, to nearest with ties to even; NaN stays NaN, subnormals become zero.
+/// Without branches, so that the conversion loops vectorise.
 #[inline(always)]
 pub fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) as u16) | 0x40;
-    }
-    if b & 0x7f80_0000 == 0 {
-        return (b >> 16) as u16 & 0x8000;
-    }
-    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let subnormal = b & 0x7f80_0000 == 0;
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let v = if nan {
+        (b >> 16) | 0x40
+    } else if subnormal {
+        (b >> 16) & 0x8000
+    } else {
+        rounded
+    };
+    v as u16
 }
 
 /// bf16 bits to f32 (exact).
@@ -172,18 +177,24 @@ impl Rows {
         let (m, k) = (src.rows, src.cols);
         let kp = k.next_multiple_of(2);
         let mut data = vec![0u16; src.batch * m * kp];
-        if kp > 0 {
-            data.par_chunks_mut(kp).enumerate().for_each(|(i, row)| {
-                let (b, r) = (i / m.max(1), i % m.max(1));
-                let s = &src.data[b * src.bs + r * src.rs..];
-                if src.cs == 1 {
-                    convert(&s[..k], &mut row[..k]);
-                } else {
-                    for (c, d) in row[..k].iter_mut().enumerate() {
-                        *d = to_bf16(s[c * src.cs]);
+        // about 16 KiB of rows per task
+        if let Some(per_task) = 8192usize.checked_div(kp).map(|t| t.max(1)) {
+            data.par_chunks_mut(kp * per_task)
+                .enumerate()
+                .for_each(|(t, rows)| {
+                    for (j, row) in rows.chunks_exact_mut(kp).enumerate() {
+                        let i = t * per_task + j;
+                        let (b, r) = (i / m, i % m);
+                        let s = &src.data[b * src.bs + r * src.rs..];
+                        if src.cs == 1 {
+                            convert(&s[..k], &mut row[..k]);
+                        } else {
+                            for (c, d) in row[..k].iter_mut().enumerate() {
+                                *d = to_bf16(s[c * src.cs]);
+                            }
+                        }
                     }
-                }
-            });
+                });
         }
         Rows {
             data,
@@ -217,6 +228,21 @@ impl Panels {
                     let c0 = p * NR;
                     let cols = NR.min(n - c0);
                     let s = &src.data[b * src.bs + c0 * src.cs..];
+                    if src.cs == 1 {
+                        // two rows at a time, interleaved
+                        let zeros = [0f32; NR];
+                        for (pr, dst) in panel.chunks_exact_mut(2 * NR).enumerate() {
+                            let r = 2 * pr;
+                            let even = &s[r * src.rs..][..cols];
+                            let odd = if r + 1 < k {
+                                &s[(r + 1) * src.rs..][..cols]
+                            } else {
+                                &zeros[..cols]
+                            };
+                            interleave(even, odd, &mut dst[..2 * cols]);
+                        }
+                        return;
+                    }
                     for r in 0..k {
                         let dst = &mut panel[(r / 2) * 2 * NR + (r % 2)..];
                         let row = &s[r * src.rs..];
@@ -242,6 +268,16 @@ impl Panels {
 
     fn panels(&self) -> usize {
         self.n.div_ceil(NR)
+    }
+}
+
+crate::simd::multiversion! {
+    /// `dst[2 c] = even[c]`, `dst[2 c + 1] = odd[c]`, rounded to bf16.
+    fn interleave(even: &[f32], odd: &[f32], dst: &mut [u16]) {
+        for ((d, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+            d[0] = to_bf16(e);
+            d[1] = to_bf16(o);
+        }
     }
 }
 

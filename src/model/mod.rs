@@ -27,7 +27,7 @@ use layers::{to_dev, Conv2d};
 use unet::PixelDecoder;
 
 use crate::kernels::activation::Act;
-use crate::kernels::epilogue::channel_op;
+use crate::kernels::epilogue::{channel_op, Channels};
 use crate::kernels::{gemm, tail};
 
 /// Pixels per band in the fused tail of [`DDColor::forward`]: 2048 x 4096 channels = 32 MiB of
@@ -255,7 +255,7 @@ impl DDColor {
             while p0 < h * w {
                 let n = band.min(h * w - p0);
                 // the conv's bias and ReLU are applied inside the contraction, as it reads
-                let y = gemm::matmul(&xt.narrow(0, p0, n)?, &wt)?;
+                let y = gemm::matmul_right(&xt.narrow(0, p0, n)?, wt, Channels::Columns, None)?;
                 bands.push(tail::subpixel_contract(&y, &bias, &ab, s)?); // [n, O*S]
                 p0 += n;
             }
