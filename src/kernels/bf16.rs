@@ -176,26 +176,22 @@ impl Rows {
         src.check();
         let (m, k) = (src.rows, src.cols);
         let kp = k.next_multiple_of(2);
-        let mut data = vec![0u16; src.batch * m * kp];
         // about 16 KiB of rows per task
-        if let Some(per_task) = 8192usize.checked_div(kp).map(|t| t.max(1)) {
-            data.par_chunks_mut(kp * per_task)
-                .enumerate()
-                .for_each(|(t, rows)| {
-                    for (j, row) in rows.chunks_exact_mut(kp).enumerate() {
-                        let i = t * per_task + j;
-                        let (b, r) = (i / m, i % m);
-                        let s = &src.data[b * src.bs + r * src.rs..];
-                        if src.cs == 1 {
-                            convert(&s[..k], &mut row[..k]);
-                        } else {
-                            for (c, d) in row[..k].iter_mut().enumerate() {
-                                *d = to_bf16(s[c * src.cs]);
-                            }
-                        }
+        let per_task = 8192usize.checked_div(kp).map_or(1, |t| t.max(1));
+        let data = par_zeroed(src.batch * m * kp, kp * per_task, |t, rows| {
+            for (j, row) in rows.chunks_exact_mut(kp).enumerate() {
+                let i = t * per_task + j;
+                let (b, r) = (i / m, i % m);
+                let s = &src.data[b * src.bs + r * src.rs..];
+                if src.cs == 1 {
+                    convert(&s[..k], &mut row[..k]);
+                } else {
+                    for (c, d) in row[..k].iter_mut().enumerate() {
+                        *d = to_bf16(s[c * src.cs]);
                     }
-                });
-        }
+                }
+            }
+        });
         Rows {
             data,
             batch: src.batch,
@@ -219,39 +215,34 @@ impl Panels {
         let kp = k.next_multiple_of(2);
         let panels = n.div_ceil(NR);
         let per_panel = kp * NR;
-        let mut data = vec![0u16; src.batch * panels * per_panel];
-        if per_panel > 0 {
-            data.par_chunks_mut(per_panel)
-                .enumerate()
-                .for_each(|(i, panel)| {
-                    let (b, p) = (i / panels, i % panels);
-                    let c0 = p * NR;
-                    let cols = NR.min(n - c0);
-                    let s = &src.data[b * src.bs + c0 * src.cs..];
-                    if src.cs == 1 {
-                        // two rows at a time, interleaved
-                        let zeros = [0f32; NR];
-                        for (pr, dst) in panel.chunks_exact_mut(2 * NR).enumerate() {
-                            let r = 2 * pr;
-                            let even = &s[r * src.rs..][..cols];
-                            let odd = if r + 1 < k {
-                                &s[(r + 1) * src.rs..][..cols]
-                            } else {
-                                &zeros[..cols]
-                            };
-                            interleave(even, odd, &mut dst[..2 * cols]);
-                        }
-                        return;
-                    }
-                    for r in 0..k {
-                        let dst = &mut panel[(r / 2) * 2 * NR + (r % 2)..];
-                        let row = &s[r * src.rs..];
-                        for c in 0..cols {
-                            dst[2 * c] = to_bf16(row[c * src.cs]);
-                        }
-                    }
-                });
-        }
+        let data = par_zeroed(src.batch * panels * per_panel, per_panel, |i, panel| {
+            let (b, p) = (i / panels, i % panels);
+            let c0 = p * NR;
+            let cols = NR.min(n - c0);
+            let s = &src.data[b * src.bs + c0 * src.cs..];
+            if src.cs == 1 {
+                // two rows at a time, interleaved
+                let zeros = [0f32; NR];
+                for (pr, dst) in panel.chunks_exact_mut(2 * NR).enumerate() {
+                    let r = 2 * pr;
+                    let even = &s[r * src.rs..][..cols];
+                    let odd = if r + 1 < k {
+                        &s[(r + 1) * src.rs..][..cols]
+                    } else {
+                        &zeros[..cols]
+                    };
+                    interleave(even, odd, &mut dst[..2 * cols]);
+                }
+                return;
+            }
+            for r in 0..k {
+                let dst = &mut panel[(r / 2) * 2 * NR + (r % 2)..];
+                let row = &s[r * src.rs..];
+                for c in 0..cols {
+                    dst[2 * c] = to_bf16(row[c * src.cs]);
+                }
+            }
+        });
         Panels {
             data,
             batch: src.batch,
@@ -271,12 +262,48 @@ impl Panels {
     }
 }
 
-crate::simd::multiversion! {
-    /// `dst[2 c] = even[c]`, `dst[2 c + 1] = odd[c]`, rounded to bf16.
-    fn interleave(even: &[f32], odd: &[f32], dst: &mut [u16]) {
+/// `n` values computed in parallel, `chunk` at a time, by `f(chunk index, chunk)`, each chunk
+/// zeroed by the thread that fills it (as `common::par_output`: no serial zeroing pass).
+fn par_zeroed<F>(n: usize, chunk: usize, f: F) -> Vec<u16>
+where
+    F: Fn(usize, &mut [u16]) + Sync + Send,
+{
+    let mut v: Vec<u16> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            c.fill(std::mem::MaybeUninit::new(0));
+            // SAFETY: every element of `c` was initialised just above, and `MaybeUninit<u16>`
+            // has the layout of `u16`.
+            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<u16>] as *mut [u16]) };
+            f(i, c);
+        });
+    // SAFETY: the chunks cover `0..n` and each was initialised above.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `dst[2 c] = even[c]`, `dst[2 c + 1] = odd[c]`, rounded to bf16.
+fn interleave(even: &[f32], odd: &[f32], dst: &mut [u16]) {
+    let len = dst.len();
+    // SAFETY: u16 pairs reinterpreted as u32 words where `dst` is aligned for them
+    let (head, words, _) = unsafe { dst.align_to_mut::<u32>() };
+    if head.is_empty() && words.len() * 2 == len {
+        interleave_words(even, odd, words);
+    } else {
         for ((d, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
             d[0] = to_bf16(e);
             d[1] = to_bf16(o);
+        }
+    }
+}
+
+crate::simd::multiversion! {
+    /// `dst[c] = bf16(even[c]) | bf16(odd[c]) << 16` (little-endian pairs).
+    fn interleave_words(even: &[f32], odd: &[f32], dst: &mut [u32]) {
+        for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
+            *d = to_bf16(e) as u32 | (to_bf16(o) as u32) << 16;
         }
     }
 }
