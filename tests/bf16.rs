@@ -358,3 +358,45 @@ fn bf16_pipeline_is_the_same_native_or_emulated_and_near_upstream() {
         }
     }
 }
+
+#[test]
+fn cache_entries_are_per_dtype() {
+    // a bf16 prediction is not an f32 one: the dtype is in the cache key, so a cache filled in
+    // f32 misses in bf16, and each dtype then hits its own entries with its own pixels
+    use crate::batch::{colorize_cmd, count, disk_spec, report, run, stderr, tree};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk_spec(&dir.path().join("cache"));
+    let input = crate::util::fixtures("photos/cameraman.png");
+    let mut outs = Vec::new();
+    for (i, (dtype, want)) in [
+        ("f32", "inferred"),
+        ("bf16", "inferred"),
+        ("bf16", "cached"),
+        ("f32", "cached"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (out, rep) = (
+            dir.path().join(format!("out{i}")),
+            dir.path().join(format!("r{i}")),
+        );
+        let mut c = colorize_cmd(&[&input], &out, &cache, &rep);
+        c.args(["--dtype", dtype]);
+        let o = run(c);
+        assert_eq!(o.status.code(), Some(0), "{dtype}: {}", stderr(&o));
+        assert_eq!(
+            count(&report(&rep), want),
+            1,
+            "run {i} ({dtype}): {:?}",
+            report(&rep)
+        );
+        outs.push(tree(&out));
+    }
+    assert_ne!(
+        outs[0], outs[1],
+        "bf16 and f32 outputs differ (the test model at 64)"
+    );
+    assert_eq!(outs[1], outs[2], "bf16 hit writes what bf16 inferred");
+    assert_eq!(outs[0], outs[3], "f32 hit writes what f32 inferred");
+}

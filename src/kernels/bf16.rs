@@ -19,6 +19,19 @@
 //! side by side, one 64-byte vector per 16 columns. Weights are laid out once at load; the
 //! activation side is converted per product (`m k` or `k n` values against `m k n` products).
 //!
+//! What a bf16 model (`--dtype bf16 --device cpu`) runs here, and what stays f32 (the choices,
+//! measured on the golden model: max |ab - ab_f32| / max |ab|; and on realistic checkpoints,
+//! BENCHMARKS.md "bf16 on the CPU"):
+//! - bf16 products: every `Linear` (ConvNeXt's MLPs, the colour decoder's attention
+//!   projections, FFN and colour embedding), ConvNeXt's downsampling layers, the 1x1
+//!   convolutions (UNet pixel shuffles, the colour decoder's input projections), the Winograd
+//!   3x3 convolutions of the pixel decoder, and `last_shuf`'s product in the fused tail (golden
+//!   model 0.97e-2 -> 0.99e-2 with it; the pipeline unchanged; 19% of the time in f32);
+//! - f32: the activations between layers (each product rounds its inputs as it reads them),
+//!   LayerNorm statistics, softmax and the attention logits (`attention.rs`), the depthwise
+//!   7x7 convolutions, biases, BatchNorm and the epilogues, the stem (K = 48: too small to
+//!   matter for speed) and `refine_net` (2 outputs, the last layer).
+//!
 //! The micro-kernel keeps an [`MR`] x [`NR`] block of `C` in 16 registers; a task is a block of
 //! `MC` rows and `NC` columns, `k` in blocks of `KC` so that the `KC x NR` panel (16 KiB)
 //! stays in L1 while the rows run past it.
