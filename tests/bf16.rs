@@ -300,11 +300,11 @@ fn golden_model_in_bf16_tracks_the_f32_outputs() {
     }
 }
 
-/// The golden model's bf16 error relative to its output range. Measured (Sapphire Rapids, native
-/// and emulated alike): 0.98e-2 (sq), 0.22e-2 (wide), 0.34e-2 (batch); f32 is at 1e-6. bf16
-/// operands carry 2^-8 relative error each; a hundred layers deep it stays near 1e-2 of the
-/// range. 2e-2 allows twice the worst case seen, and is 20x under an error that would show.
-const BF16_MODEL_BOUND: f32 = 2e-2;
+/// The golden model's bf16 error relative to its output range. Measured (Sapphire Rapids; AMX,
+/// vdpbf16ps and emulated alike): 0.56e-3 (sq), 0.58e-3 (wide), 0.63e-3 (batch); f32 is at
+/// 1e-6. (With the colour decoder's products in bf16 as well it was 1e-2: that is why they
+/// stay f32, see kernels/bf16.rs.) 2e-3 allows 3x the worst case seen.
+const BF16_MODEL_BOUND: f32 = 2e-3;
 
 #[test]
 fn bf16_pipeline_is_the_same_native_or_emulated_and_near_upstream() {
@@ -339,7 +339,7 @@ fn bf16_pipeline_is_the_same_native_or_emulated_and_near_upstream() {
             stderr(&o)
         );
         // next to upstream's f32 result. Measured: 99.85% of the samples within one level,
-        // max 4, mean 0.18 (f16: 99.94%, 3, 0.16); the f16 test's bounds
+        // max 3, mean 0.16 (f16: 99.94%, 3, 0.16); the f16 test's bounds
         let (within1, max, mean) = agreement(
             &out.join("e2e-gray.png"),
             &golden("e2e-expected-bilinear.png"),

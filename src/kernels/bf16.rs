@@ -22,11 +22,13 @@
 //! What a bf16 model (`--dtype bf16 --device cpu`) runs here, and what stays f32 (the choices,
 //! measured on the golden model: max |ab - ab_f32| / max |ab|; and on realistic checkpoints,
 //! BENCHMARKS.md "bf16 on the CPU"):
-//! - bf16 products: every `Linear` (ConvNeXt's MLPs, the colour decoder's attention
-//!   projections, FFN and colour embedding), ConvNeXt's downsampling layers, the 1x1
-//!   convolutions (UNet pixel shuffles, the colour decoder's input projections), the Winograd
-//!   3x3 convolutions of the pixel decoder, and `last_shuf`'s product in the fused tail (golden
-//!   model 0.97e-2 -> 0.99e-2 with it; the pipeline unchanged; 19% of the time in f32);
+//! - bf16 products: ConvNeXt's MLPs and downsampling layers, the UNet's 1x1 pixel-shuffle
+//!   convolutions and Winograd 3x3 convolutions, and `last_shuf`'s product in the fused tail
+//!   (golden model 0.97e-2 -> 0.99e-2 with it; the pipeline unchanged; 19% of the time in f32);
+//! - f32: the whole colour decoder (attention projections, FFN, colour embedding, input
+//!   projections): in bf16 it made the worst photo's mean ΔE76 against f32 2.10 instead of
+//!   1.47 (tiny, realistic checkpoint seed 1, the sample album), for a time difference within
+//!   the noise of a shared machine (its products have 100 query rows);
 //! - f32: the activations between layers (each product rounds its inputs as it reads them),
 //!   LayerNorm statistics, softmax and the attention logits (`attention.rs`), the depthwise
 //!   7x7 convolutions, biases, BatchNorm and the epilogues, the stem (K = 48: too small to
