@@ -152,14 +152,17 @@ pub fn describe(device: &Device) -> String {
 
 /// `--dtype f32|bf16|f16`: what the model computes in (inputs and outputs stay f32).
 ///
-/// f32 is the default everywhere: on the CPU it is the fastest (the hand-written kernels are
-/// f32), and bf16 on a GPU becomes the default only once its whole-pipeline parity has been
-/// measured on one (f16's, measured on the CPU, is within a level: tests/cli.rs).
+/// f32 is the default everywhere. bf16 on the CPU is 1.6x faster where AMX runs it (and meets
+/// the whole-pipeline colour bounds of #27 on lossless outputs: BENCHMARKS.md), but an automatic
+/// choice waits for it to be timed on AVX512_BF16 CPUs without AMX, where it may be slower than
+/// f32; bf16 on a GPU becomes the default only once its whole-pipeline parity has been measured
+/// on one (f16's, measured on the CPU, is within a level: tests/cli.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
     F32,
-    /// GPU only (candle's CPU matrix product has no bf16).
+    /// On the CPU: f32 activations, the matrix products in bf16 with f32 accumulation
+    /// (`kernels::bf16`: native with AVX512_BF16, emulated otherwise).
     Bf16,
     F16,
 }

@@ -140,7 +140,7 @@ fn im2col_and_winograd_convolutions_match_candle_conv2d() {
         let scale = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
         let conv = x.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
         let per_channel = |t: &Tensor| t.reshape((1, o, 1, 1)).unwrap();
-        let u = (k == 3).then(|| winograd::weight(&wt).unwrap());
+        let u = (k == 3).then(|| gemm::Weight::Tensor(winograd::weight(&wt).unwrap()));
         let fast = |epi: &Epilogue| {
             let mut outs = vec![("im2col", im2col::conv2d_same(&x, &wt, epi).unwrap())];
             if let Some(u) = &u {

@@ -3,6 +3,7 @@
 mod archivist;
 mod batch;
 mod batch_redis;
+mod bf16;
 mod cache;
 mod cli;
 mod faults;

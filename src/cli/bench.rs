@@ -41,7 +41,8 @@ pub struct BenchArgs {
     /// answers).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
-    /// f32, bf16 (GPU only) or f16.
+    /// f32, bf16 or f16 (bf16 on the CPU: products in bf16 with f32 accumulation, native with
+    /// AVX512_BF16, emulated otherwise).
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: device::Precision,
     /// Allow TF32 tensor-core math in f32 matrix products (NVIDIA GPUs; see --tf32 of colorize).
@@ -68,6 +69,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
         crate::say!("ddcolor: {n}");
     }
     let dtype = args.dtype.dtype();
+    if let Some(note) =
+        super::settings::bf16_note(dev.is_cpu() && args.dtype == device::Precision::Bf16)
+    {
+        crate::say!("ddcolor: {note}");
+    }
     candle_core::cuda::set_gemm_reduced_precision_f32(args.tf32);
     let model = match (&args.weights, args.model) {
         (None, None) => {

@@ -61,7 +61,7 @@ pub struct ModelArgs {
         value_name = "DEVICE"
     )]
     pub device: DeviceSpec,
-    /// What the model computes in: f32, bf16 (GPU only) or f16. Results differ slightly
+    /// What the model computes in: f32, bf16 (on the CPU: bf16 products) or f16. Results differ slightly
     /// between dtypes, so each has its own cache entries.
     #[arg(
         help_heading = "Model",
@@ -271,7 +271,9 @@ impl ColorizeSettings {
             ));
         }
         m.device.check().map_err(Error::Usage)?;
-        check_dtype(m.device, m.dtype)?;
+        if let Some(note) = check_dtype(m.device, m.dtype)? {
+            crate::say!("ddcolor: {note}");
+        }
         if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
             std::fs::File::open(list).map_err(|e| {
                 Error::Usage(format!(

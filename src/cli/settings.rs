@@ -218,16 +218,23 @@ impl CacheSettings {
 }
 
 /// What the device and dtype allow, checked before any work (the model loads only when an
-/// image needs it): bf16 has no CPU matrix product in candle.
-pub fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<(), Error> {
+/// image needs it), and the note to print once when bf16 runs on a CPU without AVX512_BF16
+/// (emulated: the same results, slower than f32).
+pub fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<Option<String>, Error> {
     let cpu = matches!(device, DeviceSpec::Cpu)
         || (matches!(device, DeviceSpec::Auto) && !crate::device::cuda_compiled());
-    if cpu && dtype == Precision::Bf16 {
-        return Err(Error::Usage(
-            "--dtype bf16: bf16 runs on a GPU only (candle's CPU matrix product has no bf16); \
-             use f32, the fastest on the CPU, or f16"
-                .into(),
-        ));
-    }
-    Ok(())
+    Ok(bf16_note(cpu && dtype == Precision::Bf16))
+}
+
+/// The note for bf16 products on the CPU when they are emulated.
+pub fn bf16_note(bf16_on_cpu: bool) -> Option<String> {
+    use crate::kernels::bf16::Kernel;
+    (bf16_on_cpu && Kernel::current() == Kernel::Emulated).then(|| {
+        let why = if Kernel::native_available() {
+            "DDCOLOR_BF16_KERNEL=emulated"
+        } else {
+            "this CPU has no AVX512_BF16"
+        };
+        format!("note: --dtype bf16 is emulated ({why}): the same results, slower than f32 here")
+    })
 }

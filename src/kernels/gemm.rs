@@ -6,10 +6,17 @@
 //! same size. Here gemm writes into uninitialised memory, the epilogue runs in place in one
 //! parallel pass, and a residual is loaded into the output first so that gemm accumulates onto
 //! it. Other devices and dtypes get the same arithmetic from candle's ops.
+//!
+//! A weight can also be held in bf16 ([`Weight`]), laid out once for the side of the product
+//! it is on; the product then runs in [`super::bf16`] with f32 accumulation, the activations
+//! rounded to bf16 as they are read, the output and epilogue in f32.
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::activation::Act;
+use super::bf16;
 use super::common::contiguous_slice;
 use super::epilogue::{channel_op, channel_row, Channels, CpuEpilogue, Epilogue};
 
@@ -32,6 +39,152 @@ pub fn matmul_bias_residual(a: &Tensor, b: &Tensor, bias: &Tensor, res: &Tensor)
         Some((Channels::Columns, &Epilogue::bias(bias, Act::Identity))),
         Some(res),
     )
+}
+
+/// A weight matrix as the products read it: a tensor (any device and dtype), or bf16 laid out
+/// for the CPU kernel on its side of the product.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Tensor(Tensor),
+    /// `[K, N]`, on the right: `x W`.
+    Right(Arc<bf16::Panels>),
+    /// `[M, K]` or `[B, M, K]`, on the left: `W x`.
+    Left(Arc<bf16::Rows>),
+}
+
+impl Weight {
+    /// `w` (`[K, N]`) for the right side of products; in bf16 when `bf16` (an f32 CPU tensor).
+    pub fn right(w: Tensor, bf16: bool) -> Result<Weight> {
+        if !bf16 {
+            return Ok(Weight::Tensor(w));
+        }
+        let (k, n) = w.dims2()?;
+        let v = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Weight::Right(Arc::new(bf16::Panels::new(bf16::Strided {
+            data: &v,
+            batch: 1,
+            rows: k,
+            cols: n,
+            bs: 0,
+            rs: n,
+            cs: 1,
+        }))))
+    }
+
+    /// `w` (`[M, K]` or `[B, M, K]`) for the left side of products; in bf16 when `bf16`.
+    pub fn left(w: Tensor, bf16: bool) -> Result<Weight> {
+        if !bf16 {
+            return Ok(Weight::Tensor(w));
+        }
+        let (batch, m, k) = match *w.dims() {
+            [m, k] => (1, m, k),
+            [b, m, k] => (b, m, k),
+            ref d => candle_core::bail!("a left weight is of rank 2 or 3, got {d:?}"),
+        };
+        let v = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Weight::Left(Arc::new(bf16::Rows::new(bf16::Strided {
+            data: &v,
+            batch,
+            rows: m,
+            cols: k,
+            bs: m * k,
+            rs: k,
+            cs: 1,
+        }))))
+    }
+
+    /// The dimensions of the matrix it holds (as the tensor's would be).
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Weight::Tensor(t) => t.dims().to_vec(),
+            Weight::Right(p) => vec![p.k, p.n],
+            Weight::Left(r) if r.batch == 1 => vec![r.m, r.k],
+            Weight::Left(r) => vec![r.batch, r.m, r.k],
+        }
+    }
+
+    /// Whether the products with it run in bf16.
+    pub fn is_bf16(&self) -> bool {
+        !matches!(self, Weight::Tensor(_))
+    }
+}
+
+/// `epi(x W)` for a right-side weight.
+pub fn matmul_right(
+    x: &Tensor,
+    w: &Weight,
+    ch: Channels,
+    epi: Option<&Epilogue>,
+) -> Result<Tensor> {
+    match w {
+        Weight::Tensor(t) => product(x, t, epi.map(|e| (ch, e)), None),
+        Weight::Right(p) => packed(x, Packed::Right(p), epi.map(|e| (ch, e)), None),
+        Weight::Left(_) => candle_core::bail!("gemm: a left weight on the right"),
+    }
+}
+
+/// `res + x W + bias` for a right-side weight, `bias` along the columns.
+pub fn matmul_right_bias_residual(
+    x: &Tensor,
+    w: &Weight,
+    bias: &Tensor,
+    res: &Tensor,
+) -> Result<Tensor> {
+    match w {
+        Weight::Tensor(t) => matmul_bias_residual(x, t, bias, res),
+        Weight::Right(p) => packed(
+            x,
+            Packed::Right(p),
+            Some((Channels::Columns, &Epilogue::bias(bias, Act::Identity))),
+            Some(res),
+        ),
+        Weight::Left(_) => candle_core::bail!("gemm: a left weight on the right"),
+    }
+}
+
+/// `epi(W x)` for a left-side weight.
+pub fn matmul_left(w: &Weight, x: &Tensor, ch: Channels, epi: Option<&Epilogue>) -> Result<Tensor> {
+    match w {
+        Weight::Tensor(t) => product(t, x, epi.map(|e| (ch, e)), None),
+        Weight::Left(r) => packed(x, Packed::Left(r), epi.map(|e| (ch, e)), None),
+        Weight::Right(_) => candle_core::bail!("gemm: a right weight on the left"),
+    }
+}
+
+/// A bf16 weight and the side it is on.
+#[derive(Clone, Copy)]
+enum Packed<'a> {
+    Right(&'a Arc<bf16::Panels>),
+    Left(&'a Arc<bf16::Rows>),
+}
+
+/// The product of the activations `x` (f32, CPU) with a bf16 weight.
+fn packed(
+    x: &Tensor,
+    w: Packed,
+    epi: Option<(Channels, &Epilogue)>,
+    res: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut vectors = vec![x];
+    if let Some((_, e)) = epi {
+        vectors.push(e.shift);
+        vectors.extend(e.scale);
+    }
+    vectors.extend(res);
+    if !super::common::is_cpu_f32(&vectors) {
+        candle_core::bail!("gemm: a bf16 weight takes f32 activations on the CPU")
+    }
+    let op = Gemm {
+        epi: epi.map(|(ch, e)| CpuEpilogue::of(ch, e)).transpose()?,
+        weight: Some(match w {
+            Packed::Right(p) => PackedWeight::Right(p.clone()),
+            Packed::Left(r) => PackedWeight::Left(r.clone()),
+        }),
+    };
+    match res {
+        None => x.apply_op1_no_bwd(&op),
+        Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
+    }
 }
 
 fn product(
@@ -76,6 +229,7 @@ fn product(
     }
     let op = Gemm {
         epi: epi.map(|(ch, e)| CpuEpilogue::of(ch, e)).transpose()?,
+        weight: None,
     };
     match res {
         None => a.apply_op2_no_bwd(b, &op),
@@ -85,6 +239,63 @@ fn product(
 
 struct Gemm {
     epi: Option<CpuEpilogue>,
+    /// A bf16 weight: the op's first input is then the activations, its second the residual.
+    weight: Option<PackedWeight>,
+}
+
+enum PackedWeight {
+    Right(Arc<bf16::Panels>),
+    Left(Arc<bf16::Rows>),
+}
+
+/// The two sides of one product.
+enum Operands<'a> {
+    F32(View<'a>, View<'a>),
+    /// Activations times a bf16 weight.
+    Right(View<'a>, &'a bf16::Panels),
+    /// A bf16 weight times activations.
+    Left(&'a bf16::Rows, View<'a>),
+}
+
+impl Operands<'_> {
+    /// `(batched, a's batch, b's batch, m, k, b's rows, n)`.
+    fn dims(&self) -> (bool, usize, usize, usize, usize, usize, usize) {
+        match self {
+            Operands::F32(a, b) => (
+                a.batched || b.batched,
+                a.batch,
+                b.batch,
+                a.rows,
+                a.cols,
+                b.rows,
+                b.cols,
+            ),
+            Operands::Right(a, w) => (a.batched, a.batch, 1, a.rows, a.cols, w.k, w.n),
+            Operands::Left(w, b) => (
+                w.batch > 1 || b.batched,
+                w.batch,
+                b.batch,
+                w.m,
+                w.k,
+                b.rows,
+                b.cols,
+            ),
+        }
+    }
+}
+
+impl View<'_> {
+    fn strided(&self) -> bf16::Strided<'_> {
+        bf16::Strided {
+            data: self.data,
+            batch: self.batch,
+            rows: self.rows,
+            cols: self.cols,
+            bs: self.batch_stride,
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
 }
 
 /// A raw pointer handed to the threads of one product, which touch disjoint parts of it.
@@ -148,19 +359,18 @@ impl<'a> View<'a> {
 impl Gemm {
     fn run(
         &self,
-        a: View,
-        b: View,
+        ops: Operands,
         res: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, k, n) = (a.rows, a.cols, b.cols);
-        if b.rows != k {
-            candle_core::bail!("gemm: inner dimensions {k} and {} differ", b.rows)
+        let (batched, a_batch, b_batch, m, k, b_rows, n) = ops.dims();
+        if b_rows != k {
+            candle_core::bail!("gemm: inner dimensions {k} and {b_rows} differ")
         }
-        let batch = a.batch.max(b.batch);
-        if (a.batch != 1 && a.batch != batch) || (b.batch != 1 && b.batch != batch) {
-            candle_core::bail!("gemm: batches {} and {} differ", a.batch, b.batch)
+        let batch = a_batch.max(b_batch);
+        if (a_batch != 1 && a_batch != batch) || (b_batch != 1 && b_batch != batch) {
+            candle_core::bail!("gemm: batches {a_batch} and {b_batch} differ")
         }
-        let shape: Shape = if a.batched || b.batched {
+        let shape: Shape = if batched {
             (batch, m, n).into()
         } else {
             (m, n).into()
@@ -203,7 +413,19 @@ impl Gemm {
             if k == 0 && !read_dst {
                 out.resize(len, 0.0);
             } else {
-                self.gemm(&a, &b, out.as_mut_ptr(), batch, read_dst);
+                let dst = out.as_mut_ptr();
+                // SAFETY (bf16): `dst` holds `batch * m * n` floats, initialised when read.
+                match &ops {
+                    Operands::F32(a, b) => self.gemm(a, b, dst, batch, read_dst),
+                    Operands::Right(a, w) => unsafe {
+                        let a = bf16::Rows::new(a.strided());
+                        bf16::gemm_raw(bf16::Kernel::current(), &a, w, dst, read_dst)
+                    },
+                    Operands::Left(w, b) => unsafe {
+                        let b = bf16::Panels::new(b.strided());
+                        bf16::gemm_raw(bf16::Kernel::current(), w, &b, dst, read_dst)
+                    },
+                }
                 // SAFETY: gemm wrote all `batch * m * n` values (or accumulated onto the
                 // residual, which initialised them).
                 unsafe { out.set_len(len) };
@@ -324,6 +546,27 @@ impl Gemm {
     }
 }
 
+impl Gemm {
+    /// The bf16 weight's product with the activations `x`.
+    fn with_weight<'a>(&'a self, x: View<'a>) -> Result<Operands<'a>> {
+        Ok(match &self.weight {
+            Some(PackedWeight::Right(p)) => Operands::Right(x, p),
+            Some(PackedWeight::Left(r)) => Operands::Left(r, x),
+            None => candle_core::bail!("gemm: no weight for a one-input product"),
+        })
+    }
+}
+
+impl candle_core::CustomOp1 for Gemm {
+    fn name(&self) -> &'static str {
+        "gemm-bf16"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run(self.with_weight(View::new(x, xl, "activations")?)?, None)
+    }
+}
+
 impl candle_core::CustomOp2 for Gemm {
     fn name(&self) -> &'static str {
         "gemm-epilogue"
@@ -336,7 +579,13 @@ impl candle_core::CustomOp2 for Gemm {
         b: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.run(View::new(a, al, "lhs")?, View::new(b, bl, "rhs")?, None)
+        if self.weight.is_some() {
+            // activations and residual
+            let ops = self.with_weight(View::new(a, al, "activations")?)?;
+            return self.run(ops, Some((b, bl)));
+        }
+        let ops = Operands::F32(View::new(a, al, "lhs")?, View::new(b, bl, "rhs")?);
+        self.run(ops, None)
     }
 }
 
@@ -354,7 +603,7 @@ impl candle_core::CustomOp3 for Gemm {
         r: &CpuStorage,
         rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (View::new(a, al, "lhs")?, View::new(b, bl, "rhs")?);
-        self.run(a, b, Some((r, rl)))
+        let ops = Operands::F32(View::new(a, al, "lhs")?, View::new(b, bl, "rhs")?);
+        self.run(ops, Some((r, rl)))
     }
 }

@@ -9,11 +9,14 @@
 //!
 //! - `common`, [`activation`]: depend on nothing here;
 //! - [`epilogue`] (per-channel bias/BatchNorm/activation) on those two;
-//! - [`gemm`] on the epilogue; [`im2col`] and [`winograd`] (convolutions) on [`gemm`];
+//! - [`amx`] (AMX tiles) on nothing; [`bf16`] (bf16 products, f32 accumulation) on it; [`gemm`] on it and the
+//!   epilogue; [`im2col`] and [`winograd`] (convolutions) on [`gemm`];
 //! - [`norm`] (LayerNorm, softmax) on `exp` from [`activation`]; [`attention`] on [`norm`];
 //! - [`depthwise`], [`tail`] and [`transpose`] on `common` only.
 pub mod activation;
+pub mod amx;
 pub mod attention;
+pub mod bf16;
 pub(crate) mod common;
 pub mod depthwise;
 pub mod epilogue;

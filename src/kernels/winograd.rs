@@ -53,11 +53,14 @@ pub fn weight(w: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(u, (16, o, c), w.device())
 }
 
-/// `epi(conv3x3(x, w))` with `u = weight(w)` (`[16, O, C]`), for `x` `[B, C, H, W]` on the CPU
-/// in f32; one image at a time, so memory follows one image whatever the batch.
-pub fn conv3x3(x: &Tensor, u: &Tensor, epi: &Epilogue) -> Result<Tensor> {
+/// `epi(conv3x3(x, w))` with `u = weight(w)` (`[16, O, C]`, f32 or bf16), for `x`
+/// `[B, C, H, W]` on the CPU in f32; one image at a time, so memory follows one image whatever
+/// the batch.
+pub fn conv3x3(x: &Tensor, u: &gemm::Weight, epi: &Epilogue) -> Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
-    let (_, o, uc) = u.dims3()?;
+    let [_, o, uc] = u.dims()[..] else {
+        candle_core::bail!("winograd: the transformed weight is [16, O, C]")
+    };
     if uc != c {
         candle_core::bail!("winograd: {c} input channels, weight expects {uc}")
     }
@@ -70,7 +73,9 @@ pub fn conv3x3(x: &Tensor, u: &Tensor, epi: &Epilogue) -> Result<Tensor> {
     per_image(x, |x| {
         // [C, 16, T] -> the 16 matrices [C, T] as a view, multiplied in one batched GEMM
         let v = x.apply_op1_no_bwd(&Input)?.permute((1, 0, 2))?;
-        gemm::matmul(u, &v)?.apply_op1_no_bwd(&out)?.unsqueeze(0)
+        gemm::matmul_left(u, &v, Channels::Rows, None)?
+            .apply_op1_no_bwd(&out)?
+            .unsqueeze(0)
     })
 }
 

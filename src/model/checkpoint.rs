@@ -329,6 +329,17 @@ impl Checkpoint {
             ckpt: self,
             prefix: String::new(),
             dtype,
+            bf16_products: false,
+        }
+    }
+
+    /// [`Checkpoint::root`] for a CPU model whose matrix products run in bf16: weights and
+    /// activations stay f32 except the weights of the products, which the layers keep in bf16
+    /// (see [`Vb::bf16_products`]).
+    pub fn root_bf16_products(&self) -> Vb<'_> {
+        Vb {
+            bf16_products: true,
+            ..self.root_as(DType::F32)
         }
     }
 }
@@ -369,6 +380,8 @@ pub struct Vb<'a> {
     prefix: String,
     /// What the model's weights are stored as on the device.
     dtype: DType,
+    /// The products of the layers below run in bf16 (CPU, f32 activations).
+    bf16_products: bool,
 }
 
 impl<'a> Vb<'a> {
@@ -383,7 +396,22 @@ impl<'a> Vb<'a> {
             ckpt: self.ckpt,
             prefix,
             dtype: self.dtype,
+            bf16_products: self.bf16_products,
         }
+    }
+
+    /// The same view with the products of the layers below in f32 (a layer kept at full
+    /// precision in a bf16 model).
+    pub fn f32_products(&self) -> Vb<'a> {
+        Vb {
+            bf16_products: false,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the layers below keep the weights of their products in bf16 (CPU).
+    pub fn bf16_products(&self) -> bool {
+        self.bf16_products
     }
 
     pub fn key(&self, name: &str) -> String {

@@ -9,6 +9,7 @@ use super::checkpoint::Vb;
 use super::layers::{to_dev, LayerNorm, Linear, LoadResult};
 use crate::kernels::activation::Act;
 use crate::kernels::epilogue::{Channels, Epilogue};
+use crate::kernels::gemm::Weight;
 use crate::kernels::{depthwise, gemm};
 
 /// ConvNeXt's `LayerNorm(eps=1e-6)`, both data formats.
@@ -19,7 +20,7 @@ const LN_EPS: f64 = 1e-6;
 #[derive(Debug, Clone)]
 struct Patchify {
     p: usize,
-    w_t: Tensor, // [p*p*c_in, c_out], rows ordered (ky, kx, c)
+    w_t: Weight, // [p*p*c_in, c_out], rows ordered (ky, kx, c)
     b: Tensor,
     span: tracing::Span,
 }
@@ -34,9 +35,11 @@ impl Patchify {
             .and_then(|t| t.t())
             .and_then(|t| t.contiguous())
             .map_err(|e| vb.checkpoint().tensor_err(e))?;
+        let w_t = Weight::right(to_dev(vb, w_t, dev)?, vb.bf16_products())
+            .map_err(|e| vb.checkpoint().tensor_err(e))?;
         Ok(Self {
             p,
-            w_t: to_dev(vb, w_t, dev)?,
+            w_t,
             b: to_dev(vb, vb.get("bias", &[c_out])?, dev)?,
             span: tracing::span!(tracing::Level::TRACE, "patchify"),
         })
@@ -52,11 +55,11 @@ impl Patchify {
             .permute((0, 1, 3, 2, 4, 5))?
             .contiguous()?
             .reshape((b * oh * ow, p * p * c))?;
-        let y = gemm::matmul_epilogue(
+        let y = gemm::matmul_right(
             &patches,
             &self.w_t,
             Channels::Columns,
-            &Epilogue::bias(&self.b, Act::Identity),
+            Some(&Epilogue::bias(&self.b, Act::Identity)),
         )?;
         y.reshape((b, oh, ow, ()))
     }
@@ -190,7 +193,8 @@ impl ConvNext {
     pub fn load(vb: &Vb, cfg: &ConvNextConfig, dev: &Device) -> LoadResult<Self> {
         let d = cfg.dims;
         let ds = vb.pp("downsample_layers");
-        let stem = Patchify::load(&ds.pp(0).pp(0), 3, d[0], 4, dev)?;
+        // the stem reads the image itself: its product stays f32 in a bf16 model
+        let stem = Patchify::load(&ds.pp(0).pp(0).f32_products(), 3, d[0], 4, dev)?;
         let stem_norm = LayerNorm::load(&ds.pp(0).pp(1), d[0], LN_EPS, dev)?;
         let mut down = Vec::with_capacity(3);
         for i in 1..4 {

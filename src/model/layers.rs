@@ -6,6 +6,7 @@ use super::checkpoint::{LoadError, Vb};
 use crate::kernels::activation::Act;
 use crate::kernels::common::is_cpu_f32;
 use crate::kernels::epilogue::{channel_op, Channels, Epilogue};
+use crate::kernels::gemm::Weight;
 use crate::kernels::{gemm, im2col, norm, transpose, winograd};
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
@@ -17,10 +18,11 @@ pub(crate) fn to_dev(vb: &Vb, t: Tensor, dev: &Device) -> LoadResult<Tensor> {
         .map_err(|e| vb.checkpoint().tensor_err(e))
 }
 
-/// `nn.Linear`, stored transposed (`[in, out]`) so that any `[..., in]` input is one GEMM.
+/// `nn.Linear`, stored transposed (`[in, out]`) so that any `[..., in]` input is one GEMM
+/// (in bf16 when the model's products are).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    w_t: Tensor,
+    w_t: Weight,
     b: Tensor,
     span: tracing::Span,
 }
@@ -34,8 +36,10 @@ impl Linear {
     /// From a (possibly folded) torch weight `[out, in]` and bias `[out]` on the CPU.
     pub fn from_weight(vb: &Vb, w: &Tensor, b: Tensor, dev: &Device) -> LoadResult<Self> {
         let w_t = transpose::transpose2d(w).map_err(|e| vb.checkpoint().tensor_err(e))?;
+        let w_t = Weight::right(to_dev(vb, w_t, dev)?, vb.bf16_products())
+            .map_err(|e| vb.checkpoint().tensor_err(e))?;
         Ok(Self {
-            w_t: to_dev(vb, w_t, dev)?,
+            w_t,
             b: to_dev(vb, b, dev)?,
             span: tracing::span!(tracing::Level::TRACE, "linear"),
         })
@@ -49,11 +53,11 @@ impl Linear {
     pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let _enter = self.span.enter();
         self.on_rows(x, |x2| {
-            gemm::matmul_epilogue(
+            gemm::matmul_right(
                 x2,
                 &self.w_t,
                 Channels::Columns,
-                &Epilogue::bias(&self.b, act),
+                Some(&Epilogue::bias(&self.b, act)),
             )
         })
     }
@@ -62,8 +66,8 @@ impl Linear {
     pub fn forward_residual(&self, x: &Tensor, res: &Tensor) -> Result<Tensor> {
         let _enter = self.span.enter();
         self.on_rows(x, |x2| {
-            let r = res.reshape((x2.dim(0)?, self.w_t.dim(1)?))?;
-            gemm::matmul_bias_residual(x2, &self.w_t, &self.b, &r)
+            let r = res.reshape((x2.dim(0)?, self.d_out()))?;
+            gemm::matmul_right_bias_residual(x2, &self.w_t, &self.b, &r)
         })
     }
 
@@ -74,8 +78,12 @@ impl Linear {
         let rows = x.elem_count() / d_in.max(1);
         let y = f(&x.reshape((rows, d_in))?)?;
         let mut out = dims.to_vec();
-        *out.last_mut().expect("rank >= 1") = self.w_t.dim(1)?;
+        *out.last_mut().expect("rank >= 1") = self.d_out();
         y.reshape(out)
+    }
+
+    fn d_out(&self) -> usize {
+        self.w_t.dims()[1]
     }
 }
 
@@ -126,13 +134,17 @@ impl ChannelAffine {
 /// A 2-D convolution on NCHW; 1x1 kernels run as one matrix product.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    w: Tensor,
+    /// `[out, in]` for 1x1 kernels (in bf16 when the model's products are), else
+    /// `[out, in, k, k]`.
+    w: Weight,
+    out: usize,
     b: Option<Tensor>,
     k: usize,
     stride: usize,
     padding: usize,
-    /// For a 3x3 "same" convolution of an f32 CPU model: the Winograd-transformed weight.
-    winograd: Option<Tensor>,
+    /// For a 3x3 "same" convolution of an f32 CPU model: the Winograd-transformed weight (in
+    /// bf16 when the model's products are).
+    winograd: Option<Weight>,
     span: tracing::Span,
 }
 
@@ -158,13 +170,20 @@ impl Conv2d {
             None => None,
         };
         let w = to_dev(vb, w, dev)?;
+        let bf16 = vb.bf16_products() && dev.is_cpu();
         let winograd = if k == 3 && stride == 1 && padding == 1 && is_cpu_f32(&[&w]) {
-            Some(winograd::weight(&w).map_err(e)?)
+            Some(Weight::left(winograd::weight(&w).map_err(e)?, bf16).map_err(e)?)
         } else {
             None
         };
+        let w = if k == 1 {
+            Weight::left(w, bf16).map_err(e)?
+        } else {
+            Weight::Tensor(w)
+        };
         Ok(Self {
             w,
+            out: o,
             winograd,
             b,
             k,
@@ -236,7 +255,7 @@ impl Conv2d {
         let b = match &self.b {
             Some(b) => b,
             None => {
-                zeros = Tensor::zeros(self.w.dim(0)?, self.w.dtype(), self.w.device())?;
+                zeros = Tensor::zeros(self.out, x.dtype(), x.device())?;
                 &zeros
             }
         };
@@ -261,23 +280,30 @@ impl Conv2d {
     fn forward_epilogue(&self, x: &Tensor, epi: &Epilogue) -> Result<Tensor> {
         if self.k == 1 && self.stride == 1 && self.padding == 0 {
             let (b, c, h, w) = x.dims4()?;
-            let o = self.w.dim(0)?;
             let xs = x.reshape((b, c, h * w))?;
-            let y = gemm::matmul_epilogue(&self.w, &xs, Channels::Rows, epi)?;
-            y.reshape((b, o, h, w))
+            let y = gemm::matmul_left(&self.w, &xs, Channels::Rows, Some(epi))?;
+            y.reshape((b, self.out, h, w))
         } else if let Some(u) = self.winograd.as_ref().filter(|_| is_cpu_f32(&[x])) {
             winograd::conv3x3(x, u, epi)
-        } else if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
-            im2col::conv2d_same(x, &self.w, epi)
         } else {
-            let y = x.conv2d(&self.w, self.padding, self.stride, 1, 1)?;
-            channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post)
+            let Weight::Tensor(w) = &self.w else {
+                candle_core::bail!("conv2d: a {}x{} kernel is kept in f32", self.k, self.k)
+            };
+            if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
+                im2col::conv2d_same(x, w, epi)
+            } else {
+                let y = x.conv2d(w, self.padding, self.stride, 1, 1)?;
+                channel_op(&y, epi.scale, epi.shift, 1, epi.pre, epi.post)
+            }
         }
     }
 
-    /// The weight as a matrix `[out, in]` (1x1 convolutions only).
+    /// The weight as an f32 matrix `[out, in]` (1x1 convolutions with f32 products only).
     pub fn weight_matrix(&self) -> Option<&Tensor> {
-        (self.k == 1).then_some(&self.w)
+        match &self.w {
+            Weight::Tensor(w) if self.k == 1 => Some(w),
+            _ => None,
+        }
     }
 
     pub fn bias(&self) -> Option<&Tensor> {

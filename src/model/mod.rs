@@ -27,7 +27,7 @@ use layers::{to_dev, Conv2d};
 use unet::PixelDecoder;
 
 use crate::kernels::activation::Act;
-use crate::kernels::epilogue::channel_op;
+use crate::kernels::epilogue::{channel_op, Channels};
 use crate::kernels::{gemm, tail};
 
 /// Pixels per band in the fused tail of [`DDColor::forward`]: 2048 x 4096 channels = 32 MiB of
@@ -40,6 +40,7 @@ pub struct DDColor {
     cfg: Config,
     identity: String,
     device: Device,
+    dtype: DType,
     mean: Tensor, // [1, 3, 1, 1], ImageNet statistics stored in the checkpoint
     std: Tensor,
     encoder: ConvNext,
@@ -97,14 +98,13 @@ impl DDColor {
                 "DDColor runs in f32, bf16 or f16, not {dtype:?}"
             ))));
         }
-        if dtype == DType::BF16 && device.is_cpu() {
-            return Err(ck.tensor_err(candle_core::Error::Msg(
-                "bf16 runs on a GPU only (candle's CPU matrix product has no bf16); use f32, \
-                 the fastest on the CPU, or f16"
-                    .into(),
-            )));
-        }
-        let vb = ck.root_as(dtype);
+        // bf16 on the CPU: activations in f32, the products' weights in bf16 (the kernels'
+        // products round the activations to bf16 and accumulate in f32)
+        let vb = if dtype == DType::BF16 && device.is_cpu() {
+            ck.root_bf16_products()
+        } else {
+            ck.root_as(dtype)
+        };
         let dec = vb.pp("decoder");
         let q = cfg.color_decoder.num_queries;
         // (f32 keeps the identity it always had)
@@ -112,8 +112,9 @@ impl DDColor {
             DType::F32 => ck.digest(&format!("{cfg:?}"))?,
             other => ck.digest(&format!("{cfg:?} dtype={}", other.as_str()))?,
         };
+        // the output layer: f32 products in a bf16 model
         let refine_net = Conv2d::load_normed(
-            &vb.pp("refine_net").pp(0).pp(0),
+            &vb.pp("refine_net").pp(0).pp(0).f32_products(),
             q + 3,
             cfg.num_output_channels,
             1,
@@ -133,12 +134,14 @@ impl DDColor {
             cfg,
             identity,
             device: device.clone(),
+            dtype,
             mean: to_dev(&vb, vb.get("mean", &[1, 3, 1, 1])?, device)?,
             std: to_dev(&vb, vb.get("std", &[1, 3, 1, 1])?, device)?,
             encoder: ConvNext::load(&vb.pp("encoder").pp("arch"), &cfg.encoder, device)?,
             decoder: PixelDecoder::load(&dec, cfg.encoder.dims, cfg.nf, device)?,
+            // f32 products in a bf16 model: measured, see kernels/bf16.rs
             color_decoder: MultiScaleColorDecoder::load(
-                &dec.pp("color_decoder"),
+                &dec.pp("color_decoder").f32_products(),
                 &cfg.color_decoder,
                 device,
             )?,
@@ -178,15 +181,16 @@ impl DDColor {
         &self.device
     }
 
-    /// What the weights and activations are kept in (inputs and outputs are f32).
+    /// What the model computes in (inputs and outputs are f32); bf16 on the CPU keeps the
+    /// activations in f32 and runs the products in bf16.
     pub fn dtype(&self) -> DType {
-        self.mean.dtype()
+        self.dtype
     }
 
     /// The checked input in the model's dtype, normalised with the checkpoint's statistics.
     fn normalised_input(&self, x: &Tensor) -> Result<Tensor> {
         Self::check_input(x)?;
-        x.to_dtype(self.dtype())?
+        x.to_dtype(self.mean.dtype())?
             .broadcast_sub(&self.mean)?
             .broadcast_div(&self.std)
     }
@@ -252,7 +256,7 @@ impl DDColor {
             while p0 < h * w {
                 let n = band.min(h * w - p0);
                 // the conv's bias and ReLU are applied inside the contraction, as it reads
-                let y = gemm::matmul(&xt.narrow(0, p0, n)?, &wt)?;
+                let y = gemm::matmul_right(&xt.narrow(0, p0, n)?, wt, Channels::Columns, None)?;
                 bands.push(tail::subpixel_contract(&y, &bias, &ab, s)?); // [n, O*S]
                 p0 += n;
             }

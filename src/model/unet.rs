@@ -5,6 +5,7 @@ use candle_core::{Device, Result, Tensor};
 use super::checkpoint::Vb;
 use super::layers::{ChannelAffine, Conv2d, LoadResult};
 use crate::kernels::activation::Act;
+use crate::kernels::gemm::Weight;
 use crate::kernels::tail;
 
 /// `CustomPixelShuffle_ICNR`: 1x1 conv (+ BatchNorm when `extra_bn`) -> ReLU -> PixelShuffle(r)
@@ -12,6 +13,9 @@ use crate::kernels::tail;
 #[derive(Debug, Clone)]
 pub struct PixelShuffleIcnr {
     conv: Conv2d, // spectral norm and the optional BatchNorm folded in
+    /// `last_shuf`'s conv as `W^T [C_in, C_out]` for the fused tail (see `DDColor::forward`),
+    /// in bf16 when the model's products are; `conv` itself keeps f32 for the traced order.
+    w_t: Option<Weight>,
     scale: usize,
     span: tracing::Span,
 }
@@ -35,6 +39,7 @@ impl PixelShuffleIcnr {
         let conv = Conv2d::load_normed(&vb.pp("conv").pp(0), c_in, c, 1, !extra_bn, bn, dev)?;
         Ok(Self {
             conv,
+            w_t: None,
             scale,
             span: tracing::span!(tracing::Level::TRACE, "pixel-shuffle-icnr"),
         })
@@ -56,18 +61,43 @@ impl PixelShuffleIcnr {
         self.scale
     }
 
-    /// The 1x1 conv as `x [N, C_in] x W^T [C_in, C_out]` (a transposed view) and its bias.
-    pub fn weight_t_and_bias(&self) -> Result<(Tensor, Tensor)> {
-        let w = self
+    /// `last_shuf`: the conv in f32 for [`PixelShuffleIcnr::forward`] and, for the fused tail,
+    /// its `W^T` with products in the precision `vb` asks for.
+    pub fn load_last(
+        vb: &Vb,
+        c_in: usize,
+        c_out: usize,
+        scale: usize,
+        dev: &Device,
+    ) -> LoadResult<Self> {
+        let mut shuf = Self::load(&vb.f32_products(), c_in, c_out, scale, false, dev)?;
+        let e = |e| vb.checkpoint().tensor_err(e);
+        let w = shuf
             .conv
             .weight_matrix()
-            .ok_or_else(|| candle_core::Error::Msg("pixel shuffle conv is not 1x1".into()))?;
-        let zeros = || Tensor::zeros(w.dim(0)?, w.dtype(), w.device());
+            .expect("a 1x1 conv with f32 products");
+        let w_t = w.t().and_then(|t| t.contiguous()).map_err(e)?;
+        shuf.w_t = Some(Weight::right(w_t, vb.bf16_products() && dev.is_cpu()).map_err(e)?);
+        Ok(shuf)
+    }
+
+    /// The 1x1 conv as `x [N, C_in] x W^T [C_in, C_out]` and its bias (`last_shuf` only).
+    pub fn weight_t_and_bias(&self) -> Result<(&Weight, Tensor)> {
+        let w_t = self
+            .w_t
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("not loaded as last_shuf".into()))?;
         let b = match self.conv.bias() {
             Some(b) => b.clone(),
-            None => zeros()?,
+            None => {
+                let o = w_t.dims()[1];
+                let x = self.conv.weight_matrix();
+                let dev = x.map_or(candle_core::Device::Cpu, |w| w.device().clone());
+                let dtype = x.map_or(candle_core::DType::F32, |w| w.dtype());
+                Tensor::zeros(o, dtype, &dev)?
+            }
         };
-        Ok((w.t()?, b))
+        Ok((w_t, b))
     }
 }
 
@@ -141,7 +171,7 @@ impl PixelDecoder {
             in_c = out_c;
         }
         let embed = nf / 2;
-        let last_shuf = PixelShuffleIcnr::load(&vb.pp("last_shuf"), embed, embed, 4, false, dev)?;
+        let last_shuf = PixelShuffleIcnr::load_last(&vb.pp("last_shuf"), embed, embed, 4, dev)?;
         Ok(Self {
             layers,
             last_shuf,
