@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod say;
 mod simd;
+mod sync;
 pub mod text;
 pub mod weights;
 

@@ -62,9 +62,7 @@ pub fn stderr_bytes(bytes: Vec<u8>) {
 /// One line for people on stderr (a newline is added), above the progress bar when one is
 /// drawn: written plainly, it would land inside the bar's line.
 pub fn line(s: &str) {
-    let bar = ACTIVE_BAR
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let bar = crate::sync::lock(&ACTIVE_BAR)
         .as_ref()
         .and_then(|w| w.upgrade())
         .filter(|b| !b.is_hidden() && !b.is_finished());
@@ -85,7 +83,7 @@ static ACTIVE_BAR: std::sync::Mutex<Option<indicatif::WeakProgressBar>> =
 
 /// Lines from [`line`] go above `bar` while it is drawn.
 pub fn above(bar: &indicatif::ProgressBar) {
-    *ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.downgrade());
+    *crate::sync::lock(&ACTIVE_BAR) = Some(bar.downgrade());
 }
 
 /// Messages that could not be written (stderr closed, full, or too slow).

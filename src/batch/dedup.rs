@@ -61,7 +61,7 @@ pub struct Dedup {
 impl Dedup {
     /// Claim `sha` for `waiter` (attached if the primary is in flight and `attach` is set).
     pub fn claim(&self, sha: &[u8; 32], waiter: Waiter, attach: bool) -> Claim {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.map);
         if let Some(waiters) = m.in_flight.get_mut(sha) {
             if attach {
                 waiters.push(waiter);
@@ -82,7 +82,7 @@ impl Dedup {
     /// The primary of `sha` is settled (written to `output`, or not written at all): returns
     /// the waiters, which the caller now settles the same way.
     pub fn finish(&self, sha: &[u8; 32], output: Option<&Path>) -> Vec<Waiter> {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.map);
         let id = short(sha);
         m.done.insert(id);
         if let Some(out) = output {
@@ -101,13 +101,13 @@ impl Dedup {
     /// The primary of `sha` was not processed after all (its file changed under the run):
     /// forget the hash and hand back the waiters, to be processed on their own.
     pub fn abandon(&self, sha: &[u8; 32]) -> Vec<Waiter> {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.map);
         m.in_flight.remove(sha).unwrap_or_default()
     }
 
     /// Distinct images seen.
     pub fn unique(&self) -> u64 {
-        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let m = crate::sync::lock(&self.map);
         (m.done.len() + m.in_flight.len()) as u64
     }
 }

@@ -200,12 +200,7 @@ fn run_in(
     if let Some(sink) = sink {
         let _ = sink.flush();
     }
-    if let Some(e) = shared
-        .fatal
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
+    if let Some(e) = crate::sync::lock(&shared.fatal).take() {
         return Err(e);
     }
     let mut summary = shared.summary().clone();
@@ -219,7 +214,7 @@ fn run_in(
     summary.elapsed = started.elapsed();
     summary.model_loaded = model.is_loaded();
     {
-        let c = shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = crate::sync::lock(&shared.counts);
         summary.hashed = c.hashed;
         summary.bytes_read = c.bytes_read;
     }

@@ -169,7 +169,7 @@ impl Index {
         let opened = opened.map_err(|(e, _)| e);
         let index = Self::with_connection(path, opened);
         if let Some(aside) = moved {
-            let mut w = index.warning.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = crate::sync::lock(&index.warning);
             if w.is_none() {
                 *w = Some(format!(
                     "the hash index {} was damaged: moved aside to {} and a new one started \
@@ -254,29 +254,23 @@ impl Index {
     /// Whether entries are looked up and recorded (an index that could not be opened, or that
     /// failed, is not).
     pub fn is_enabled(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        crate::sync::lock(&self.inner).is_some()
     }
 
     /// The warning of a failed index, once.
     pub fn take_warning(&self) -> Option<String> {
-        self.warning
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        crate::sync::lock(&self.warning).take()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> rusqlite::Result<T>) -> Option<T> {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::sync::lock(&self.inner);
         let inner = guard.as_mut()?;
         match f(inner) {
             Ok(v) => Some(v),
             Err(e) => {
                 *guard = None;
                 let aside = is_damaged(&e).then(|| move_aside(&self.path)).flatten();
-                *self.warning.lock().unwrap_or_else(|p| p.into_inner()) = Some(match aside {
+                *crate::sync::lock(&self.warning) = Some(match aside {
                     Some(a) => format!(
                         "the hash index {} is damaged ({e}): moved aside to {}; the next run \
                          starts a new one",
@@ -327,7 +321,7 @@ impl Index {
     /// read, hashes to `sha256`. Written in batches; [`Index::flush`] writes the rest.
     pub fn record(&self, path: &Path, stat: &Stat, sha256: [u8; 32]) {
         let full = {
-            let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = crate::sync::lock(&self.inner);
             let Some(inner) = guard.as_mut() else {
                 return;
             };

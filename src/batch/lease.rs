@@ -58,32 +58,23 @@ impl<'a> Leases<'a> {
 
     /// Start renewing `lease`.
     pub fn hold(&self, lease: &Lease) {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(lease.token.clone(), lease.clone());
+        crate::sync::lock(&self.held).insert(lease.token.clone(), lease.clone());
     }
 
     /// Stop renewing `lease` and release it (compare-and-delete).
     pub fn release(&self, lease: &Lease) -> Result<(), CacheError> {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&lease.token);
+        crate::sync::lock(&self.held).remove(&lease.token);
         let r = self.cache.release(lease);
         if r.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            self.orphans
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(lease.clone());
+            crate::sync::lock(&self.orphans).push(lease.clone());
         }
         r
     }
 
     /// How many leases are held now.
     pub fn len(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+        crate::sync::lock(&self.held).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -93,7 +84,7 @@ impl<'a> Leases<'a> {
     /// Renew every held lease every `ttl / 3` until [`Leases::stop`].
     pub fn heartbeat(&self) {
         let period = (self.ttl / 3).max(Duration::from_millis(50));
-        let mut stopped = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stopped = crate::sync::lock(&self.stop);
         loop {
             let (guard, _) = self
                 .wake
@@ -105,18 +96,12 @@ impl<'a> Leases<'a> {
             }
             drop(stopped);
             self.renew_all();
-            stopped = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+            stopped = crate::sync::lock(&self.stop);
         }
     }
 
     fn renew_all(&self) {
-        let leases: Vec<Lease> = self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let leases: Vec<Lease> = crate::sync::lock(&self.held).values().cloned().collect();
         for lease in leases {
             match self.cache.renew(&lease, self.ttl) {
                 Ok(true) => {}
@@ -124,10 +109,7 @@ impl<'a> Leases<'a> {
                     // lapsed (this process was stopped longer than the TTL) and maybe taken
                     // over: inference goes on (the value is the same whoever stores it)
                     self.lost.fetch_add(1, Ordering::Relaxed);
-                    self.held
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&lease.token);
+                    crate::sync::lock(&self.held).remove(&lease.token);
                 }
                 Err(_) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +121,7 @@ impl<'a> Leases<'a> {
 
     /// End the heartbeat.
     pub fn stop(&self) {
-        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *crate::sync::lock(&self.stop) = true;
         self.wake.notify_all();
     }
 
@@ -150,15 +132,11 @@ impl<'a> Leases<'a> {
     /// said it (a server that refused is not one that did not answer).
     pub fn release_all(&self) -> (usize, Option<String>) {
         let mut last = None;
-        let held: Vec<Lease> = self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let held: Vec<Lease> = crate::sync::lock(&self.held)
             .drain()
             .map(|(_, l)| l)
             .collect();
-        let mut pending: Vec<Lease> =
-            std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut pending: Vec<Lease> = std::mem::take(&mut *crate::sync::lock(&self.orphans));
         for l in held {
             if let Err(e) = self.cache.release(&l) {
                 last = Some(e.to_string());

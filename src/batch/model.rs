@@ -170,7 +170,7 @@ impl LazyModel {
         if let Some(c) = self.colorizer.get() {
             return Ok(c);
         }
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = crate::sync::lock(&self.failed);
         if let Some(c) = self.colorizer.get() {
             return Ok(c);
         }

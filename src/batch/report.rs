@@ -583,7 +583,7 @@ impl ReportSink {
         let Some(held) = &self.held else {
             return (Vec::new(), Ok(()));
         };
-        let records = std::mem::take(&mut *held.lock().unwrap_or_else(|p| p.into_inner()));
+        let records = std::mem::take(&mut *crate::sync::lock(held));
         let mut changed = Vec::new();
         let mut result = Ok(());
         for mut r in records {
@@ -608,9 +608,7 @@ impl ReportSink {
 
     pub fn write(&self, r: &Record) -> std::io::Result<()> {
         if let Some(held) = &self.held {
-            held.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(r.clone());
+            crate::sync::lock(held).push(r.clone());
             return Ok(());
         }
         self.write_now(r)
@@ -619,13 +617,13 @@ impl ReportSink {
     fn write_now(&self, r: &Record) -> std::io::Result<()> {
         let mut line = r.to_json_with(self.run.as_ref());
         line.push('\n');
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = crate::sync::lock(&self.out);
         out.write_all(line.as_bytes())?;
         out.flush()
     }
 
     pub fn flush(&self) -> std::io::Result<()> {
-        self.out.lock().unwrap_or_else(|p| p.into_inner()).flush()
+        crate::sync::lock(&self.out).flush()
     }
 }
 

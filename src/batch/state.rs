@@ -80,7 +80,7 @@ impl Slots {
 
     /// Wait for a free slot.
     pub fn take(self: &Arc<Self>) -> Slot {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = crate::sync::lock(&self.free);
         while *free == 0 {
             free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
         }
@@ -94,7 +94,7 @@ pub(crate) struct Slot(Arc<Slots>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        *crate::sync::lock(&self.0.free) += 1;
         self.0.freed.notify_one();
     }
 }
@@ -152,22 +152,18 @@ pub(crate) struct Shared<'a> {
 
 impl Shared<'_> {
     pub fn summary(&self) -> std::sync::MutexGuard<'_, Summary> {
-        self.summary.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.summary)
     }
 
     pub fn counts(&self, f: impl FnOnce(&mut Counts)) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = crate::sync::lock(&self.counts);
         f(&mut c);
         self.progress.update(&c);
     }
 
     /// Print a warning the first time its `kind` comes up.
     pub fn warn_once(&self, kind: &str, msg: impl FnOnce() -> String) {
-        let first = self
-            .warned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(kind.to_owned());
+        let first = crate::sync::lock(&self.warned).insert(kind.to_owned());
         if first {
             self.progress.println(&format!(
                 "ddcolor: warning: {}",
@@ -231,7 +227,7 @@ impl Shared<'_> {
 
     /// Stop the run: `e` is what `run` returns.
     pub fn abort(&self, e: Error) {
-        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = crate::sync::lock(&self.fatal);
         if f.is_none() {
             *f = Some(e);
         }

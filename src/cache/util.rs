@@ -1,6 +1,5 @@
 //! Small helpers shared by the backends: lease tokens, hex, clocks, poisoned-mutex recovery.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -40,11 +39,7 @@ pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
-/// Lock a mutex, recovering the data from a poisoned one (a panic elsewhere must not take the
-/// cache down with it).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 #[cfg(test)]
 mod tests {
