@@ -142,19 +142,16 @@ pub fn write_atomic_beneath(
         .map_err(|e| werr(e.to_string()))?;
     let tmp = temp_path(dest);
     let tmp_name = tmp.file_name().unwrap_or_default().to_owned();
-    let result = (|| {
-        let file = dir.create_new(&tmp_name).map_err(|e| werr(e.to_string()))?;
-        let mut out = BufWriter::new(file);
-        write(&mut out)?;
-        let file = out.into_inner().map_err(|e| werr(e.to_string()))?;
-        file.sync_all().map_err(|e| werr(e.to_string()))?;
-        before_rename();
-        dir.rename(&tmp_name, name).map_err(|e| werr(e.to_string()))
-    })();
-    if result.is_err() {
-        let _ = dir.remove(&tmp_name);
-    }
-    result
+    write_synced_then_rename(
+        dest,
+        || dir.create_new(&tmp_name),
+        write,
+        before_rename,
+        || dir.rename(&tmp_name, name),
+        || {
+            let _ = dir.remove(&tmp_name);
+        },
+    )
 }
 
 #[cfg(not(unix))]
@@ -188,17 +185,44 @@ pub fn write_atomic_then(
         std::fs::create_dir_all(dir).map_err(|e| werr(format!("cannot create folder: {e}")))?;
     }
     let tmp = temp_path(dest);
+    write_synced_then_rename(
+        dest,
+        || std::fs::File::create(&tmp),
+        write,
+        before_rename,
+        || std::fs::rename(&tmp, dest),
+        || {
+            let _ = std::fs::remove_file(&tmp);
+        },
+    )
+}
+
+/// The one sequence of both atomic writes: create the temporary file, write it through a
+/// buffer, sync it, call `before_rename`, rename it into place; on any error remove it. How
+/// the file is created, renamed and removed is the caller's (by path, or relative to a folder
+/// opened without following links).
+fn write_synced_then_rename(
+    dest: &Path,
+    create: impl FnOnce() -> std::io::Result<std::fs::File>,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    before_rename: impl FnOnce(),
+    rename: impl FnOnce() -> std::io::Result<()>,
+    remove: impl FnOnce(),
+) -> Result<()> {
+    let werr = |e: std::io::Error| Error::Write {
+        path: dest.to_owned(),
+        reason: e.to_string(),
+    };
     let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| werr(e.to_string()))?;
-        let mut out = BufWriter::new(file);
+        let mut out = BufWriter::new(create().map_err(werr)?);
         write(&mut out)?;
-        let file = out.into_inner().map_err(|e| werr(e.to_string()))?;
-        file.sync_all().map_err(|e| werr(e.to_string()))?;
+        let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(werr)?;
         before_rename();
-        std::fs::rename(&tmp, dest).map_err(|e| werr(e.to_string()))
+        rename().map_err(werr)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        remove();
     }
     result
 }
