@@ -294,6 +294,38 @@ fn identity_follows_the_weights_not_the_container() {
     assert_ne!(changed.identity(), ids[0]);
 }
 
+/// The identity is the documented digest, byte for byte, so that the cache entries of every
+/// earlier version stay valid: SHA-256 over the configuration's `Debug` text, then per float
+/// tensor in key order its name, its dims' `Debug` text and its values as f32 little-endian.
+#[test]
+fn identity_is_the_documented_digest() {
+    use sha2::{Digest, Sha256};
+    let model = DDColor::load(golden("ddcolor-test.pth"), &Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = golden_tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = Sha256::new();
+    h.update(format!("{:?}", model.config()).as_bytes());
+    for (k, t) in &tensors {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        h.update(k.as_bytes());
+        h.update(format!("{:?}", t.dims()).as_bytes());
+        let v = t
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for x in v {
+            h.update(x.to_le_bytes());
+        }
+    }
+    let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(model.identity(), want);
+}
+
 #[test]
 fn the_reordered_linear_tail_equals_the_upstream_order() {
     let io = io();

@@ -35,3 +35,35 @@ fn proc_cpuinfo_is_read_at_most_once_per_run() {
     assert!(images >= 8, "the run wrote {images} entries");
     assert!(opens <= 1, "/proc/cpuinfo opened {opens} times in one run");
 }
+
+/// A torch checkpoint is opened once to recognise its container and once to read it, however
+/// many tensors it holds (candle's reader opened it and parsed its zip directory again for
+/// every tensor: 605 times for a large checkpoint); the `.bin` form alike.
+#[test]
+fn a_torch_checkpoint_is_opened_twice_per_load() {
+    for name in ["ddcolor-test.pth", "ddcolor-test-raw.bin"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("strace.log");
+        let o = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=openat,open", "-o"])
+            .arg(&log)
+            .arg(ddcolor_bin())
+            .arg("colorize")
+            .arg(fixtures("photos").join("rocket.jpg"))
+            .arg("--output")
+            .arg(tmp.path().join("out"))
+            .arg("--weights")
+            .arg(golden(name))
+            .args(["--size", "64", "--cache", "none", "--device", "cpu", "-q"])
+            .env_remove("DDCOLOR_CACHE")
+            .output()
+            .expect("strace (apt-get install strace; see CONTRIBUTING.md)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let trace = std::fs::read_to_string(&log).unwrap();
+        let opens = trace.lines().filter(|l| l.contains(name)).count();
+        assert!(
+            (1..=2).contains(&opens),
+            "{name} opened {opens} times in one load"
+        );
+    }
+}

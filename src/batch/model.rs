@@ -40,14 +40,15 @@ impl ModelSpec {
         format!("v1 dtype={} config.json={heads}", self.dtype)
     }
 
-    /// Open the device and load the weights.
-    pub fn load(&self, quiet: bool) -> Result<Colorizer, Error> {
+    /// Open the device and load the weights (their digest not computed again when the
+    /// model's `identity` is already known).
+    pub fn load(&self, quiet: bool, identity: Option<String>) -> Result<Colorizer, Error> {
         let (dev, note) = self.device.open().map_err(Error::Usage)?;
         if let (Some(note), false) = (note, quiet) {
             crate::say!("ddcolor: {note}");
         }
         candle_core::cuda::set_gemm_reduced_precision_f32(self.tf32);
-        let model = DDColor::load_as(&self.weights, &dev, self.dtype.dtype())?;
+        let model = DDColor::load_known(&self.weights, &dev, self.dtype.dtype(), identity)?;
         if !quiet {
             let c = model.config();
             crate::say!(
@@ -180,7 +181,7 @@ impl LazyModel {
         let Source::Spec { spec, quiet } = &self.source else {
             unreachable!("a ready model is set at construction");
         };
-        match spec.load(*quiet) {
+        match spec.load(*quiet, self.identity.get().map(|(id, _)| id.clone())) {
             Ok(c) => {
                 let _ = self.colorizer.set(c);
                 Ok(self.colorizer.get().expect("just set"))

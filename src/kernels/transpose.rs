@@ -1,7 +1,8 @@
 //! A matrix transposed into a new contiguous tensor: what loading does for every linear layer
 //! (torch stores `[out, in]`, the products want `[in, out]`). candle's strided copy walks the
 //! source element by element (a third of the large model's load time); here tiles of 32x32
-//! are read row by row and written row by row, in parallel over bands of output rows.
+//! are copied into L1 row by row and written out row by row, in parallel over bands of output
+//! rows.
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -29,12 +30,19 @@ pub fn transpose2d(t: &Tensor) -> Result<Tensor> {
         .for_each(|(band, out)| {
             let j0 = band * TILE;
             let jn = (cols - j0).min(TILE);
+            // a tile is read row by row into L1, then written out row by row: every store
+            // is a run of contiguous values (a store per value, each to another cache line,
+            // took most of the large model's load time)
+            let mut tile = [[0f32; TILE]; TILE];
             for i0 in (0..rows).step_by(TILE) {
                 let in_ = (rows - i0).min(TILE);
-                for i in i0..i0 + in_ {
-                    let row = &src[i * cols + j0..i * cols + j0 + jn];
-                    for (dj, &v) in row.iter().enumerate() {
-                        out[dj * rows + i] = v;
+                for (di, t) in tile.iter_mut().enumerate().take(in_) {
+                    t[..jn].copy_from_slice(&src[(i0 + di) * cols + j0..][..jn]);
+                }
+                for dj in 0..jn {
+                    let o = &mut out[dj * rows + i0..][..in_];
+                    for (di, x) in o.iter_mut().enumerate() {
+                        *x = tile[di][dj];
                     }
                 }
             }

@@ -111,15 +111,17 @@ pub fn sniff(path: &Path) -> Result<Container, LoadError> {
 pub struct Checkpoint {
     path: PathBuf,
     container: Container,
-    tensors: HashMap<String, Tensor>,
+    /// Every key's shape (kept after its tensor was handed out and dropped).
+    shapes: HashMap<String, Vec<usize>>,
+    tensors: Mutex<HashMap<String, Tensor>>,
+    /// Hand each tensor out once and forget it ([`Checkpoint::consumed`]), so that its memory
+    /// goes back to the allocator as soon as the layer that asked for it has its own form.
+    consume: bool,
     used: Mutex<BTreeSet<String>>,
     /// Fabricate every requested tensor (benchmarks of a released architecture without its
     /// weights); see [`Checkpoint::random`].
     random: bool,
 }
-
-/// State-dict wrappers we look inside, in order (`params` is what the authors' `.pth` files use).
-const WRAPPER_KEYS: [&str; 4] = ["params", "params_ema", "state_dict", "model"];
 
 impl Checkpoint {
     /// Read every tensor of a checkpoint file (the container is recognised by content).
@@ -135,7 +137,7 @@ impl Checkpoint {
                 .map_err(bad)?
                 .into_iter()
                 .collect::<Vec<_>>(),
-            Container::TorchZip => read_torch_zip(path).map_err(bad)?,
+            Container::TorchZip => super::torch_zip::read(path).map_err(bad)?,
         };
         if list.is_empty() {
             return Err(LoadError::NotDdcolor {
@@ -152,13 +154,27 @@ impl Checkpoint {
         container: Container,
         tensors: impl IntoIterator<Item = (String, Tensor)>,
     ) -> Self {
+        let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
         Self {
             path: path.into(),
             container,
-            tensors: tensors.into_iter().collect(),
+            shapes: tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+                .collect(),
+            tensors: Mutex::new(tensors),
+            consume: false,
             used: Mutex::new(BTreeSet::new()),
             random: false,
         }
+    }
+
+    /// This checkpoint handing each tensor out once: a second [`Checkpoint::get`] of a key is
+    /// refused, and [`Checkpoint::digest`] sees only the tensors not yet handed out (take a
+    /// [`Checkpoint::snapshot`] first). For loading one model with half the peak memory.
+    pub fn consumed(mut self) -> Self {
+        self.consume = true;
+        self
     }
 
     /// A checkpoint that answers every request with random values of the requested shape,
@@ -197,23 +213,23 @@ impl Checkpoint {
     }
 
     pub fn len(&self) -> usize {
-        self.tensors.len()
+        self.shapes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tensors.is_empty()
+        self.shapes.is_empty()
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.tensors.contains_key(key)
+        self.shapes.contains_key(key)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
+        self.shapes.keys().map(String::as_str)
     }
 
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
-        self.tensors.get(key).map(|t| t.dims())
+        self.shapes.get(key).map(Vec::as_slice)
     }
 
     /// The shape of a key that must exist.
@@ -247,7 +263,18 @@ impl Checkpoint {
         if self.random {
             return Self::fabricate(key, shape).map_err(|e| self.tensor_err(e));
         }
-        let t = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let t = {
+            let mut tensors = crate::sync::lock(&self.tensors);
+            let t = if self.consume {
+                tensors.remove(key)
+            } else {
+                tensors.get(key).cloned()
+            };
+            t.ok_or_else(|| match self.shapes.contains_key(key) {
+                true => self.invalid(format!("`{key}` was asked for twice")),
+                false => self.missing(key),
+            })?
+        };
         if t.dims() != shape {
             return Err(LoadError::Shape {
                 path: self.path.clone(),
@@ -272,6 +299,25 @@ impl Checkpoint {
     /// (the configuration): the model's identity for cache keys. Independent of the container,
     /// so the same weights as `.pth` or safetensors share cached results.
     pub fn digest(&self, extra: &str) -> Result<String, LoadError> {
+        self.digest_of(self.snapshot(), extra)
+    }
+
+    /// The tensors not yet handed out, in key order (cheap: the values are shared).
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        let mut list: Vec<(String, Tensor)> = crate::sync::lock(&self.tensors)
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// [`Checkpoint::digest`] over a [`Checkpoint::snapshot`] taken before.
+    pub fn digest_of(
+        &self,
+        tensors: Vec<(String, Tensor)>,
+        extra: &str,
+    ) -> Result<String, LoadError> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(extra.as_bytes());
@@ -282,20 +328,28 @@ impl Checkpoint {
                 .unwrap_or_default();
             h.update(format!("random weights {nanos} {}", std::process::id()));
         }
-        let mut keys: Vec<&String> = self.tensors.keys().collect();
-        keys.sort();
-        for k in keys {
-            let t = &self.tensors[k];
+        for (k, t) in &tensors {
             if !t.dtype().is_float() {
                 continue; // num_batches_tracked does not change the output
+            }
+            h.update(k.as_bytes());
+            h.update(format!("{:?}", t.dims()).as_bytes());
+            // the f32 values' little-endian bytes: straight from the tensor's storage where it
+            // is f32 and contiguous (no copy), else converted
+            if cfg!(target_endian = "little") && t.dtype() == DType::F32 && t.is_contiguous() {
+                let (storage, layout) = t.storage_and_layout();
+                if let candle_core::Storage::Cpu(cpu) = &*storage {
+                    let v = cpu.as_slice::<f32>().map_err(|e| self.tensor_err(e))?;
+                    let v = &v[layout.start_offset()..][..t.elem_count()];
+                    h.update(bytemuck::cast_slice::<f32, u8>(v));
+                    continue;
+                }
             }
             let v = t
                 .flatten_all()
                 .and_then(|t| t.to_dtype(DType::F32))
                 .and_then(|t| t.to_vec1::<f32>())
                 .map_err(|e| self.tensor_err(e))?;
-            h.update(k.as_bytes());
-            h.update(format!("{:?}", t.dims()).as_bytes());
             for x in v {
                 h.update(x.to_le_bytes());
             }
@@ -307,7 +361,7 @@ impl Checkpoint {
     pub fn unused_keys(&self) -> Vec<String> {
         let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
         let mut out: Vec<String> = self
-            .tensors
+            .shapes
             .keys()
             .filter(|k| !used.contains(*k) && !k.ends_with("num_batches_tracked"))
             .cloned()
@@ -341,35 +395,6 @@ impl Checkpoint {
             bf16_products: true,
             ..self.root_as(DType::F32)
         }
-    }
-}
-
-/// Read a torch zip archive: the state dict is either the top-level dictionary or sits under one
-/// of [`WRAPPER_KEYS`].
-fn read_torch_zip(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
-    // A bare state dict has tensors at the top level; a wrapped one has none there.
-    let mut last_err = None;
-    for key in WRAPPER_KEYS.iter().map(|k| Some(*k)).chain([None]) {
-        match candle_core::pickle::read_pth_tensor_info(path, false, key) {
-            Ok(infos) if !infos.is_empty() => {
-                let pth = candle_core::pickle::PthTensors::new(path, key)?;
-                let mut out = Vec::with_capacity(infos.len());
-                for info in infos {
-                    if let Some(t) = pth.get(&info.name)? {
-                        out.push((info.name, t));
-                    }
-                }
-                return Ok(out);
-            }
-            Ok(_) => {}
-            // "key params not found": try the next wrapper; anything else is a broken file.
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => last_err = Some(e),
-        }
-    }
-    match last_err {
-        Some(e) => Err(e),
-        None => Ok(vec![]),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod color_decoder;
 pub mod config;
 pub mod convnext;
 pub mod layers;
+mod torch_zip;
 pub mod unet;
 
 use std::path::Path;
@@ -69,11 +70,24 @@ impl DDColor {
         device: &Device,
         dtype: DType,
     ) -> std::result::Result<Self, LoadError> {
+        Self::load_known(path, device, dtype, None)
+    }
+
+    /// [`DDColor::load_as`] with the identity already known (recorded by an earlier load of
+    /// the same, unchanged file: `batch::index`), so that the digest over every weight is not
+    /// computed again.
+    pub fn load_known(
+        path: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+        identity: Option<String>,
+    ) -> std::result::Result<Self, LoadError> {
         let path = path.as_ref();
-        let ck = Checkpoint::open(path)?;
+        // each tensor freed once its layer has its own form of it
+        let ck = Checkpoint::open(path)?.consumed();
         let heads = config::heads_from_config_json(path)?.unwrap_or(config::DEFAULT_HEADS);
         let cfg = Config::infer(&ck, heads)?;
-        Self::from_checkpoint_as(&ck, cfg, device, dtype)
+        Self::build(&ck, cfg, device, dtype, identity)
     }
 
     /// Build from tensors already read, with a known configuration.
@@ -93,11 +107,50 @@ impl DDColor {
         device: &Device,
         dtype: DType,
     ) -> std::result::Result<Self, LoadError> {
+        Self::build(ck, cfg, device, dtype, None)
+    }
+
+    /// Build the layers, and the identity unless it is `known`: the digest (a SHA-256 over
+    /// every weight, one core's work) runs on its own thread while the layers are built.
+    fn build(
+        ck: &Checkpoint,
+        cfg: Config,
+        device: &Device,
+        dtype: DType,
+        known: Option<String>,
+    ) -> std::result::Result<Self, LoadError> {
         if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
             return Err(ck.tensor_err(candle_core::Error::Msg(format!(
                 "DDColor runs in f32, bf16 or f16, not {dtype:?}"
             ))));
         }
+        // (f32 keeps the identity it always had)
+        let settings = match dtype {
+            DType::F32 => format!("{cfg:?}"),
+            other => format!("{cfg:?} dtype={}", other.as_str()),
+        };
+        let snapshot = known.is_none().then(|| ck.snapshot());
+        std::thread::scope(|s| {
+            let digest = snapshot.map(|list| s.spawn(|| ck.digest_of(list, &settings)));
+            let model = Self::layers(ck, cfg, device, dtype);
+            let identity = match (known, digest) {
+                (Some(id), _) => Ok(id),
+                (None, Some(d)) => d.join().expect("the digest does not panic"),
+                (None, None) => unreachable!("spawned when not known"),
+            };
+            let mut model = model?;
+            model.identity = identity?;
+            Ok(model)
+        })
+    }
+
+    /// The layers of the model, its identity left empty.
+    fn layers(
+        ck: &Checkpoint,
+        cfg: Config,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<Self, LoadError> {
         // bf16 on the CPU: activations in f32, the products' weights in bf16 (the kernels'
         // products round the activations to bf16 and accumulate in f32)
         let vb = if dtype == DType::BF16 && device.is_cpu() {
@@ -107,11 +160,7 @@ impl DDColor {
         };
         let dec = vb.pp("decoder");
         let q = cfg.color_decoder.num_queries;
-        // (f32 keeps the identity it always had)
-        let identity = match dtype {
-            DType::F32 => ck.digest(&format!("{cfg:?}"))?,
-            other => ck.digest(&format!("{cfg:?} dtype={}", other.as_str()))?,
-        };
+        let identity = String::new();
         // the output layer: f32 products in a bf16 model
         let refine_net = Conv2d::load_normed(
             &vb.pp("refine_net").pp(0).pp(0).f32_products(),
