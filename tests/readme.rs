@@ -1,8 +1,10 @@
-//! Every statement in the README is true of the binary: each ```` ```sh ```` block of README.md
-//! runs as written and exits 0 (README "Development", CONTRIBUTING.md "Tests").
+//! Every statement in the user's documents is true of the binary: each ```` ```sh ```` block of
+//! README.md, GUIDE.md and FAQ.md runs as written and exits 0 (README "Development",
+//! CONTRIBUTING.md "Tests").
 //!
-//! Each block runs with `bash -euo pipefail`, in order, in a fresh folder holding a copy of
-//! `examples/photos` (so the README's relative paths work), with its own HOME and XDG folders,
+//! Each document's blocks run with `bash -euo pipefail`, in order, each in a fresh folder holding
+//! a copy of `examples/photos` (so the documents' relative paths work), with its own HOME and XDG
+//! folders,
 //! `ddcolor` on PATH (the binary under test), the test model in place of any download
 //! (`DDCOLOR_WEIGHTS`), and `HF_ENDPOINT` on a closed loopback port, so nothing reaches the
 //! internet. `cargo run --release --` becomes `ddcolor`; lines that build or install
@@ -24,11 +26,13 @@ const BUILD_LINES: [&str; 5] = [
 ];
 /// A block that runs longer than this is killed, and fails.
 const TIMEOUT: Duration = Duration::from_secs(300);
-/// At least this many blocks must run: a README that lost its examples, or a parser that no
-/// longer finds them, fails instead of passing with nothing run.
-const MIN_RUN: usize = 8;
-
-/// One fenced code block of the README.
+/// The documents whose blocks are run, each with the number of blocks that must at least run: a
+/// document that lost its examples, or a parser that no longer finds them, fails instead of
+/// passing with nothing run.
+const README: (&str, usize) = ("README.md", 5);
+const GUIDE: (&str, usize) = ("GUIDE.md", 4);
+const FAQ: (&str, usize) = ("FAQ.md", 1);
+/// One fenced code block of a document.
 struct Block {
     /// 1-based line of the opening fence.
     line: usize,
@@ -38,27 +42,21 @@ struct Block {
     skip: Option<String>,
 }
 
-/// The fenced blocks of `readme`, with their skip markers. A marker that does not stand on the
+/// The fenced blocks of a document, with their skip markers. A marker that does not stand on the
 /// line right before a fence is an error (it would silently skip nothing, or the wrong block).
-fn blocks(readme: &str) -> Result<Vec<Block>, String> {
+fn blocks(doc: &str) -> Result<Vec<Block>, String> {
     let mut out = Vec::new();
     let mut skip: Option<(usize, String)> = None;
-    let mut lines = readme.lines().enumerate();
+    let mut lines = doc.lines().enumerate();
     while let Some((i, line)) = lines.next() {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix(SKIP_MARKER) {
             let reason = rest
                 .strip_suffix("-->")
-                .ok_or(format!(
-                    "README line {}: the skip marker is not closed",
-                    i + 1
-                ))?
+                .ok_or(format!("line {}: the skip marker is not closed", i + 1))?
                 .trim();
             if reason.is_empty() {
-                return Err(format!(
-                    "README line {}: a skip marker needs a reason",
-                    i + 1
-                ));
+                return Err(format!("line {}: a skip marker needs a reason", i + 1));
             }
             skip = Some((i + 1, reason.to_owned()));
             continue;
@@ -68,7 +66,7 @@ fn blocks(readme: &str) -> Result<Vec<Block>, String> {
             loop {
                 let (_, l) = lines
                     .next()
-                    .ok_or(format!("README line {}: the block is not closed", i + 1))?;
+                    .ok_or(format!("line {}: the block is not closed", i + 1))?;
                 if l.trim() == "```" {
                     break;
                 }
@@ -85,7 +83,7 @@ fn blocks(readme: &str) -> Result<Vec<Block>, String> {
         }
         if let Some((at, _)) = skip {
             return Err(format!(
-                "README line {at}: a skip marker must stand on the line right before a ``` block"
+                "line {at}: a skip marker must stand on the line right before a ``` block"
             ));
         }
     }
@@ -110,7 +108,7 @@ fn script(b: &Block) -> (String, Vec<String>) {
         };
         assert!(
             !code.split_whitespace().any(|w| w == "cargo"),
-            "README line {}: `{t}` runs cargo inside the test; mark its block \
+            "line {}: `{t}` runs cargo inside the test; mark its block \
              `<!-- readme-test: skip: REASON -->` or make it a build line",
             b.line + 1 + n
         );
@@ -144,8 +142,9 @@ fn tail(s: &str, n: usize) -> String {
     format!("[...]{cut}")
 }
 
-/// Run one block's script in a fresh sandbox; `Err` says what went wrong, with its output.
-fn run_block(b: &Block, script: &str) -> Result<Duration, String> {
+/// Run one block of the document `doc` in a fresh sandbox; `Err` says what went wrong, with its
+/// output.
+fn run_block(doc: &str, b: &Block, script: &str) -> Result<Duration, String> {
     use std::os::unix::process::CommandExt;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
@@ -214,33 +213,33 @@ fn run_block(b: &Block, script: &str) -> Result<Duration, String> {
     let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
     let (stdout, stderr) = (read(&out_file), read(&err_file));
     Err(format!(
-        "README block at line {} ({status}):\n{script}--- stdout ---\n{}\n--- stderr ---\n{}",
+        "{doc} block at line {} ({status}):\n{script}--- stdout ---\n{}\n--- stderr ---\n{}",
         b.line,
         tail(&stdout, 4000),
         tail(&stderr, 4000)
     ))
 }
 
-#[test]
-fn readme_shell_blocks_run() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let all = blocks(&readme).unwrap_or_else(|e| panic!("{e}"));
+/// Run every ```` ```sh ```` block of the document `name` (at least `min_run` of them).
+fn shell_blocks_run((name, min_run): (&str, usize)) {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let all = blocks(&text).unwrap_or_else(|e| panic!("{name} {e}"));
     let mut ran = 0;
     let mut failures = Vec::new();
     for b in all.iter().filter(|b| b.info == "sh") {
         if let Some(reason) = &b.skip {
-            eprintln!("readme: line {}: skipped: {reason}", b.line);
+            eprintln!("{name}: line {}: skipped: {reason}", b.line);
             continue;
         }
         let (script, left_out) = script(b);
         for l in &left_out {
-            eprintln!("readme: line {}: left out: {l}", b.line);
+            eprintln!("{name}: line {}: left out: {l}", b.line);
         }
-        match run_block(b, &script) {
-            Ok(t) => eprintln!("readme: line {}: ok ({:.1} s)", b.line, t.as_secs_f64()),
+        match run_block(name, b, &script) {
+            Ok(t) => eprintln!("{name}: line {}: ok ({:.1} s)", b.line, t.as_secs_f64()),
             Err(e) => {
-                eprintln!("readme: line {}: FAILED", b.line);
+                eprintln!("{name}: line {}: FAILED", b.line);
                 failures.push(e);
             }
         }
@@ -248,21 +247,36 @@ fn readme_shell_blocks_run() {
     }
     let skipped = all.iter().filter(|b| b.info == "sh" && b.skip.is_some());
     eprintln!(
-        "readme: {ran} sh blocks run, {} skipped, {} blocks of other kinds not run",
+        "{name}: {ran} sh blocks run, {} skipped, {} blocks of other kinds not run",
         skipped.count(),
         all.iter().filter(|b| b.info != "sh").count()
     );
     assert!(
         failures.is_empty(),
-        "{} README block(s) failed:\n\n{}",
+        "{} {name} block(s) failed:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
     assert!(
-        ran >= MIN_RUN,
-        "only {ran} README blocks ran (at least {MIN_RUN} expected): were they marked skip, or \
+        ran >= min_run,
+        "only {ran} {name} blocks ran (at least {min_run} expected): were they marked skip, or \
          is the parser broken?"
     );
+}
+
+#[test]
+fn readme_shell_blocks_run() {
+    shell_blocks_run(README);
+}
+
+#[test]
+fn guide_shell_blocks_run() {
+    shell_blocks_run(GUIDE);
+}
+
+#[test]
+fn faq_shell_blocks_run() {
+    shell_blocks_run(FAQ);
 }
 
 #[test]
