@@ -40,7 +40,7 @@ fn main() {
         Ok(s) => panic!("nvcc failed on {src} ({s})"),
         Err(e) => panic!(
             "cannot run {nvcc} ({e}): the cuda feature needs nvcc; \
-             `eval \"$(scripts/cuda-toolchain.sh)\"` installs one (the README's section \"CUDA\")"
+             `eval \"$(scripts/cuda-toolchain.sh)\"` installs one (GUIDE.md, section \"CUDA\")"
         ),
     }
 }

@@ -57,7 +57,7 @@ impl DeviceSpec {
         match self {
             Self::Cuda(n) if !cuda_compiled() => Err(format!(
                 "--device cuda:{n}: this ddcolor was built without CUDA; rebuild with \
-                 `cargo build --release --features cuda` (the README's section \"CUDA\")"
+                 `cargo build --release --features cuda` (GUIDE.md, section \"CUDA\")"
             )),
             _ => Ok(()),
         }

@@ -214,34 +214,42 @@ fn devices_parse_and_cuda_is_refused_without_the_feature() {
     }
 }
 
-/// The exit codes have one table: the README's rows are the enum's meanings, one per code,
-/// and the manual page prints every code.
+/// The exit codes have one table: GUIDE.md's rows are the enum's meanings, one per code, no other
+/// user document repeats it, and the manual page prints every code.
 #[test]
 fn the_exit_code_table_is_one_table() {
     use ddcolor::cli::exit::ExitCode;
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
-    let rows: Vec<(String, String)> = readme
-        .lines()
-        .filter_map(|l| {
-            let cells: Vec<&str> = l
-                .strip_prefix("| ")?
-                .strip_suffix(" |")?
-                .split(" | ")
-                .collect();
-            (cells.len() == 2 && cells[0].parse::<i32>().is_ok())
-                .then(|| (cells[0].to_owned(), cells[1].to_owned()))
-        })
-        .collect();
+    let rows = |name: &str| -> Vec<(String, String)> {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l
+                    .strip_prefix("| ")?
+                    .strip_suffix(" |")?
+                    .split(" | ")
+                    .collect();
+                (cells.len() == 2 && cells[0].parse::<i32>().is_ok())
+                    .then(|| (cells[0].to_owned(), cells[1].to_owned()))
+            })
+            .collect()
+    };
     let want: Vec<(String, String)> = ExitCode::ALL
         .iter()
         .map(|c| (c.code().to_string(), c.meaning().to_owned()))
         .collect();
     assert_eq!(
-        rows, want,
-        "README's exit-code table and cli/exit.rs differ"
+        rows("GUIDE.md"),
+        want,
+        "GUIDE.md's exit-code table and cli/exit.rs differ"
     );
+    for other in ["README.md", "FAQ.md", "CONTRIBUTING.md"] {
+        assert_eq!(
+            rows(other),
+            [],
+            "{other} has exit-code rows: the table is GUIDE.md's"
+        );
+    }
     let o = crate::batch::run({
         let mut c = crate::batch::ddcolor();
         c.arg("man");

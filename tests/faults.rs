@@ -1,6 +1,6 @@
 //! Hostile inputs, bad settings and sick servers, each met the way the world brings it: real
 //! FIFOs, real environment variables, a real redis-server frozen with SIGSTOP, a real memory
-//! limit, damaged files. Each gets a clear answer, fast (README "Faults").
+//! limit, damaged files. Each gets a clear answer, fast (GUIDE.md "Faults").
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -84,7 +84,7 @@ fn a_fifo_named_directly_or_listed_fails_alone_and_never_blocks() {
         .unwrap()
         .contains("not a regular file"));
 
-    // through --files-from - (the README's find | ddcolor recipe), NUL-separated
+    // through --files-from - (the guide's find | ddcolor recipe), NUL-separated
     let out = tmp.path().join("out-list");
     let list = tmp.path().join("list");
     std::fs::write(

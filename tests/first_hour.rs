@@ -350,7 +350,7 @@ fn cache_defaults_are_what_the_readme_says() {
 }
 
 #[test]
-fn help_is_grouped_and_cuda_errors_name_the_readme_section() {
+fn help_is_grouped_and_cuda_errors_name_the_guide_section() {
     let mut c = ddcolor();
     c.args(["colorize", "--help"]);
     let help = String::from_utf8_lossy(&run(c).stdout).into_owned();
@@ -369,9 +369,16 @@ fn help_is_grouped_and_cuda_errors_name_the_readme_section() {
         let o = run(c);
         assert_eq!(o.status.code(), Some(2));
         assert!(
-            stderr(&o).contains("the README's section \"CUDA\""),
+            stderr(&o).contains("GUIDE.md, section \"CUDA\""),
             "{}",
             stderr(&o)
+        );
+        // and the section it names is there
+        let guide = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("GUIDE.md"))
+            .unwrap();
+        assert!(
+            guide.lines().any(|l| l == "## CUDA"),
+            "GUIDE.md has no CUDA section"
         );
     }
 }

@@ -1,4 +1,4 @@
-//! The unattended archive: the README's cron entry run as cron runs it, an empty or unmounted
+//! The unattended archive: the guide's cron entry run as cron runs it, an empty or unmounted
 //! archive that must not look like success, runs that do nothing leave nothing behind, help
 //! and progress that fit a terminal, and scans whose notes survive.
 use std::path::{Path, PathBuf};
@@ -7,14 +7,14 @@ use std::process::{Command, Output, Stdio};
 use crate::batch::{colorize_cmd, ddcolor, report, run, stderr};
 use crate::util::{ddcolor_bin, fixtures, golden};
 
-/// The one entry of the README's ```` ```crontab ```` block: (schedule, command).
-fn readme_cron_entry() -> (String, String) {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
+/// The one entry of GUIDE.md's ```` ```crontab ```` block (its Recipes): (schedule, command).
+fn guide_cron_entry() -> (String, String) {
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("GUIDE.md")).unwrap();
+    let start = guide
         .find("```crontab\n")
-        .expect("a ```crontab block in README.md");
-    let body = &readme[start + "```crontab\n".len()..];
+        .expect("a ```crontab block in GUIDE.md");
+    let body = &guide[start + "```crontab\n".len()..];
     let body = &body[..body.find("```").expect("closed")];
     let entries: Vec<&str> = body
         .lines()
@@ -97,8 +97,8 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 #[test]
-fn the_readme_cron_entry_runs_under_cron() {
-    let (schedule, command) = readme_cron_entry();
+fn the_guide_cron_entry_runs_under_cron() {
+    let (schedule, command) = guide_cron_entry();
     assert_eq!(schedule.split(' ').count(), 5);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");

@@ -1,5 +1,5 @@
 //! Exit codes: one enum, the one table of what each means (the manual page prints it; a test
-//! holds the README's table to it).
+//! holds GUIDE.md's table to it).
 
 /// How a `ddcolor` command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,7 +38,7 @@ impl ExitCode {
         }
     }
 
-    /// What it means: the README's table row (tests/cli.rs holds them equal; the manual page
+    /// What it means: GUIDE.md's table row (tests/cli.rs holds them equal; the manual page
     /// prints it without the backticks).
     pub fn meaning(self) -> &'static str {
         match self {

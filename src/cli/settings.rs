@@ -40,7 +40,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The checkpoint to load: `--weights`, else `--model` found on this machine or downloaded
-/// (README "Weights"). Nothing found and no download: a usage error that lists where it looked
+/// (GUIDE.md "Weights"). Nothing found and no download: a usage error that lists where it looked
 /// and how to get the file.
 pub fn resolve_weights(
     weights: Option<&std::path::Path>,

@@ -64,7 +64,7 @@ pub enum ResizeMode {
     /// `mode='nearest'`: what the upstream script does.
     Nearest,
     /// `mode='bilinear'`, `align_corners=False`: ddcolor's default (no chroma blocks on large
-    /// scans; see the README).
+    /// scans; see GUIDE.md).
     #[default]
     Bilinear,
 }

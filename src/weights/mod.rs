@@ -2,7 +2,7 @@
 //! already be on this machine ([`Locations`]), and fetching one from the Hugging Face hub when
 //! none is ([`hub`]).
 //!
-//! Resolution order (README "Weights"): `--weights FILE` (or `DDCOLOR_WEIGHTS`); then
+//! Resolution order (GUIDE.md "Weights"): `--weights FILE` (or `DDCOLOR_WEIGHTS`); then
 //! `./weights/`; then the user data dir (`DDCOLOR_WEIGHTS_DIR`, else
 //! `$XDG_DATA_HOME/ddcolor/weights`, else `~/.local/share/ddcolor/weights`); then a Hugging Face
 //! hub cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`); then a
@@ -43,7 +43,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
-/// Where a checkpoint is looked for, in order (for the man page; the README says the same).
+/// Where a checkpoint is looked for, in order (for the man page; GUIDE.md says the same).
 pub const RESOLUTION_ORDER: &[&str] = &[
     "--weights FILE (or DDCOLOR_WEIGHTS): used as it is; a folder means FOLDER/pytorch_model.bin.",
     "./weights/NAME/pytorch_model.bin, then ./weights/ddcolor_NAME.pth, .bin or .safetensors.",

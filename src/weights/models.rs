@@ -37,7 +37,7 @@ impl ModelName {
         ModelName::Modelscope,
         ModelName::Artistic,
     ];
-    /// The model used when neither `--weights` nor `--model` is given (README: "Which model").
+    /// The model used when neither `--weights` nor `--model` is given (GUIDE.md: "Which model").
     pub const DEFAULT: ModelName = ModelName::Modelscope;
 
     pub fn as_str(self) -> &'static str {
