@@ -12,6 +12,7 @@ pub mod engine;
 pub mod index;
 mod infer;
 pub mod lease;
+mod metrics;
 pub mod model;
 mod options;
 mod poll;

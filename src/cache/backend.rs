@@ -45,12 +45,41 @@ pub enum LeaseOutcome {
     HeldElsewhere,
 }
 
-/// Backend-level failure (unreachable server, I/O error, bad configuration).
+/// Backend-level failure (unreachable server, I/O error, bad configuration): what kind, for
+/// code to branch on, and a message for people.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend}: {message}")]
 pub struct CacheError {
     pub backend: String,
+    pub kind: CacheErrorKind,
     pub message: String,
+}
+
+/// What went wrong with a cache, as far as the caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheErrorKind {
+    /// The spec, URL, certificates or folder given cannot work as they are.
+    Config,
+    /// The server could not be reached, did not answer in time, or was given up on (the
+    /// breaker tripped).
+    Unreachable,
+    /// The server's ACL refused a command or a key.
+    Refused,
+    /// The server answered, but not as a cache should (a probe read back other bytes, an
+    /// unexpected reply).
+    Server,
+    /// A file system error of the disk cache.
+    Io,
+}
+
+impl CacheError {
+    pub fn new(backend: &str, kind: CacheErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// `ddcolor cache stats`.

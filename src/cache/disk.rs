@@ -40,7 +40,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+use super::backend::{
+    Cache, CacheError, CacheErrorKind, CacheStats, Lease, LeaseOutcome, Lookup, Miss,
+};
 use super::key::CacheKey;
 use super::lease_file::{create_lease, put_back, read_lease, suffixed, UNPARSED_LEASE_GRACE};
 use super::options::CacheOptions;
@@ -67,6 +69,7 @@ pub fn default_dir() -> Result<PathBuf, CacheError> {
         Some(home) => Ok(PathBuf::from(home).join(".cache").join("ddcolor")),
         None => Err(CacheError {
             backend: "disk".to_owned(),
+            kind: CacheErrorKind::Config,
             message: "neither XDG_CACHE_HOME nor HOME is set: give a directory with \
                       `--cache disk:PATH`"
                 .to_owned(),
@@ -123,17 +126,20 @@ impl DiskCache {
             if !root.is_dir() {
                 return Err(CacheError {
                     backend: "disk".to_owned(),
+                    kind: CacheErrorKind::Io,
                     message: format!("cannot create {}: {e}", crate::text::shown(&root)),
                 });
             }
         }
         let meta = fs::metadata(&root).map_err(|e| CacheError {
             backend: "disk".to_owned(),
+            kind: CacheErrorKind::Io,
             message: format!("{}: {e}", crate::text::shown(&root)),
         })?;
         if !meta.is_dir() {
             return Err(CacheError {
                 backend: "disk".to_owned(),
+                kind: CacheErrorKind::Config,
                 message: format!("{} is not a directory", crate::text::shown(&root)),
             });
         }
@@ -161,6 +167,7 @@ impl DiskCache {
     fn err(&self, what: &str, e: impl std::fmt::Display) -> CacheError {
         CacheError {
             backend: "disk".to_owned(),
+            kind: CacheErrorKind::Io,
             message: format!("{what} in {}: {e}", crate::text::shown(&self.root)),
         }
     }

@@ -31,7 +31,9 @@ mod spec;
 mod util;
 pub mod value;
 
-pub use backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+pub use backend::{
+    Cache, CacheError, CacheErrorKind, CacheStats, Lease, LeaseOutcome, Lookup, Miss,
+};
 pub use key::CacheKey;
 pub use options::{parse_size, CacheOptions, TlsFiles};
 pub use secret::redact;

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::backend::{Cache, CacheError};
+use super::backend::{Cache, CacheError, CacheErrorKind};
 use super::disk::{self, DiskCache};
 use super::none::NoCache;
 use super::options::CacheOptions;
@@ -99,6 +99,7 @@ impl FromStr for CacheSpec {
 fn spec_error(message: String) -> CacheError {
     CacheError {
         backend: "cache spec".to_owned(),
+        kind: CacheErrorKind::Config,
         message,
     }
 }

@@ -19,6 +19,13 @@ use crate::error::Error;
 use crate::imageio;
 use crate::pipeline::ResizeMode;
 
+/// `--compat`: whose pixels a run reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compat {
+    /// What the authors' inference script computes
+    Upstream,
+}
+
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Checkpoint file: the authors' .pth, Hugging Face pytorch_model.bin, or safetensors.
@@ -134,8 +141,13 @@ pub struct ColorizeArgs {
     /// results: JPEGs decoded as OpenCV's imread does (libjpeg-turbo), L computed as OpenCV's
     /// float BGR2Lab computes it (an interpolated table), nearest ab upsampling and OpenCV's
     /// clipping (--resize nearest --gamut upstream). Its cache entries are its own.
-    #[arg(help_heading = "Output", long, value_name = "MODE", value_parser = ["upstream"], conflicts_with_all = ["resize", "gamut"])]
-    pub compat: Option<String>,
+    #[arg(
+        help_heading = "Output",
+        long,
+        value_name = "MODE",
+        conflicts_with_all = ["resize", "gamut"]
+    )]
+    pub compat: Option<Compat>,
     /// Predicted colours that sRGB cannot show: fit (keep the scan's lightness and the hue,
     /// reduce chroma), clip (as the upstream script, after bringing ab into the Lab range along
     /// its hue), upstream (clip with ab as predicted, as OpenCV does) or auto (the default: fit
@@ -293,7 +305,7 @@ impl ColorizeSettings {
                  recently used"
             );
         }
-        let upstream = args.compat.as_deref() == Some("upstream");
+        let upstream = args.compat == Some(Compat::Upstream);
         let shard = match args.shard {
             Some(ShardArg::Shard(s)) => Some(s),
             Some(ShardArg::None) => None,

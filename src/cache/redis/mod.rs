@@ -22,14 +22,23 @@ use std::time::Duration;
 use ::redis::{cmd, from_redis_value, Cmd, ConnectionLike, FromRedisValue, RedisError};
 use ::redis::{RedisResult, Value};
 
-use super::backend::{Cache, CacheError, CacheStats, Lease, LeaseOutcome, Lookup, Miss};
+use super::backend::{
+    Cache, CacheError, CacheErrorKind, CacheStats, Lease, LeaseOutcome, Lookup, Miss,
+};
 use super::key::CacheKey;
-use super::options::{check_cert_versions, read_pem, CacheOptions};
+use super::options::CacheOptions;
 use super::secret::Secrets;
 use super::util::{lock, new_token, ttl_ms};
 
 pub mod cluster;
+mod probe;
+mod reply;
 pub mod single;
+mod tls;
+
+use probe::{prefixes_from_getuser, probe, Probed};
+use reply::{each_key, escape_glob, info_field, is_value_key, parse_config_get};
+use tls::{certificates, ensure_crypto_provider};
 
 /// TCP (and TLS handshake) connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,65 +111,6 @@ pub struct RedisCache<T: Topology> {
     down: AtomicBool,
 }
 
-/// Install rustls' ring crypto provider as the process default (once; a provider installed
-/// by someone else is kept). `rediss://` needs one.
-fn ensure_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-/// The TLS files of `opts` as redis-rs takes them; `None` when none is given. Files given for a
-/// cache that is not TLS (`redis://`) are an error, not silently ignored.
-fn certificates(
-    backend: &str,
-    urls: &[&str],
-    opts: &CacheOptions,
-) -> Result<Option<::redis::TlsCertificates>, CacheError> {
-    let tls = &opts.tls;
-    if !tls.is_set() {
-        return Ok(None);
-    }
-    let err = |message: String| CacheError {
-        backend: backend.to_owned(),
-        message,
-    };
-    if !urls
-        .iter()
-        .all(|u| u.to_ascii_lowercase().starts_with("rediss://"))
-    {
-        return Err(err(
-            "--cache-tls-cert, --cache-tls-key and --cache-tls-ca are for TLS caches: \
-             write rediss:// (or rediss-cluster://)"
-                .to_owned(),
-        ));
-    }
-    tls.check().map_err(err)?;
-    let client_tls = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            let client_cert = read_pem("--cache-tls-cert", cert).map_err(err)?;
-            check_cert_versions("--cache-tls-cert", cert, &client_cert).map_err(err)?;
-            Some(::redis::ClientTlsConfig {
-                client_cert,
-                client_key: read_pem("--cache-tls-key", key).map_err(err)?,
-            })
-        }
-        _ => None,
-    };
-    let root_cert = match &tls.ca {
-        Some(ca) => {
-            let pem = read_pem("--cache-tls-ca", ca).map_err(err)?;
-            check_cert_versions("--cache-tls-ca", ca, &pem).map_err(err)?;
-            Some(pem)
-        }
-        None => None,
-    };
-    Ok(Some(::redis::TlsCertificates {
-        client_tls,
-        root_cert,
-    }))
-}
-
 /// Errors after which the connection's state is unknown: drop it, reconnect, retry once.
 fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
@@ -169,100 +119,6 @@ fn is_connection_error(e: &RedisError) -> bool {
 /// The server's ACL refused the command (the user may not touch those keys or commands).
 fn is_noperm(e: &RedisError) -> bool {
     e.code() == Some("NOPERM")
-}
-
-/// The key prefixes an ACL user's key patterns allow (`~ddcolor:*` -> `ddcolor`; `~*` -> any,
-/// as `*`), from `ACL GETUSER`'s reply (Redis 6: a list under `keys`; 7: one string).
-fn prefixes_from_getuser(v: &Value) -> Vec<String> {
-    let items: Vec<&Value> = match v {
-        Value::Array(a) => a.iter().collect(),
-        Value::Map(m) => m.iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    for pair in items.chunks(2) {
-        let [k, v] = pair else { continue };
-        if ::redis::from_redis_value_ref::<String>(k).ok().as_deref() != Some("keys") {
-            continue;
-        }
-        let patterns: Vec<String> = match v {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|x| ::redis::from_redis_value_ref::<String>(x).ok())
-                .collect(),
-            other => ::redis::from_redis_value_ref::<String>(other)
-                .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-        };
-        for p in patterns {
-            // `~pat`, `%RW~pat`, `%R~pat`, or a bare pattern (Redis 6's list form)
-            let pat = p.rsplit('~').next().unwrap_or(&p);
-            if pat == "*" || pat == "allkeys" {
-                out.push("*".to_owned());
-            } else if let Some(prefix) = pat.strip_suffix(":*") {
-                if !prefix.contains(['*', '?', '[']) {
-                    out.push(prefix.to_owned());
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `<words> <key>` for each key (`GET k`, `UNLINK k`, `MEMORY USAGE k`), for
-/// [`Topology::pipeline`].
-fn each_key<'a>(
-    words: &'a [&'a str],
-    keys: impl IntoIterator<Item = &'a str> + 'a,
-) -> impl Iterator<Item = Cmd> + 'a {
-    keys.into_iter().map(move |k| {
-        let mut c = Cmd::new();
-        c.arg(words).arg(k);
-        c
-    })
-}
-
-/// A value key (not a lease).
-fn is_value_key(k: &str) -> bool {
-    !k.ends_with(":lease")
-}
-
-/// Escape Redis glob metacharacters so that `s` matches literally in `SCAN MATCH`.
-fn escape_glob(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `CONFIG GET <name>`'s value, None if not allowed (ACL) or unknown.
-fn parse_config_get(v: &Value) -> Option<String> {
-    let items: Vec<String> = match v {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|x| ::redis::from_redis_value_ref::<String>(x).ok())
-            .collect(),
-        Value::Map(m) => m
-            .iter()
-            .flat_map(|(k, v)| [k, v])
-            .filter_map(|x| ::redis::from_redis_value_ref::<String>(x).ok())
-            .collect(),
-        _ => return None,
-    };
-    items.get(1).cloned()
-}
-
-/// A field of `INFO` output.
-fn info_field(info: &str, field: &str) -> Option<String> {
-    info.lines().find_map(|l| {
-        l.strip_prefix(field)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-    })
 }
 
 /// `SET <key>:lease <token> NX PX <ms>`. On a retry (the first try may have landed before its
@@ -300,131 +156,6 @@ fn set_lease(
     Ok(LeaseOutcome::HeldElsewhere)
 }
 
-/// One command the start-up probe runs: what a run needs it for, and the ACL rule that
-/// allows it.
-struct Step {
-    command: &'static str,
-    why: &'static str,
-    rule: &'static str,
-}
-
-/// What the probe found.
-enum Probed {
-    /// Every command a run needs was answered, and the probe value read back.
-    Ok,
-    /// The probe value read back different bytes.
-    Mismatch,
-    /// The ACL refused `step` (`detail`: the server's words).
-    Refused { step: &'static Step, detail: String },
-}
-
-/// The ACL refused a command, directly (NOPERM) or inside a script (ERR ... can't run this
-/// command).
-fn is_refused(e: &RedisError) -> bool {
-    is_noperm(e) || e.to_string().contains("can't run this command")
-}
-
-/// Every command a run sends, each once, on probe keys outside the value namespace
-/// (`<prefix>:probe:<token>`), so that an ACL that allows some and not others is found before
-/// anything is written: SET (values, leases), GET and MGET (lookups), PTTL (waiting for
-/// another process's lease), PEXPIRE and DEL (inside the lease scripts, and first on their
-/// own, to name the one refused), EVAL (renewing and releasing a lease).
-fn probe(conn: &mut dyn ConnectionLike, prefix: &str) -> RedisResult<Probed> {
-    const SET: Step = Step {
-        command: "SET",
-        why: "storing results and taking leases",
-        rule: "+set",
-    };
-    const GET: Step = Step {
-        command: "GET",
-        why: "looking results up",
-        rule: "+get",
-    };
-    const MGET: Step = Step {
-        command: "MGET",
-        why: "looking results up in batches",
-        rule: "+mget",
-    };
-    const PTTL: Step = Step {
-        command: "PTTL",
-        why: "waiting for another process's lease",
-        rule: "+pttl",
-    };
-    const PEXPIRE: Step = Step {
-        command: "PEXPIRE",
-        why: "renewing a lease, inside the renewal script",
-        rule: "+pexpire",
-    };
-    const DEL: Step = Step {
-        command: "DEL",
-        why: "releasing a lease, inside the release script",
-        rule: "+del",
-    };
-    const EVAL: Step = Step {
-        command: "EVAL",
-        why: "the lease scripts: renewing and releasing a lease only while it is ours",
-        rule: "+eval (or +@scripting)",
-    };
-    let key = format!("{prefix}:probe:{}", new_token());
-    let token = new_token();
-    let mut set = cmd("SET");
-    set.arg(&key).arg(&token).arg("PX").arg(60_000);
-    let mut get = cmd("GET");
-    get.arg(&key);
-    let mut mget = cmd("MGET");
-    mget.arg(&key);
-    let mut pttl = cmd("PTTL");
-    pttl.arg(&key);
-    let mut pexpire = cmd("PEXPIRE");
-    pexpire.arg(&key).arg(60_000);
-    let mut del = cmd("DEL");
-    del.arg(format!("{key}:absent"));
-    let mut renew = cmd("EVAL");
-    renew
-        .arg(RENEW_SCRIPT)
-        .arg(1)
-        .arg(&key)
-        .arg(&token)
-        .arg(60_000);
-    let mut release = cmd("EVAL");
-    release.arg(RELEASE_SCRIPT).arg(1).arg(&key).arg(&token);
-    let steps: [(&Cmd, &'static Step); 8] = [
-        (&set, &SET),
-        (&get, &GET),
-        (&mget, &MGET),
-        (&pttl, &PTTL),
-        (&pexpire, &PEXPIRE),
-        (&del, &DEL),
-        (&renew, &EVAL),
-        (&release, &EVAL),
-    ];
-    let mut answers = Vec::with_capacity(steps.len());
-    for (c, step) in steps {
-        match c.query::<Value>(conn) {
-            Ok(v) => answers.push(v),
-            Err(e) => {
-                // removed, or (DEL refused) expired now; at worst it lapses within a minute
-                if cmd("DEL").arg(&key).query::<Value>(conn).is_err() {
-                    let _ = cmd("PEXPIRE").arg(&key).arg(1).query::<Value>(conn);
-                }
-                if is_refused(&e) {
-                    return Ok(Probed::Refused {
-                        step,
-                        detail: e.to_string(),
-                    });
-                }
-                return Err(e);
-            }
-        }
-    }
-    let back: Option<String> = from_redis_value(answers[1].clone()).ok().flatten();
-    Ok(if back.as_deref() == Some(token.as_str()) {
-        Probed::Ok
-    } else {
-        Probed::Mismatch
-    })
-}
-
 impl<T: Topology> RedisCache<T> {
     /// Build the client, connect and PING: an unreachable server, a wrong password or a bad
     /// URL is an `Err` here, with no password in the message. `urls` are the node URLs (their
@@ -445,6 +176,7 @@ impl<T: Topology> RedisCache<T> {
         let certs = certificates(T::BACKEND, urls, opts)?;
         let topology = client(certs).map_err(|e| CacheError {
             backend: T::BACKEND.to_owned(),
+            kind: CacheErrorKind::Config,
             message: format!("{shown}: {}", secrets.scrub(&e.to_string())),
         })?;
         let cache = Self {
@@ -464,6 +196,7 @@ impl<T: Topology> RedisCache<T> {
         if is_noperm(e) {
             return CacheError {
                 backend: T::BACKEND.to_owned(),
+                kind: CacheErrorKind::Refused,
                 message: format!(
                     "{}: {what}: refused by the server's ACL: this user may not use the keys \
                      under `{}:` (--cache-prefix) or the command ({})",
@@ -476,6 +209,7 @@ impl<T: Topology> RedisCache<T> {
         if e.is_timeout() {
             return CacheError {
                 backend: T::BACKEND.to_owned(),
+                kind: CacheErrorKind::Unreachable,
                 message: format!(
                     "{}: {what}: no answer within {} s",
                     self.shown,
@@ -485,6 +219,11 @@ impl<T: Topology> RedisCache<T> {
         }
         CacheError {
             backend: T::BACKEND.to_owned(),
+            kind: if is_connection_error(e) {
+                CacheErrorKind::Unreachable
+            } else {
+                CacheErrorKind::Server
+            },
             message: format!(
                 "{}: {what}: {}",
                 self.shown,
@@ -522,6 +261,7 @@ impl<T: Topology> RedisCache<T> {
                 *guard = None;
                 return Err(CacheError {
                     backend: T::BACKEND.to_owned(),
+                    kind: CacheErrorKind::Unreachable,
                     message: format!("{}: {what}: {}", self.shown, self.down_reason()),
                 });
             }
@@ -806,9 +546,10 @@ impl<T: Topology> Cache for RedisCache<T> {
     fn check_writable(&self) -> Result<(), CacheError> {
         let probed = self.with_conn("probe", |c, _| probe(c, &self.prefix));
         if let Err(e) = &probed {
-            if e.message.contains("refused by the server's ACL") {
+            if e.kind == CacheErrorKind::Refused {
                 return Err(CacheError {
                     backend: e.backend.clone(),
+                    kind: e.kind,
                     message: format!("{}{}", e.message, self.acl_hint()),
                 });
             }
@@ -817,11 +558,13 @@ impl<T: Topology> Cache for RedisCache<T> {
             Probed::Ok => Ok(()),
             Probed::Mismatch => Err(CacheError {
                 backend: T::BACKEND.to_owned(),
+                kind: CacheErrorKind::Server,
                 message: format!("{}: probe key read back different bytes", self.shown),
             }),
             // keys outside the user's patterns: which prefix would fit
             Probed::Refused { detail, .. } if detail.contains("keys") => Err(CacheError {
                 backend: T::BACKEND.to_owned(),
+                kind: CacheErrorKind::Refused,
                 message: format!(
                     "{}: probe: refused by the server's ACL: this user may not use the keys \
                      under `{}:` (--cache-prefix) ({}){}",
@@ -840,6 +583,7 @@ impl<T: Topology> Cache for RedisCache<T> {
                     .unwrap_or_else(|_| "USER".into());
                 Err(CacheError {
                     backend: T::BACKEND.to_owned(),
+                    kind: CacheErrorKind::Refused,
                     message: format!(
                         "{}: the server's ACL refused {} for user `{user}` ({}), which every \
                          run needs for {}: `ACL SETUSER {user} {}` would allow it",
