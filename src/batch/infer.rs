@@ -66,7 +66,7 @@ pub(crate) fn infer_loop(
                     // what a later cache hit will see (the stored value decodes to exactly
                     // this), so both write the same bytes
                     job.ab = Some(value::quantise(&ab));
-                    let key = if shared.opts.cache_readonly || !shared.cache.keeps_values() {
+                    let key = if !shared.cache.keeps_values() {
                         None
                     } else {
                         match shared.key(job.item.sha.as_ref().expect("hashed")) {

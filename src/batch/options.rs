@@ -22,11 +22,6 @@ pub struct BatchOptions {
     pub max_pixels: u64,
     /// Expiry of stored values (None: keep until evicted).
     pub cache_ttl: Option<Duration>,
-    /// Read the cache, never write it (and take no leases).
-    pub cache_readonly: bool,
-    /// A cache that stops answering mid-run stops the run ([`crate::Error::CacheUnreachable`])
-    /// instead of a warning (`--require-cache`).
-    pub require_cache: bool,
     pub cache_prefix: String,
     /// How long an inference lease lasts unless renewed; a holder that dies blocks others at
     /// most this long.
@@ -82,8 +77,6 @@ impl Default for BatchOptions {
             batch: 1,
             max_pixels: crate::imageio::DEFAULT_MAX_PIXELS,
             cache_ttl: None,
-            cache_readonly: false,
-            require_cache: false,
             cache_prefix: crate::cache::key::DEFAULT_PREFIX.into(),
             lease_ttl: DEFAULT_LEASE_TTL,
             quiet: false,

@@ -76,7 +76,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                 plan_copies(shared, &sha);
                 return None;
             }
-            if item.cached.is_none() && !shared.opts.cache_readonly && item.lease.is_none() {
+            if item.cached.is_none() && shared.cache.takes_leases() && item.lease.is_none() {
                 match shared.cache.try_lease(&key, shared.opts.lease_ttl) {
                     Ok(LeaseOutcome::Acquired(lease)) => {
                         shared.leases.hold(&lease);

@@ -190,7 +190,7 @@ impl Shared<'_> {
             s.cache_errors_by.add(op, 1);
         }
         let msg = what();
-        if self.opts.require_cache {
+        if self.cache.required() {
             self.abort(Error::CacheUnreachable(format!(
                 "{msg}; the run stopped (--require-cache): the outputs written so far are in \
                  place and in the report"
@@ -212,7 +212,7 @@ impl Shared<'_> {
         if self.cache_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        if self.opts.require_cache {
+        if self.cache.required() {
             self.abort(Error::CacheUnreachable(format!(
                 "{why}; the run stopped (--require-cache): the outputs written so far are in \
                  place and in the report"

@@ -153,6 +153,18 @@ pub trait Cache: Send + Sync {
         true
     }
 
+    /// Whether a run takes inference leases here (`false` for a cache used read-only,
+    /// [`super::policy::ReadOnly`]: it stores nothing, so others would wait for nothing).
+    fn takes_leases(&self) -> bool {
+        true
+    }
+
+    /// Whether a cache error stops the run instead of a warning (`--require-cache`,
+    /// [`super::policy::Required`]).
+    fn required(&self) -> bool {
+        false
+    }
+
     /// Why the backend is no longer asked, once it stopped answering mid-run (a network
     /// backend's circuit breaker tripped after calls in a row timed out or lost the
     /// connection); `None` while it works. A backend that is down fails every call at once;

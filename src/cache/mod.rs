@@ -14,6 +14,7 @@
 //! - the backends: [`disk`], [`none`], [`redis`] (one implementation over a single server,
 //!   [`redis::single`], or a cluster, [`redis::cluster`]);
 //! - [`failover`]: a network backend with the fallback it switches to once it goes down;
+//! - [`policy`]: what a run may do with a cache, as wrappers (read-only, required);
 //! - the factory, `spec.rs`: [`CacheSpec::parse`] once, then [`open_spec`] (or [`open`] for
 //!   both at once), with [`CacheSpec::fallback`] for a remote cache that cannot be reached.
 //!
@@ -25,6 +26,7 @@ pub mod key;
 mod lease_file;
 pub mod none;
 mod options;
+pub mod policy;
 pub mod redis;
 mod secret;
 mod spec;

@@ -384,8 +384,6 @@ impl ColorizeSettings {
                 batch: args.batch,
                 max_pixels: args.max_pixels,
                 cache_ttl: args.cache_ttl,
-                cache_readonly: args.cache_readonly,
-                require_cache: args.require_cache,
                 cache_prefix: args.cache.cache_prefix.clone(),
                 lease_ttl: args.lease_ttl,
                 quiet: args.quiet,
@@ -465,15 +463,22 @@ pub fn run(args: ColorizeArgs) -> Result<ExitCode, Error> {
         false,
     )
     .map_err(Error::Usage)?;
-    let (cache, readonly) = match settings
+    let cache = match settings
         .cache
         .open_for_run(settings.require_cache, args.cache_readonly)
     {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
+        Ok(run) => {
+            for w in run.warnings {
+                crate::say!("ddcolor: warning: {w}");
+            }
+            run.cache
+        }
+        Err(e) => {
+            crate::say!("ddcolor: cache unreachable: {e}");
+            return Ok(ExitCode::CacheUnreachable);
+        }
     };
-    let mut opts = settings.batch.clone();
-    opts.cache_readonly = readonly;
+    let opts = settings.batch.clone();
     let sink = match &settings.report {
         Some(p) => Some(
             ReportSink::open(p)

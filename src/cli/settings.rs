@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use clap::Args;
 use std::time::Duration;
 
-use super::exit::ExitCode;
 use crate::cache::{Cache, CacheOptions, CacheSpec, TlsFiles};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::Error;
@@ -118,6 +117,12 @@ pub struct CacheSettings {
     pub options: CacheOptions,
 }
 
+/// The cache of a run, in its policy wrappers, and the warnings opening it gave.
+pub struct RunCache {
+    pub cache: Box<dyn Cache>,
+    pub warnings: Vec<String>,
+}
+
 impl CacheSettings {
     /// A spec that cannot be parsed is bad configuration (exit 2), not an unreachable cache.
     pub fn from_args(args: &CacheArgs) -> Result<Self, Error> {
@@ -153,15 +158,14 @@ impl CacheSettings {
             .map_err(|e| Error::Usage(e.to_string()))
     }
 
-    /// Open the cache for a run. Unreachable: with `require` an error (exit 3), otherwise a
-    /// warning and the spec's fallback (the disk cache for a Redis one, else none) for this
-    /// run. Unwritable: read-only. Returns the cache and whether it is read-only.
-    pub fn open_for_run(
-        &self,
-        require: bool,
-        readonly: bool,
-    ) -> Result<(Box<dyn Cache>, bool), ExitCode> {
-        let mut readonly = readonly;
+    /// Open the cache for a run, wrapped in what the run may do with it
+    /// ([`crate::cache::policy`]). Unreachable: with `require` an error (the message; exit
+    /// 3), otherwise a warning and the spec's fallback (the disk cache for a Redis one, else
+    /// none) for this run. Unwritable: read-only, with a warning (with `require`, an error).
+    /// Prints nothing: the warnings come back for the caller to say.
+    pub fn open_for_run(&self, require: bool, readonly: bool) -> Result<RunCache, String> {
+        use crate::cache::policy::{ReadOnly, Required};
+        let mut warnings = Vec::new();
         let cache = match self.spec.open(&self.options) {
             // a network cache that stops answering mid-run: the run goes on with the fallback
             // (with `require`, the engine stops it instead: exit 3)
@@ -169,42 +173,49 @@ impl CacheSettings {
                 crate::cache::failover::Failover::new(c, &self.spec, &self.options),
             ),
             Ok(c) => c,
-            Err(e) if require => {
-                crate::say!("ddcolor: cache unreachable: {e}");
-                return Err(ExitCode::CacheUnreachable);
-            }
+            Err(e) if require => return Err(e.to_string()),
             Err(e) => {
                 let fallback = self
                     .spec
                     .fallback()
                     .open(&self.options)
                     .unwrap_or_else(|_| Box::new(crate::cache::none::NoCache));
-                crate::say!(
-                    "ddcolor: warning: cache unreachable ({e}); using {} for this run",
+                warnings.push(format!(
+                    "cache unreachable ({e}); using {} for this run",
                     fallback.describe()
-                );
+                ));
                 fallback
             }
         };
+        let mut readonly = readonly;
         if !readonly {
             if let Err(e) = cache.check_writable() {
                 if require {
                     // --require-cache: the cache answers and takes writes, or nothing is done
-                    crate::say!(
-                        "ddcolor: cache unreachable: cannot write to {} ({e}); nothing was done \
-                         (--require-cache; add --cache-readonly to only read it)",
+                    return Err(format!(
+                        "cannot write to {} ({e}); nothing was done (--require-cache; add \
+                         --cache-readonly to only read it)",
                         cache.describe()
-                    );
-                    return Err(ExitCode::CacheUnreachable);
+                    ));
                 }
-                crate::say!(
-                    "ddcolor: warning: cannot write to {} ({e}); using it read-only",
+                warnings.push(format!(
+                    "cannot write to {} ({e}); using it read-only",
                     cache.describe()
-                );
+                ));
                 readonly = true;
             }
         }
-        Ok((cache, readonly))
+        let cache: Box<dyn Cache> = if readonly {
+            Box::new(ReadOnly(cache))
+        } else {
+            cache
+        };
+        let cache: Box<dyn Cache> = if require {
+            Box::new(Required(cache))
+        } else {
+            cache
+        };
+        Ok(RunCache { cache, warnings })
     }
 
     /// Where this machine's index of hashed files lives: beside the disk cache, or in the
