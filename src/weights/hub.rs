@@ -7,6 +7,17 @@
 //! when complete and verified. An advisory lock on `<dest>.lock` makes concurrent processes
 //! download it once. Redirects are followed here, so that `HF_TOKEN` goes to the hub only,
 //! never to the storage it redirects to.
+//!
+//! Why not the `hf-hub` crate (what candle's examples use), evaluated for #28 against what
+//! this file does: its sync API (0.4, 0.5) checks no SHA-256 of what it downloaded (the ETag
+//! only names the blob), so a truncated or altered file passes; its default headers, the
+//! token among them, go with every request it makes, the one to the storage it is
+//! redirected to included (its metadata call); it has no message of its own
+//! for an offline machine (ours names the file to copy and where to put it, GUIDE.md
+//! "Offline machines"); and it brings ureq 2 with its own TLS stack beside the ureq 3 and
+//! rustls this crate already builds. Resuming, progress and a lock it has, as this file
+//! does; the rest would have to be written around it. Locations and origins are the URL
+//! standard's (`url`), the lock's file identity `same-file`'s: both already in the tree.
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -98,27 +109,21 @@ pub fn sha256_from_etag(etag: &str) -> Option<String> {
     (e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit())).then(|| e.to_ascii_lowercase())
 }
 
-/// `scheme://host[:port]` of a URL, lower-cased.
-fn origin(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    format!("{scheme}://{host}").to_ascii_lowercase()
+/// The origin (scheme, host, port; a default port left out) of a URL, by the URL standard
+/// (the `url` crate, already in the tree through redis); `None` for what is not a URL.
+fn origin(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
 }
 
-/// Resolve a `Location` header against the URL it came from.
-fn join(base: &str, location: &str) -> String {
-    if location.contains("://") {
-        location.to_owned()
-    } else if let Some(rest) = location.strip_prefix("//") {
-        let scheme = base.split_once("://").map_or("https", |(s, _)| s);
-        format!("{scheme}://{rest}")
-    } else if location.starts_with('/') {
-        format!("{}{location}", origin(base))
-    } else {
-        let path_end = base.find(['?', '#']).unwrap_or(base.len());
-        let dir = &base[..base[..path_end].rfind('/').map_or(path_end, |i| i + 1)];
-        format!("{dir}{location}")
-    }
+/// Resolve a `Location` header against the URL it came from, as a browser does (absolute,
+/// scheme-relative, absolute-path, relative with `..`); `None` if either is not a URL.
+fn join(base: &str, location: &str) -> Option<String> {
+    url::Url::parse(base)
+        .and_then(|b| b.join(location.trim()))
+        .ok()
+        .map(String::from)
 }
 
 /// `Content-Range: bytes a-b/total` or `bytes */total` -> (a, total).
@@ -142,21 +147,16 @@ pub fn part_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether the open file `f` is the file at `path` now.
+/// Whether the open file `f` is the file at `path` now (the `same-file` crate, already in
+/// the tree through walkdir: device and inode on Unix, the file index on Windows).
 fn same_file(f: &std::fs::File, path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (f.metadata(), std::fs::metadata(path)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = f;
-        path.exists()
-    }
+    let (Ok(f), Ok(p)) = (
+        f.try_clone().and_then(same_file::Handle::from_file),
+        same_file::Handle::from_path(path),
+    ) else {
+        return false;
+    };
+    f == p
 }
 
 fn lock_path(dest: &Path) -> PathBuf {
@@ -421,7 +421,7 @@ impl Hub {
         let hub_origin = origin(&self.endpoint);
         let mut cur = url.to_owned();
         for _ in 0..MAX_HOPS {
-            let at_hub = origin(&cur) == hub_origin;
+            let at_hub = hub_origin.is_some() && origin(&cur) == hub_origin;
             let mut req = self.agent.get(&cur);
             if at_hub {
                 if let Some(t) = &self.token {
@@ -464,7 +464,10 @@ impl Hub {
                         url: cur.clone(),
                         reason: format!("HTTP {status} without a Location"),
                     })?;
-                    cur = join(&cur, &loc);
+                    cur = join(&cur, &loc).ok_or_else(|| HubError::Protocol {
+                        url: cur.clone(),
+                        reason: format!("HTTP {status} to a Location that is not a URL: {loc}"),
+                    })?;
                     continue;
                 }
                 200 | 206 => {}
@@ -611,21 +614,34 @@ mod tests {
     #[test]
     fn locations_resolve_like_a_browser() {
         let base = "https://huggingface.co/piddnad/x/resolve/main/pytorch_model.bin";
+        let j = |l: &str| join(base, l).unwrap();
+        assert_eq!(j("https://cdn.example/a?b=c"), "https://cdn.example/a?b=c");
+        assert_eq!(j("//cdn.example/a"), "https://cdn.example/a");
         assert_eq!(
-            join(base, "https://cdn.example/a?b=c"),
-            "https://cdn.example/a?b=c"
-        );
-        assert_eq!(join(base, "//cdn.example/a"), "https://cdn.example/a");
-        assert_eq!(
-            join(base, "/api/resolve-cache/x"),
+            j("/api/resolve-cache/x"),
             "https://huggingface.co/api/resolve-cache/x"
         );
         assert_eq!(
-            join(base, "config.json"),
+            j("config.json"),
             "https://huggingface.co/piddnad/x/resolve/main/config.json"
         );
-        assert_eq!(origin("http://127.0.0.1:8080/a/b"), "http://127.0.0.1:8080");
-        assert_eq!(origin("HTTPS://HuggingFace.co"), "https://huggingface.co");
+        assert_eq!(
+            j("../../raw/main/x.bin"),
+            "https://huggingface.co/piddnad/x/raw/main/x.bin"
+        );
+        assert_eq!(
+            j("?download=true"),
+            "https://huggingface.co/piddnad/x/resolve/main/pytorch_model.bin?download=true"
+        );
+        assert_eq!(join("not a url", "/x"), None);
+        let o = |u: &str| origin(u).unwrap();
+        assert_eq!(o("http://127.0.0.1:8080/a/b"), "http://127.0.0.1:8080");
+        assert_eq!(o("HTTPS://HuggingFace.co"), "https://huggingface.co");
+        // the default port is the same origin
+        assert_eq!(
+            o("https://huggingface.co:443/x"),
+            o("https://huggingface.co/y")
+        );
     }
 
     #[test]
