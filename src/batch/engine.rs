@@ -14,8 +14,8 @@
 //! the in-run dedup map of hashes.
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
@@ -26,7 +26,7 @@ use super::lease::Leases;
 use super::model::LazyModel;
 use super::options::BatchOptions;
 use super::report::{Counts, Progress, Record, ReportSink, Status, Summary};
-use super::state::{dry_line, Item, Job, Ready, Shared, Slots};
+use super::state::{dry_line, Item, Job, Never, Open, Ready, Shared, Slots};
 use super::walk::{Found, Sources};
 use crate::cache::Cache;
 use crate::error::Error;
@@ -109,7 +109,7 @@ fn run_in(
         warned: Mutex::new(HashSet::new()),
         fatal: Mutex::new(None),
         aborted: AtomicBool::new(false),
-        open: AtomicUsize::new(0),
+        open: Arc::new(AtomicUsize::new(0)),
         walk_done: AtomicBool::new(false),
         retry: retry_tx,
         defer: defer_tx,
@@ -126,22 +126,31 @@ fn run_in(
     let (work_tx, work_rx) = bounded::<Item>(64);
     let (infer_tx, infer_rx) = bounded::<Job>(opts.batch.max(1) - 1);
     let (write_tx, write_rx) = bounded::<Ready>(0);
+    // closed once the walker and every open input's guard are gone: the end of the prep stage
+    let (alive_tx, alive_rx) = bounded::<Never>(0);
     std::thread::scope(|s| {
         let shared = &shared;
-        spawn(s, "ddcolor-walk", move || walker(shared, sources, work_tx));
+        spawn(s, "ddcolor-walk", move || {
+            walker(shared, sources, work_tx, alive_tx)
+        });
         spawn(s, "ddcolor-leases", move || shared.leases.heartbeat());
         let workers: Vec<_> = (0..n_readers)
             .map(|i| {
                 let (work_rx, retry_rx) = (work_rx.clone(), retry_rx.clone());
                 let (infer_tx, write_tx) = (infer_tx.clone(), write_tx.clone());
+                let queues = Queues {
+                    work: work_rx,
+                    retry: retry_rx,
+                    alive: alive_rx.clone(),
+                };
                 spawn(s, &format!("ddcolor-prep{i}"), move || {
-                    prep_worker(shared, work_rx, retry_rx, infer_tx, write_tx)
+                    prep_worker(shared, queues, infer_tx, write_tx)
                 })
             })
             .collect();
         drop((work_rx, infer_tx));
         spawn(s, "ddcolor-poll", move || {
-            super::poll::poller(shared, defer_rx)
+            super::poll::poller(shared, defer_rx, alive_rx)
         });
         // two writers: encoding is single-threaded, and outputs of large scans take long
         let writers: Vec<_> = (0..WRITERS)
@@ -237,7 +246,9 @@ fn spawn<'scope, 'env, T: Send + 'scope>(
 }
 
 /// Stream the inputs, decide destinations, hand the rest to the prep workers.
-fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
+/// The walk: every input found goes to the prep workers with its [`Open`] guard; `alive` is
+/// dropped when the walk is over.
+fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<Never>) {
     let opts = shared.opts;
     let mut dests = Destinations::new(
         &opts.output,
@@ -314,9 +325,8 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
                     });
                 }
                 Ok(dest) => {
-                    shared.open.fetch_add(1, Ordering::SeqCst);
-                    if work.send(Item::new(input, dest)).is_err() {
-                        shared.done_with_one();
+                    let open = Open::new(&shared.open, &alive);
+                    if work.send(Item::new(input, dest, open)).is_err() {
                         return false;
                     }
                 }
@@ -337,49 +347,57 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>) {
     shared.walk_done.store(true, Ordering::SeqCst);
 }
 
-fn prep_worker(
-    shared: &Shared,
+/// What a prep worker takes work from: the walk, the items handed back, and the liveness
+/// channel whose closing ends the prep stage.
+struct Queues {
     work: Receiver<Item>,
     retry: Receiver<Item>,
-    infer: Sender<Job>,
-    write: Sender<Ready>,
-) {
+    alive: Receiver<Never>,
+}
+
+fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Ready>) {
     let mut walker_gone = false;
     loop {
+        // the prep stage is over when `alive` closes: the walk is done and no input is open
         let item = if walker_gone {
-            retry.recv_timeout(Duration::from_millis(50)).ok()
+            select! {
+                recv(q.retry) -> m => m.ok(),
+                recv(q.alive) -> _ => return,
+            }
         } else {
             select! {
-                recv(retry) -> m => m.ok(),
-                recv(work) -> m => match m {
+                recv(q.retry) -> m => m.ok(),
+                recv(q.work) -> m => match m {
                     Ok(item) => Some(item),
                     Err(_) => {
                         walker_gone = true;
                         None
                     }
                 },
-                default(Duration::from_millis(50)) => None,
+                recv(q.alive) -> _ => return,
             }
         };
         let Some(item) = item else {
-            if shared.finished() {
-                return;
-            }
             continue;
         };
         if shared.is_aborted() {
             shared.release(item.lease);
-            shared.done_with_one();
             continue;
         }
         let job = super::prep::advance(shared, item);
         shared.check_cache();
         let sent = match job {
-            Some(job) if job.ab.is_some() => write.send((job, Ok(()))).is_ok(),
-            Some(job) => infer.send(job).is_ok(),
+            Some(mut job) => {
+                // passed on: no longer open in the prep stage
+                drop(job.item.open.take());
+                if job.ab.is_some() {
+                    write.send((job, Ok(()))).is_ok()
+                } else {
+                    infer.send(job).is_ok()
+                }
+            }
             None => true,
         };
-        shared.done_with_one();
         if !sent {
             return;
         }

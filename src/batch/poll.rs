@@ -6,9 +6,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{select, Receiver};
 
-use super::state::{Item, Shared};
+use super::state::{Item, Never, Shared};
 use crate::cache::{CacheKey, Lookup};
 
 /// How long images may wait before the message says how many, if not all are known by then.
@@ -16,7 +16,7 @@ const SAY_AFTER: Duration = Duration::from_secs(10);
 
 /// Watch images whose lease another process holds: hand each back when its value lands (then
 /// it is served from the cache) or when the lease lapses without one (then it is leased here).
-pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
+pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Never>) {
     let mut waiting: Vec<Item> = Vec::new();
     let mut pause = Duration::from_millis(100);
     let mut said = false;
@@ -28,16 +28,18 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>) {
         if shared.is_aborted() {
             for item in waiting.drain(..) {
                 shared.release(item.lease);
-                shared.done_with_one();
             }
         }
         if waiting.is_empty() {
-            if shared.finished() {
-                return;
-            }
-            if let Ok(item) = defer.recv_timeout(Duration::from_millis(50)) {
-                waiting.push(item);
-                pause = Duration::from_millis(100);
+            // the run is over when the liveness channel closes (nothing open anywhere)
+            select! {
+                recv(defer) -> m => {
+                    if let Ok(item) = m {
+                        waiting.push(item);
+                        pause = Duration::from_millis(100);
+                    }
+                }
+                recv(alive) -> _ => return,
             }
             continue;
         }

@@ -185,7 +185,11 @@ fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [
     shared.release(item.lease.take());
     if item.primary {
         for w in shared.dedup.abandon(&old) {
-            let mut again = Item::new(w.input, w.dest);
+            let open = item
+                .open
+                .clone()
+                .expect("an item in the prep stage is open");
+            let mut again = Item::new(w.input, w.dest, open);
             again.started = w.started;
             shared.hand_back(again);
         }

@@ -39,11 +39,15 @@ pub(crate) struct Item {
     /// Its place among the images in flight, held from the read of its bytes until it is
     /// written or settled.
     pub slot: Option<Slot>,
+    /// Counts it as open in the prep stage while it is there (in a queue, a worker or the
+    /// poller); taken and dropped when it is passed on to inference or the writer.
+    pub open: Option<Open>,
 }
 
 impl Item {
-    pub fn new(input: Input, dest: PathBuf) -> Self {
+    pub fn new(input: Input, dest: PathBuf, open: Open) -> Self {
         Self {
+            open: Some(open),
             input,
             dest,
             started: Instant::now(),
@@ -59,6 +63,46 @@ impl Item {
 
     pub fn sha_hex(&self) -> Option<String> {
         self.sha.as_ref().map(|h| crate::hash::hex(h))
+    }
+}
+
+/// An input open in the prep stage, for as long as this guard lives: it is counted (the
+/// poller's "all that will wait are here"), and it keeps the run's end from being seen. The
+/// prep workers and the poller end when the channel that every guard and the walker hold a
+/// sender of is closed: the walk is over and no input is left in the prep stage (no count
+/// kept by hand, no polling for the end).
+pub(crate) struct Open {
+    count: Arc<AtomicUsize>,
+    _alive: Sender<Never>,
+}
+
+/// What the liveness channel carries: nothing, ever (only its closing is news).
+pub(crate) enum Never {}
+
+impl Open {
+    /// The first guard of an input, from the walker's liveness sender.
+    pub fn new(count: &Arc<AtomicUsize>, alive: &Sender<Never>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self {
+            count: count.clone(),
+            _alive: alive.clone(),
+        }
+    }
+}
+
+impl Clone for Open {
+    fn clone(&self) -> Self {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Self {
+            count: self.count.clone(),
+            _alive: self._alive.clone(),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -136,8 +180,9 @@ pub(crate) struct Shared<'a> {
     pub(super) fatal: Mutex<Option<Error>>,
     pub aborted: AtomicBool,
     /// Items handed to the prep workers and not yet passed on to inference or the writer, nor
-    /// settled: in the work and retry queues, in a worker, or waiting in the poller.
-    pub open: AtomicUsize,
+    /// settled: in the work and retry queues, in a worker, or waiting in the poller; kept by
+    /// their [`Open`] guards.
+    pub open: Arc<AtomicUsize>,
     pub walk_done: AtomicBool,
     /// Work handed back by the poller or by a worker (files changed under the run).
     pub retry: Sender<Item>,
@@ -238,26 +283,15 @@ impl Shared<'_> {
         self.aborted.load(Ordering::SeqCst)
     }
 
-    /// One open item left the prep stage (passed on, settled or dropped).
-    pub fn done_with_one(&self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Hand an item back to the prep workers (counted as open until they are done with it).
+    /// Hand an item back to the prep workers (open, by its guard, until they are done with
+    /// it).
     pub fn hand_back(&self, item: Item) {
-        self.open.fetch_add(1, Ordering::SeqCst);
         let _ = self.retry.send(item);
     }
 
     /// Hand an item to the poller: another process holds its lease.
     pub fn defer_item(&self, item: Item) {
-        self.open.fetch_add(1, Ordering::SeqCst);
         let _ = self.defer.send(item);
-    }
-
-    /// The walk is over and no item is left in the prep stage or the poller.
-    pub fn finished(&self) -> bool {
-        self.walk_done.load(Ordering::SeqCst) && self.open.load(Ordering::SeqCst) == 0
     }
 
     /// Settle one input: count it, print failures, and append its line to the report.
