@@ -8,6 +8,11 @@ use crate::error::{Error, Result};
 use crate::model::DDColor;
 use crate::pipeline::{self, Gamut, LabFlavour, Prepared, ResizeMode};
 
+/// Pixels of a batch (images x size x size) up to which a CPU forward pass runs on one thread
+/// (thumbnails, the test model at 32 or 64 px); the released models' sizes (256 and up) are
+/// far above it.
+const SMALL_FORWARD: usize = 64 * 64;
+
 /// Model size used when none is given (the resolution DDColor was trained at).
 pub const DEFAULT_SIZE: usize = 512;
 
@@ -104,7 +109,12 @@ impl Colorizer {
             flat.extend_from_slice(x);
         }
         let x = Tensor::from_vec(flat, (inputs.len(), 3, s, s), dev)?;
-        let ab = self.model.forward(&x)?;
+        // a forward pass this small is over before a second thread would have woken up
+        let ab = if dev.is_cpu() && inputs.len() * s * s <= SMALL_FORWARD {
+            crate::kernels::common::on_one_thread(|| self.model.forward(&x))?
+        } else {
+            self.model.forward(&x)?
+        };
         let ab = ab.to_device(&candle_core::Device::Cpu)?.flatten_all()?;
         let ab = ab.to_vec1::<f32>()?;
         Ok(ab.chunks_exact(2 * s * s).map(<[f32]>::to_vec).collect())

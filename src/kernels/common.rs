@@ -55,6 +55,25 @@ pub(crate) fn per_image(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Re
     Tensor::cat(&images, 0)
 }
 
+/// `f` run on a pool of one thread: every parallel loop inside it runs in turn on that
+/// thread, and no other is woken. For work too small to share: a forward pass at 32 px wakes
+/// the pool some 170 times (futex, sched_yield) for microseconds of work each, so that on
+/// thumbnails the kernel's scheduler cost more time than the model.
+pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "ddcolor-small".into())
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
 /// Threads for the matrix products: candle's choice (`RAYON_NUM_THREADS`, else the physical
 /// cores), decided once per process. candle answers through `num_cpus::get_physical()`, which
 /// parses `/proc/cpuinfo` on every call: per product that was 77 reads an image, and on a
