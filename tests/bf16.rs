@@ -303,7 +303,7 @@ fn golden_model_in_bf16_tracks_the_f32_outputs() {
 /// The golden model's bf16 error relative to its output range. Measured (Sapphire Rapids; AMX,
 /// vdpbf16ps and emulated alike): 0.56e-3 (sq), 0.58e-3 (wide), 0.63e-3 (batch); f32 is at
 /// 1e-6. (With the colour decoder's products in bf16 as well it was 1e-2: that is why they
-/// stay f32, see kernels/bf16.rs.) 2e-3 allows 3x the worst case seen.
+/// stay f32, see kernels/bf16/mod.rs.) 2e-3 allows 3x the worst case seen.
 const BF16_MODEL_BOUND: f32 = 2e-3;
 
 #[test]

@@ -188,7 +188,7 @@ impl DDColor {
             std: to_dev(&vb, vb.get("std", &[1, 3, 1, 1])?, device)?,
             encoder: ConvNext::load(&vb.pp("encoder").pp("arch"), &cfg.encoder, device)?,
             decoder: PixelDecoder::load(&dec, cfg.encoder.dims, cfg.nf, device)?,
-            // f32 products in a bf16 model: measured, see kernels/bf16.rs
+            // f32 products in a bf16 model: measured, see kernels/bf16/mod.rs
             color_decoder: MultiScaleColorDecoder::load(
                 &dec.pp("color_decoder").f32_products(),
                 &cfg.color_decoder,

@@ -8,16 +8,7 @@
 //! download it once. Redirects are followed here, so that `HF_TOKEN` goes to the hub only,
 //! never to the storage it redirects to.
 //!
-//! Why not the `hf-hub` crate (what candle's examples use), evaluated for #28 against what
-//! this file does: its sync API (0.4, 0.5) checks no SHA-256 of what it downloaded (the ETag
-//! only names the blob), so a truncated or altered file passes; its default headers, the
-//! token among them, go with every request it makes, the one to the storage it is
-//! redirected to included (its metadata call); it has no message of its own
-//! for an offline machine (ours names the file to copy and where to put it, GUIDE.md
-//! "Offline machines"); and it brings ureq 2 with its own TLS stack beside the ureq 3 and
-//! rustls this crate already builds. Resuming, progress and a lock it has, as this file
-//! does; the rest would have to be written around it. Locations and origins are the URL
-//! standard's (`url`), the lock's file identity `same-file`'s: both already in the tree.
+//! Why this and not the `hf-hub` crate: [`super`].
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
