@@ -92,6 +92,8 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
                 }
             }
         }
+        // the next image composes into this one's memory (no fresh pages to fault in)
+        crate::alloc::recycle(img);
     }
 }
 

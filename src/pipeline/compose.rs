@@ -145,7 +145,7 @@ pub fn compose_image(
 /// [`compose_rows`] to samples `round(x * max)` from [0, 1] (`max` = 255 or 65535, `cast`
 /// to the sample type), with the `alpha` plane (read by `at`) as a fourth channel when there
 /// is one; `rgb` writes a row without alpha in one pass ([`rgb8_row`], [`rgb16_row`]).
-fn compose_quantised<T: Send>(
+fn compose_quantised<T: Send + crate::alloc::Pooled>(
     planes: &Planes,
     gamut: Gamut,
     alpha: Option<&Alpha>,
@@ -208,7 +208,7 @@ impl RowBufs {
 ///
 /// # Safety
 /// `emit` must initialise every element of the row slice it is given.
-unsafe fn compose_rows<T: Send>(
+unsafe fn compose_rows<T: Send + crate::alloc::Pooled>(
     planes: &Planes,
     gamut: Gamut,
     channels: usize,
@@ -217,7 +217,8 @@ unsafe fn compose_rows<T: Send>(
     let sm = AbSampler::new(planes);
     let width = sm.width;
     let len = channels * width * sm.height;
-    let mut out = Vec::with_capacity(len);
+    // a buffer the last image left (`alloc::recycle`), its pages already mapped
+    let mut out = T::pool().take(len);
     if len == 0 {
         return out;
     }
