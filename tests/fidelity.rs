@@ -422,6 +422,78 @@ fn exif_and_resolution_survive_into_every_format() {
     );
 }
 
+/// The two JPEG encoders (libjpeg-turbo's SIMD where the build had nasm, jpeg-encoder
+/// otherwise; `JpegEncoder::best` picks one per machine, so the binary tests above see only
+/// one) write the same metadata: a profile over one APP2 segment (numbered from 1), EXIF,
+/// JFIF density and comments, one of them over one COM segment; and nearly the same pixels.
+#[test]
+fn both_jpeg_encoders_write_the_same_metadata() {
+    use ddcolor::imageio::encode_jpeg::{encode_jpeg_with, JpegEncoder};
+    use ddcolor::meta::{Density, DensityUnit, Metadata};
+    let tmp = tempfile::tempdir().unwrap();
+    let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 200, |x, y| {
+        image::Rgb([(x % 256) as u8, (y + 20) as u8, ((x + y) / 2) as u8])
+    }));
+    let mut icc = ddcolor::meta::srgb_icc().to_vec();
+    icc.extend((0..150_000u32).map(|i| (i % 251) as u8));
+    // a little-endian TIFF with IFD0 holding Orientation = 1
+    let exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x01\0\0\0\0\0\0\0".to_vec();
+    let meta = Metadata {
+        icc: None,
+        exif: None,
+        fields: Vec::new(),
+        density: Some(Density {
+            x: 300.0,
+            y: 300.0,
+            unit: DensityUnit::Inch,
+        }),
+        comments: vec![b"scanned 1931, box 4".to_vec(), vec![b'c'; 70_000]],
+        orientation: 1,
+    };
+    let mut decoded = Vec::new();
+    for enc in [JpegEncoder::Turbo, JpegEncoder::Rust] {
+        let bytes =
+            encode_jpeg_with(enc, &img, Some(&meta), Some(&icc), Some(exif.clone()), 95).unwrap();
+        let path = tmp.path().join(format!("{enc:?}.jpg"));
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(icc_of(&path).as_ref(), Some(&icc), "{enc:?}: ICC profile");
+        assert_eq!(jfif_density(&path), (1, 300, 300), "{enc:?}: density");
+        let mut d = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(&bytes)).unwrap();
+        assert_eq!(
+            d.exif_metadata().unwrap(),
+            Some(exif.clone()),
+            "{enc:?}: EXIF"
+        );
+        let back = Metadata::read(image::ImageFormat::Jpeg, bytes.clone(), None, None);
+        let joined: Vec<u8> = back.comments.concat();
+        assert_eq!(joined, meta.comments.concat(), "{enc:?}: comments");
+        let px = open(&path).to_rgb8();
+        let worst = px
+            .as_raw()
+            .iter()
+            .zip(img.as_bytes())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 12,
+            "{enc:?}: {worst} levels from the original at q95"
+        );
+        decoded.push(px);
+    }
+    let apart = decoded[0]
+        .as_raw()
+        .iter()
+        .zip(decoded[1].as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        apart <= 4,
+        "the two encoders' pixels are {apart} levels apart"
+    );
+}
+
 // ------------------------------------------------------------------------- gamut
 
 #[test]

@@ -147,7 +147,7 @@ pub fn encode(
     let mut out = Vec::new();
     match format {
         ImageFormat::Jpeg => {
-            out = encode_jpeg(img, meta, icc, exif(), enc.jpeg_quality)?;
+            out = super::encode_jpeg::encode_jpeg(img, meta, icc, exif(), enc.jpeg_quality)?;
         }
         ImageFormat::WebP => {
             let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
@@ -185,60 +185,6 @@ fn set_metadata(
         enc.set_exif_metadata(exif).map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-/// JPEG, 8 bits, baseline, chroma at full resolution (4:4:4: the colour is what this tool
-/// adds), with the JFIF density, EXIF, ICC profile and the source's comments. Encoded by
-/// jpeg-encoder with its AVX2 kernels (chosen at run time): 2.2x less CPU than image's encoder
-/// on a 24 MP scan, the same size at the same quality (BENCHMARKS.md "Codecs").
-fn encode_jpeg(
-    img: &DynamicImage,
-    meta: Option<&Metadata>,
-    icc: Option<&[u8]>,
-    exif: Option<Vec<u8>>,
-    quality: u8,
-) -> std::result::Result<Vec<u8>, String> {
-    use jpeg_encoder::{ColorType, Encoder, PixelDensity, PixelDensityUnit, SamplingFactor};
-    let side = |v: u32| {
-        u16::try_from(v).map_err(|_| format!("{v} pixels is more than a JPEG can hold (65,535)"))
-    };
-    let (w, h) = (side(img.width())?, side(img.height())?);
-    let mut out = Vec::new();
-    let mut enc = Encoder::new(&mut out, quality.clamp(1, 100));
-    enc.set_sampling_factor(SamplingFactor::F_1_1);
-    if let Some(d) = meta.and_then(|m| m.density) {
-        let (x, y) = (d.x.round(), d.y.round());
-        if (1.0..=65535.0).contains(&x) && (1.0..=65535.0).contains(&y) {
-            enc.set_density(PixelDensity {
-                density: (x as u16, y as u16),
-                unit: match d.unit {
-                    meta::DensityUnit::Inch => PixelDensityUnit::Inches,
-                    meta::DensityUnit::Centimetre => PixelDensityUnit::Centimeters,
-                },
-            });
-        }
-    }
-    let err = |e: jpeg_encoder::EncodingError| e.to_string();
-    if let Some(icc) = icc {
-        enc.add_icc_profile(icc).map_err(err)?;
-    }
-    if let Some(exif) = exif.filter(|e| e.len() <= meta::JPEG_EXIF_MAX) {
-        let mut seg = b"Exif\0\0".to_vec();
-        seg.extend_from_slice(&exif);
-        enc.add_app_segment(1, seg).map_err(err)?;
-    }
-    // 8 bits, alpha dropped (JPEG has none; the summary says so)
-    match img {
-        DynamicImage::ImageLuma8(b) => enc.encode(b, w, h, ColorType::Luma),
-        DynamicImage::ImageRgb8(b) => enc.encode(b, w, h, ColorType::Rgb),
-        other if !other.color().has_color() => enc.encode(&other.to_luma8(), w, h, ColorType::Luma),
-        other => enc.encode(&other.to_rgb8(), w, h, ColorType::Rgb),
-    }
-    .map_err(err)?;
-    Ok(match meta {
-        Some(m) => meta::add_jpeg_comments(out, &m.comments),
-        None => out,
-    })
 }
 
 /// PNG at the image's depth (16-bit samples big-endian), with iCCP, eXIf and pHYs.

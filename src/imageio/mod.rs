@@ -3,13 +3,13 @@
 //! back, and atomic writes (temporary file in the destination folder, then rename) so a crash
 //! never leaves half an image under the final name.
 //!
-//! Encoders ([`Encoding`] says how): JPEG through `jpeg-encoder` (8 bits, 4:4:4; ICC, EXIF,
-//! JFIF density, comments), WebP through `image`, PNG through `png` (8 or 16 bits; iCCP, eXIf,
+//! Encoders ([`Encoding`] says how): JPEG through libjpeg-turbo's SIMD, else `jpeg-encoder`
+//! (8 bits, 4:4:4; ICC, EXIF, JFIF density, comments), WebP through `image`, PNG through `png` (8 or 16 bits; iCCP, eXIf,
 //! pHYs; fdeflate by default) and TIFF through `tiff` (8 or 16 bits, Deflate, LZW or none with
 //! the horizontal predictor; ICC, resolution, IFD0 tags, Exif and GPS IFDs).
 //!
 //! One room a job: decoding here, [`jpeg`] (structure checks and the OpenCV-compatible decode),
-//! [`encode`] (the encoders), [`atomic`] (temporary files and renames); their public items are
+//! [`encode`] (the encoders), [`encode_jpeg`] (the two JPEG encoders), [`atomic`] (temporary files and renames); their public items are
 //! re-exported, so callers write `imageio::write_atomic` as before.
 use std::io::Cursor;
 use std::path::Path;
@@ -21,6 +21,7 @@ use crate::meta::Metadata;
 
 pub mod atomic;
 pub mod encode;
+pub mod encode_jpeg;
 pub mod jpeg;
 
 pub use atomic::*;
