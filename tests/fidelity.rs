@@ -799,6 +799,62 @@ fn out_of_range_ab_is_scaled_along_its_hue_and_auto_picks_by_depth() {
     assert_eq!(Gamut::Fit.resolve(Depth::Eight), Gamut::Fit);
 }
 
+/// TIFF outputs of every layout the writer takes, over several strips with a short last one
+/// (the strips are predicted and compressed in parallel batches), read back sample for sample
+/// by the tiff crate under every compression.
+#[test]
+fn tiff_outputs_of_every_layout_read_back_exactly() {
+    use ddcolor::imageio::{encode, Encoding, TiffCompression};
+    use image::{ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
+    let (w, h) = (701u32, 3013u32);
+    let v = |x: u32, y: u32, c: u32| x.wrapping_mul(37) ^ y.wrapping_mul(91) ^ (c * 5101);
+    let images = [
+        DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v(x, y, 0) as u8]))),
+        DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([0, 1, 2].map(|c| v(x, y, c) as u8))
+        })),
+        DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgba([0, 1, 2, 3].map(|c| v(x, y, c) as u8))
+        })),
+        DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| {
+            LumaA([0, 1].map(|c| v(x, y, c) as u8))
+        })),
+        DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v(x, y, 0) as u16]))),
+        DynamicImage::ImageRgb16(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([0, 1, 2].map(|c| v(x, y, c) as u16))
+        })),
+        DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgba([0, 1, 2, 3].map(|c| v(x, y, c) as u16))
+        })),
+    ];
+    for img in &images {
+        for tiff in [
+            TiffCompression::Deflate,
+            TiffCompression::Lzw,
+            TiffCompression::None,
+        ] {
+            let enc = Encoding {
+                tiff,
+                ..Encoding::default()
+            };
+            let bytes = encode(img, ImageFormat::Tiff, None, &enc).unwrap();
+            let what = format!("{:?} {tiff:?}", img.color());
+            let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(&bytes)).unwrap();
+            let strips = d.strip_count().unwrap();
+            assert!(strips > 2, "{what}: {strips} strips");
+            let back = image::load_from_memory_with_format(&bytes, ImageFormat::Tiff)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            // gray with alpha is written as RGBA (what TIFF readers expect)
+            let want = match img {
+                DynamicImage::ImageLumaA8(_) => DynamicImage::ImageRgba8(img.to_rgba8()),
+                other => other.clone(),
+            };
+            assert_eq!(back.color(), want.color(), "{what}");
+            assert!(back.as_bytes() == want.as_bytes(), "{what}: samples differ");
+        }
+    }
+}
+
 /// `--tiff-compression` and `--png-compression`: the TIFF says the compression asked for (with
 /// the predictor), every choice decodes to the same samples, and PNG's levels trade size.
 #[test]

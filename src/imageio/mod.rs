@@ -9,7 +9,7 @@
 //! the horizontal predictor; ICC, resolution, IFD0 tags, Exif and GPS IFDs).
 //!
 //! One room a job: decoding here, [`jpeg`] (structure checks and the OpenCV-compatible decode),
-//! [`encode`] (the encoders), [`encode_jpeg`] (the two JPEG encoders), [`atomic`] (temporary files and renames); their public items are
+//! [`encode`] (the encoders), [`encode_jpeg`] (the two JPEG encoders), `encode_tiff`, [`atomic`] (temporary files and renames); their public items are
 //! re-exported, so callers write `imageio::write_atomic` as before.
 use std::io::Cursor;
 use std::path::Path;
@@ -22,6 +22,7 @@ use crate::meta::Metadata;
 pub mod atomic;
 pub mod encode;
 pub mod encode_jpeg;
+mod encode_tiff;
 pub mod jpeg;
 
 pub use atomic::*;
