@@ -452,8 +452,16 @@ fn both_jpeg_encoders_write_the_same_metadata() {
     };
     let mut decoded = Vec::new();
     for enc in [JpegEncoder::Turbo, JpegEncoder::Rust] {
-        let bytes =
-            encode_jpeg_with(enc, &img, Some(&meta), Some(&icc), Some(exif.clone()), 95).unwrap();
+        let bytes = encode_jpeg_with(
+            enc,
+            &img,
+            Some(&meta),
+            Some(&icc),
+            Some(exif.clone()),
+            95,
+            false,
+        )
+        .unwrap();
         let path = tmp.path().join(format!("{enc:?}.jpg"));
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(icc_of(&path).as_ref(), Some(&icc), "{enc:?}: ICC profile");
@@ -480,6 +488,11 @@ fn both_jpeg_encoders_write_the_same_metadata() {
             "{enc:?}: {worst} levels from the original at q95"
         );
         decoded.push(px);
+        let halved = encode_jpeg_with(enc, &img, None, None, None, 95, true).unwrap();
+        let path = tmp.path().join(format!("{enc:?}-420.jpg"));
+        std::fs::write(&path, &halved).unwrap();
+        assert_eq!(jpeg_sampling(&path), [0x22, 0x11, 0x11], "{enc:?}: 4:2:0");
+        assert_eq!(open(&path).dimensions(), (300, 200), "{enc:?}: 4:2:0");
     }
     let apart = decoded[0]
         .as_raw()
@@ -797,6 +810,64 @@ fn out_of_range_ab_is_scaled_along_its_hue_and_auto_picks_by_depth() {
     assert_eq!(Gamut::Auto.resolve(Depth::Sixteen), Gamut::Fit);
     assert_eq!(Gamut::Auto.resolve(Depth::Eight), Gamut::Clip);
     assert_eq!(Gamut::Fit.resolve(Depth::Eight), Gamut::Fit);
+}
+
+/// The sampling factors of a JPEG's components, from its frame header.
+fn jpeg_sampling(path: &Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap();
+    let mut i = 2;
+    while i + 4 <= b.len() {
+        let (marker, len) = (
+            b[i + 1],
+            usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]])),
+        );
+        if marker == 0xC0 || marker == 0xC2 {
+            let n = usize::from(b[i + 9]);
+            return (0..n).map(|k| b[i + 11 + 3 * k]).collect();
+        }
+        i += 2 + len;
+    }
+    panic!("{}: no frame header", path.display());
+}
+
+/// `--jpeg-chroma`: `auto` halves the chroma of JPEG outputs at least twice the model size on
+/// both sides (the model runs at 64 here) and keeps it whole on smaller ones; `444` and `420`
+/// say the same whatever the size.
+#[test]
+fn jpeg_chroma_is_halved_only_where_the_prediction_is_coarser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let make = |name: &str, w: u32, h: u32| {
+        let p = tmp.path().join(name);
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 7 + y * 3) % 256) as u8]))
+            .save(&p)
+            .unwrap();
+        p
+    };
+    let big = make("big.png", 300, 200);
+    let narrow = make("narrow.png", 127, 400);
+    let full = vec![0x11, 0x11, 0x11];
+    let half = vec![0x22, 0x11, 0x11];
+    for (chroma, want_big, want_narrow) in [
+        ("auto", &half, &full),
+        ("444", &full, &full),
+        ("420", &half, &half),
+    ] {
+        let out = tmp.path().join(chroma);
+        let (o, _) = colorize(
+            &[&big, &narrow],
+            &out,
+            &["--format", "jpg", "--jpeg-chroma", chroma],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(&jpeg_sampling(&out.join("big.jpg")), want_big, "{chroma}");
+        assert_eq!(
+            &jpeg_sampling(&out.join("narrow.jpg")),
+            want_narrow,
+            "{chroma}"
+        );
+    }
+    let (o, _) = colorize(&[&big], &tmp.path().join("x"), &["--jpeg-chroma", "422"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 /// TIFF outputs of every layout the writer takes, over several strips with a short last one

@@ -118,7 +118,10 @@ fn write_one(
         Some(&shared.opts.output),
         dest,
         Some(&carry.meta),
-        &shared.opts.encoding,
+        &shared
+            .opts
+            .encoding
+            .for_prediction((img.width(), img.height()), shared.model.size()),
         before_rename,
     )
     .map_err(|e| e.detail())

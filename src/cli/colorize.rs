@@ -188,6 +188,16 @@ pub struct ColorizeArgs {
         value_name = "Q"
     )]
     pub jpeg_quality: u8,
+    /// Resolution of JPEG outputs' chroma: auto (the default: half, 4:2:0, for images at
+    /// least twice the model size on both sides, whose colour has no finer detail; full
+    /// elsewhere), 444 (always full) or 420 (always half).
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "auto",
+        value_name = "SAMPLING"
+    )]
+    pub jpeg_chroma: imageio::JpegChroma,
     /// How hard PNG outputs are compressed: fast (about OpenCV's size, the default), default
     /// (zlib's balanced level: smaller, several times slower) or best.
     #[arg(
@@ -390,6 +400,7 @@ impl ColorizeSettings {
                 force: args.force,
                 encoding: imageio::Encoding {
                     jpeg_quality: args.jpeg_quality,
+                    jpeg_chroma: args.jpeg_chroma,
                     png: args.png_compression,
                     tiff: args.tiff_compression,
                 },

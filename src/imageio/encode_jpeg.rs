@@ -1,5 +1,5 @@
-//! JPEG outputs: 8 bits, baseline, chroma at full resolution (4:4:4: the colour is what this
-//! tool adds), the standard Huffman tables, with the JFIF density, EXIF, ICC profile and the
+//! JPEG outputs: 8 bits, baseline, chroma at full resolution (4:4:4) or half (4:2:0, what
+//! [`super::Encoding::for_prediction`] picks for large scans), the standard Huffman tables, with the JFIF density, EXIF, ICC profile and the
 //! source's comments.
 //!
 //! Two encoders, one result (the same markers, the same quantisation tables, pixels within a
@@ -58,11 +58,21 @@ pub(super) fn encode_jpeg(
     icc: Option<&[u8]>,
     exif: Option<Vec<u8>>,
     quality: u8,
+    half_chroma: bool,
 ) -> Result<Vec<u8>, String> {
-    encode_jpeg_with(JpegEncoder::best(), img, meta, icc, exif, quality)
+    encode_jpeg_with(
+        JpegEncoder::best(),
+        img,
+        meta,
+        icc,
+        exif,
+        quality,
+        half_chroma,
+    )
 }
 
-/// Encode `img` as a JPEG with `encoder`.
+/// Encode `img` as a JPEG with `encoder`; chroma at half resolution (4:2:0) with
+/// `half_chroma`, else full (4:4:4).
 pub fn encode_jpeg_with(
     encoder: JpegEncoder,
     img: &DynamicImage,
@@ -70,6 +80,7 @@ pub fn encode_jpeg_with(
     icc: Option<&[u8]>,
     exif: Option<Vec<u8>>,
     quality: u8,
+    half_chroma: bool,
 ) -> Result<Vec<u8>, String> {
     let side = |v: u32| {
         u16::try_from(v).map_err(|_| format!("{v} pixels is more than a JPEG can hold (65,535)"))
@@ -92,9 +103,17 @@ pub fn encode_jpeg_with(
     };
     let comments = meta.map_or(&[][..], |m| &m.comments[..]);
     match encoder {
-        JpegEncoder::Turbo => turbo(&pixels, (w, h), density, icc, exif, comments, quality),
+        JpegEncoder::Turbo => turbo(
+            &pixels,
+            (w, h),
+            density,
+            icc,
+            exif,
+            comments,
+            (quality, half_chroma),
+        ),
         JpegEncoder::Rust => {
-            let out = rust(&pixels, (w, h), density, icc, exif, quality)?;
+            let out = rust(&pixels, (w, h), density, icc, exif, (quality, half_chroma))?;
             Ok(meta::add_jpeg_comments(out, comments))
         }
     }
@@ -112,7 +131,7 @@ fn turbo(
     icc: Option<&[u8]>,
     exif: Option<Vec<u8>>,
     comments: &[Vec<u8>],
-    quality: u8,
+    (quality, half_chroma): (u8, bool),
 ) -> Result<Vec<u8>, String> {
     use mozjpeg::{ColorSpace, Compress, Marker, PixelDensity, PixelDensityUnit};
     let (space, raw) = match img {
@@ -138,7 +157,8 @@ fn turbo(
         c.set_size(usize::from(w), usize::from(h));
         c.set_quality(f32::from(quality.clamp(1, 100)));
         if space == ColorSpace::JCS_RGB {
-            c.set_chroma_sampling_pixel_sizes((1, 1), (1, 1));
+            let px = if half_chroma { (2, 2) } else { (1, 1) };
+            c.set_chroma_sampling_pixel_sizes(px, px);
         }
         if let Some((x, y, unit)) = density {
             c.set_pixel_density(PixelDensity {
@@ -193,12 +213,16 @@ fn rust(
     density: Option<Density>,
     icc: Option<&[u8]>,
     exif: Option<Vec<u8>>,
-    quality: u8,
+    (quality, half_chroma): (u8, bool),
 ) -> Result<Vec<u8>, String> {
     use jpeg_encoder::{ColorType, Encoder, PixelDensity, PixelDensityUnit, SamplingFactor};
     let mut out = Vec::new();
     let mut enc = Encoder::new(&mut out, quality.clamp(1, 100));
-    enc.set_sampling_factor(SamplingFactor::F_1_1);
+    enc.set_sampling_factor(if half_chroma {
+        SamplingFactor::F_2_2
+    } else {
+        SamplingFactor::F_1_1
+    });
     if let Some((x, y, unit)) = density {
         enc.set_density(PixelDensity {
             density: (x, y),
