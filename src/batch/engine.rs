@@ -12,21 +12,18 @@
 //!
 //! Records are written as they happen; nothing is kept per input beyond the stages' bounds and
 //! the in-run dedup map of hashes.
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use super::dedup::Dedup;
 use super::dest::Destinations;
 use super::index::Index;
 use super::lease::Leases;
 use super::model::LazyModel;
 use super::options::BatchOptions;
-use super::report::{Counts, Progress, Record, ReportSink, Status, Summary};
-use super::state::{dry_line, Item, Job, Never, Open, Ready, Shared, Slots};
+use super::report::{Progress, Record, ReportSink, Status, Summary};
+use super::state::{Context, Flight, Item, Job, Never, Open, Ready, Shared, Slots, Stop, Tally};
 use super::walk::{Found, Sources};
 use crate::cache::Cache;
 use crate::error::Error;
@@ -91,36 +88,34 @@ fn run_in(
     let (retry_tx, retry_rx) = unbounded::<Item>();
     let (defer_tx, defer_rx) = unbounded::<Item>();
     let shared = Shared {
-        opts,
-        cache,
-        model,
-        index,
-        leases: Leases::new(cache, opts.lease_ttl),
-        dedup: Dedup::default(),
-        progress: Progress::new(opts.quiet || opts.dry_run),
-        sink,
-        summary: Mutex::new(Summary {
-            cache: cache.describe(),
-            dry_run: opts.dry_run,
-            has_report: sink.is_some(),
-            ..Summary::default()
-        }),
-        counts: Mutex::new(Counts::default()),
-        warned: Mutex::new(HashSet::new()),
-        fatal: Mutex::new(None),
-        aborted: AtomicBool::new(false),
-        open: Arc::new(AtomicUsize::new(0)),
-        walk_done: AtomicBool::new(false),
-        retry: retry_tx,
-        defer: defer_tx,
-        index_hits: AtomicU64::new(0),
+        ctx: Context {
+            opts,
+            cache,
+            model,
+            index,
+        },
+        tally: Tally::new(
+            Progress::new(opts.quiet || opts.dry_run),
+            sink,
+            Summary {
+                cache: cache.describe(),
+                dry_run: opts.dry_run,
+                has_report: sink.is_some(),
+                ..Summary::default()
+            },
+        ),
+        stop: Stop::default(),
         // the batch being inferred and two more (decoded, or written by either writer): more
         // would read further ahead of the first output without writing faster
-        slots: Slots::new(opts.batch.max(1) + 2),
-        cache_down: AtomicBool::new(false),
+        flight: Flight::new(
+            Leases::new(cache, opts.lease_ttl),
+            Slots::new(opts.batch.max(1) + 2),
+            retry_tx,
+            defer_tx,
+        ),
     };
     if let Some(w) = index.take_warning() {
-        shared.warn_once("index", || w);
+        shared.tally.warn_once("index", || w);
     }
     let n_readers = readers(opts);
     let (work_tx, work_rx) = bounded::<Item>(64);
@@ -133,7 +128,9 @@ fn run_in(
         spawn(s, "ddcolor-walk", move || {
             walker(shared, sources, work_tx, alive_tx)
         });
-        spawn(s, "ddcolor-leases", move || shared.leases.heartbeat());
+        spawn(s, "ddcolor-leases", move || {
+            shared.flight.leases.heartbeat()
+        });
         let workers: Vec<_> = (0..n_readers)
             .map(|i| {
                 let (work_rx, retry_rx) = (work_rx.clone(), retry_rx.clone());
@@ -185,45 +182,45 @@ fn run_in(
         for w in storers {
             let _ = w.join();
         }
-        shared.leases.stop();
+        shared.flight.leases.stop();
     });
-    let (stuck, last_error) = shared.leases.release_all();
+    let (stuck, last_error) = shared.flight.leases.release_all();
     if stuck > 0 {
-        shared.warn_once("leases-stuck", || {
+        shared.tally.warn_once("leases-stuck", || {
             format!(
                 "{stuck} inference lease{} could not be released ({}; retried for {} s): other \
                  runs wait up to {} s before colorizing th{} image{}",
                 if stuck == 1 { "" } else { "s" },
                 last_error.as_deref().unwrap_or("the cache did not answer"),
                 super::lease::RELEASE_RETRY_FOR
-                    .min(shared.opts.lease_ttl)
+                    .min(shared.ctx.opts.lease_ttl)
                     .as_secs(),
-                shared.opts.lease_ttl.as_secs(),
+                shared.ctx.opts.lease_ttl.as_secs(),
                 if stuck == 1 { "at" } else { "ose" },
                 if stuck == 1 { "" } else { "s" },
             )
         });
     }
     index.flush();
-    shared.progress.finish();
+    shared.tally.progress.finish();
     if let Some(sink) = sink {
         let _ = sink.flush();
     }
-    if let Some(e) = crate::sync::lock(&shared.fatal).take() {
+    if let Some(e) = shared.stop.take_fatal() {
         return Err(e);
     }
-    let mut summary = shared.summary().clone();
+    let mut summary = shared.tally.summary().clone();
     // renewals and end-of-run releases that failed: no caller counted them
-    let unreported = shared.leases.unreported.load(Ordering::Relaxed);
+    let unreported = shared.flight.leases.unreported.load(Ordering::Relaxed);
     summary.cache_errors += unreported;
     summary
         .cache_errors_by
         .add(super::report::CacheOp::Release, unreported);
-    summary.unique = shared.dedup.unique();
+    summary.unique = shared.flight.dedup.unique();
     summary.elapsed = started.elapsed();
     summary.model_loaded = model.is_loaded();
     {
-        let c = crate::sync::lock(&shared.counts);
+        let c = crate::sync::lock(&shared.tally.counts);
         summary.hashed = c.hashed;
         summary.bytes_read = c.bytes_read;
     }
@@ -249,7 +246,7 @@ fn spawn<'scope, 'env, T: Send + 'scope>(
 /// The walk: every input found goes to the prep workers with its [`Open`] guard; `alive` is
 /// dropped when the walk is over.
 fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<Never>) {
-    let opts = shared.opts;
+    let opts = shared.ctx.opts;
     let mut dests = Destinations::new(
         &opts.output,
         opts.format,
@@ -260,11 +257,11 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
     let mut found = 0u64;
     let mut total = 0u64;
     let result = sources.walk(&opts.output, &mut |f| {
-        if shared.is_aborted() {
+        if shared.stop.is_aborted() {
             return false;
         }
         if let Found::LeftOut(_, why) = f {
-            *shared.summary().left_out.entry(why).or_default() += 1;
+            *shared.tally.summary().left_out.entry(why).or_default() += 1;
             return true;
         }
         total += 1;
@@ -280,17 +277,14 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
             }
         }
         found += 1;
-        shared.counts(|c| c.found = found);
+        shared.tally.counts(|c| c.found = found);
         match f {
             Found::Error(path, err) => {
-                dry_line(
-                    shared,
-                    &format!(
-                        "fail\t{}\t{}",
-                        crate::text::shown(&path),
-                        crate::text::escape_controls(&err)
-                    ),
-                );
+                shared.ctx.dry_line(&format!(
+                    "fail\t{}\t{}",
+                    crate::text::shown(&path),
+                    crate::text::escape_controls(&err)
+                ));
                 shared.record(Record {
                     path,
                     root: None,
@@ -309,10 +303,10 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
                     } else {
                         "fail"
                     };
-                    dry_line(
-                        shared,
-                        &format!("{action}\t{}\t{reason}", crate::text::shown(&input.source)),
-                    );
+                    shared.ctx.dry_line(&format!(
+                        "{action}\t{}\t{reason}",
+                        crate::text::shown(&input.source)
+                    ));
                     shared.record(Record {
                         output: (status == Status::Skipped)
                             .then(|| opts.format.destination(&opts.output, &input)),
@@ -325,7 +319,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
                     });
                 }
                 Ok(dest) => {
-                    let open = Open::new(&shared.open, &alive);
+                    let open = Open::new(&shared.flight.open, &alive);
                     if work.send(Item::new(input, dest, open)).is_err() {
                         return false;
                     }
@@ -335,16 +329,18 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
         true
     });
     if let Err(e) = result {
-        shared.abort(Error::Usage(format!("cannot read --files-from: {e}")));
+        shared
+            .stop
+            .abort(Error::Usage(format!("cannot read --files-from: {e}")));
     }
     {
-        let mut s = shared.summary();
+        let mut s = shared.tally.summary();
         s.files = found;
         s.found = total;
         s.shard = opts.shard.map(|sh| (sh, total));
     }
-    shared.progress.walk_done(found);
-    shared.walk_done.store(true, Ordering::SeqCst);
+    shared.tally.progress.walk_done(found);
+    shared.flight.walk_done.store(true, Ordering::SeqCst);
 }
 
 /// What a prep worker takes work from: the walk, the items handed back, and the liveness
@@ -380,7 +376,7 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
         let Some(item) = item else {
             continue;
         };
-        if shared.is_aborted() {
+        if shared.stop.is_aborted() {
             shared.release(item.lease);
             continue;
         }

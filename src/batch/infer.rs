@@ -17,7 +17,7 @@ pub(crate) fn infer_loop(
     write: &Sender<Ready>,
     store: &Sender<Store>,
 ) {
-    let batch = shared.opts.batch.max(1);
+    let batch = shared.ctx.opts.batch.max(1);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         // fill the batch with what is ready within a moment, never waiting for a full one
@@ -28,19 +28,19 @@ pub(crate) fn infer_loop(
                 Err(_) => break,
             }
         }
-        if shared.is_aborted() {
+        if shared.stop.is_aborted() {
             for j in group {
                 shared.release(j.item.lease);
             }
             continue;
         }
-        let colorizer = match shared.model.get() {
+        let colorizer = match shared.ctx.model.get() {
             Ok(c) => c,
             Err(e) => {
                 for j in group {
                     shared.release(j.item.lease);
                 }
-                shared.abort(e);
+                shared.stop.abort(e);
                 continue;
             }
         };
@@ -52,7 +52,7 @@ pub(crate) fn infer_loop(
         if let Some(ms) = test_sleep() {
             std::thread::sleep(ms);
         }
-        shared.summary().forward_passes += 1;
+        shared.tally.summary().forward_passes += 1;
         let size = colorizer.size();
         let channels = colorizer.model().config().num_output_channels;
         let mut predicted = match predicted {
@@ -66,13 +66,13 @@ pub(crate) fn infer_loop(
                     // what a later cache hit will see (the stored value decodes to exactly
                     // this), so both write the same bytes
                     job.ab = Some(value::quantise(&ab));
-                    let key = if !shared.cache.keeps_values() {
+                    let key = if !shared.ctx.cache.keeps_values() {
                         None
                     } else {
-                        match shared.key(job.item.sha.as_ref().expect("hashed")) {
+                        match shared.ctx.key(job.item.sha.as_ref().expect("hashed")) {
                             Ok((key, _)) => Some(key),
                             Err(e) => {
-                                shared.abort(e);
+                                shared.stop.abort(e);
                                 None
                             }
                         }

@@ -25,7 +25,7 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Nev
         while let Ok(item) = defer.try_recv() {
             waiting.push(item);
         }
-        if shared.is_aborted() {
+        if shared.stop.is_aborted() {
             for item in waiting.drain(..) {
                 shared.release(item.lease);
             }
@@ -47,23 +47,27 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Nev
         pause = (pause * 2).min(Duration::from_secs(2));
         let keys: Vec<(CacheKey, usize)> = match waiting
             .iter()
-            .map(|i| shared.key(i.sha.as_ref().expect("deferred items are hashed")))
+            .map(|i| {
+                shared
+                    .ctx
+                    .key(i.sha.as_ref().expect("deferred items are hashed"))
+            })
             .collect()
         {
             Ok(k) => k,
             Err(e) => {
-                shared.abort(e);
+                shared.stop.abort(e);
                 continue;
             }
         };
         let plain: Vec<CacheKey> = keys.iter().map(|(k, _)| k.clone()).collect();
-        let found = shared.cache.get_many(&plain);
+        let found = shared.ctx.cache.get_many(&plain);
         let mut still = Vec::new();
         // the longest any of them can still be held by a process that has stopped
         let mut longest = Duration::ZERO;
         for ((mut item, (key, channels)), look) in waiting.drain(..).zip(keys).zip(found) {
             let ab = match look {
-                Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
+                Lookup::Hit(bytes) => shared.ctx.decode_value(&bytes, channels),
                 Lookup::Miss(crate::cache::Miss::Error(e)) => {
                     shared.cache_error(super::report::CacheOp::Get, || {
                         format!("cache lookup failed ({e}); recomputing")
@@ -77,7 +81,7 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Nev
                     item.cached = Some(ab);
                     true
                 }
-                None => match shared.cache.lease_left(&key) {
+                None => match shared.ctx.cache.lease_left(&key) {
                     Ok(Some(left)) => {
                         longest = longest.max(left);
                         false
@@ -88,7 +92,7 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Nev
             if hand_back {
                 pause = Duration::from_millis(100);
                 // still counted as open: it goes back to the prep workers
-                let _ = shared.retry.send(item);
+                shared.flight.hand_back(item);
             } else {
                 still.push(item);
             }
@@ -98,16 +102,16 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Nev
         // open in the prep stage), so that the count is the whole count, not the first one;
         // or, if that takes long (a long walk, a long queue), after SAY_AFTER with the count so far
         let since = *first_wait.get_or_insert_with(Instant::now);
-        let all_here = shared.walk_done.load(Ordering::SeqCst)
-            && shared.open.load(Ordering::SeqCst) <= waiting.len();
+        let all_here = shared.flight.walk_done.load(Ordering::SeqCst)
+            && shared.flight.open.load(Ordering::SeqCst) <= waiting.len();
         if !said
             && (all_here || since.elapsed() >= SAY_AFTER)
             && !waiting.is_empty()
-            && !shared.opts.quiet
+            && !shared.ctx.opts.quiet
         {
             said = true;
             let n = waiting.len();
-            shared.progress.println(&format!(
+            shared.tally.progress.println(&format!(
                 "ddcolor: waiting for {n} image{} that another process is colorizing: they are \
                  colorized here if its lease{} lapse{} (at most {} s from now if it has stopped; \
                  leases last {} s)",
@@ -115,7 +119,7 @@ pub(crate) fn poller(shared: &Shared, defer: Receiver<Item>, alive: Receiver<Nev
                 if n == 1 { "" } else { "s" },
                 if n == 1 { "s" } else { "" },
                 longest.as_secs_f64().ceil() as u64,
-                shared.opts.lease_ttl.as_secs_f64(),
+                shared.ctx.opts.lease_ttl.as_secs_f64(),
             ));
         }
     }

@@ -10,7 +10,7 @@ use super::options::ALREADY_COLOUR;
 use super::read::{max_file_bytes, read_file, sha256};
 use super::report::Plan;
 use super::report::{CacheOp, Record, Status};
-use super::state::{dry_line, Carry, Item, Job, Shared};
+use super::state::{Carry, Item, Job, Shared};
 use crate::cache::{LeaseOutcome, Lookup, Miss};
 use crate::imageio;
 use crate::pipeline::{self, Keep};
@@ -33,7 +33,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                 started: item.started,
             };
             // a dry run attaches copies too: their lines follow their original's
-            match shared.dedup.claim(&sha, waiter, true) {
+            match shared.flight.dedup.claim(&sha, waiter, true) {
                 Claim::Primary => item.primary = true,
                 Claim::Attached => return None,
                 Claim::Written(primary) => {
@@ -43,7 +43,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                     item.dup = true;
                 }
                 Claim::Again => {
-                    if shared.opts.dry_run {
+                    if shared.ctx.opts.dry_run {
                         plan(shared, Plan::Duplicate, &item);
                         return None;
                     }
@@ -51,22 +51,22 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                 }
             }
         }
-        if shared.opts.dry_run && !shared.model.has_weights() {
+        if shared.ctx.opts.dry_run && !shared.ctx.model.has_weights() {
             // the model is not on this machine: no identity, no cache lookup
             plan(shared, Plan::Infer, &item);
             plan_copies(shared, &sha);
             return None;
         }
-        let (key, channels) = match shared.key(&sha) {
+        let (key, channels) = match shared.ctx.key(&sha) {
             Ok(k) => k,
             Err(e) => {
-                shared.abort(e);
+                shared.stop.abort(e);
                 return None;
             }
         };
         if item.cached.is_none() {
             item.cached = lookup(shared, &key, channels);
-            if shared.opts.dry_run {
+            if shared.ctx.opts.dry_run {
                 let action = if item.cached.is_some() {
                     Plan::Cache
                 } else {
@@ -76,10 +76,10 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                 plan_copies(shared, &sha);
                 return None;
             }
-            if item.cached.is_none() && shared.cache.takes_leases() && item.lease.is_none() {
-                match shared.cache.try_lease(&key, shared.opts.lease_ttl) {
+            if item.cached.is_none() && shared.ctx.cache.takes_leases() && item.lease.is_none() {
+                match shared.ctx.cache.try_lease(&key, shared.ctx.opts.lease_ttl) {
                     Ok(LeaseOutcome::Acquired(lease)) => {
-                        shared.leases.hold(&lease);
+                        shared.flight.leases.hold(&lease);
                         // another process may have stored the value between lookup and lease
                         item.cached = lookup(shared, &key, channels);
                         if item.cached.is_some() {
@@ -91,7 +91,7 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
                     Ok(LeaseOutcome::HeldElsewhere) => {
                         item.bytes = None;
                         item.slot = None;
-                        shared.defer_item(item);
+                        shared.flight.defer(item);
                         return None;
                     }
                     Err(e) => {
@@ -103,17 +103,20 @@ pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
             }
         }
         if item.bytes.is_none() && item.slot.is_none() {
-            item.slot = Some(shared.slots.take());
+            item.slot = Some(shared.flight.slots.take());
         }
         let bytes = match item.bytes.take() {
             Some(b) => b,
-            None => match read_file(&item.input.source, max_file_bytes(shared.opts.max_pixels)) {
+            None => match read_file(
+                &item.input.source,
+                max_file_bytes(shared.ctx.opts.max_pixels),
+            ) {
                 Ok(r) => {
-                    shared.counts(|c| {
+                    shared.tally.counts(|c| {
                         c.hashed += 1;
                         c.bytes_read += r.bytes.len() as u64;
                     });
-                    if shared.index.is_enabled() {
+                    if shared.ctx.index.is_enabled() {
                         let resolved = item.input.source.canonicalize().ok();
                         remember(shared, resolved.as_deref(), r.stat, r.sha256);
                     }
@@ -140,26 +143,24 @@ fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
     let source = &item.input.source;
     // the path is resolved once, and only when an index is there to ask and to tell
     let resolved = shared
+        .ctx
         .index
         .is_enabled()
         .then(|| source.canonicalize().ok())
         .flatten();
-    if let (false, Some(resolved)) = (shared.opts.rehash, &resolved) {
+    if let (false, Some(resolved)) = (shared.ctx.opts.rehash, &resolved) {
         if let Ok(meta) = std::fs::metadata(source) {
-            if let Some(sha) = shared.index.lookup(resolved, &Stat::of(&meta)) {
+            if let Some(sha) = shared.ctx.index.lookup(resolved, &Stat::of(&meta)) {
                 item.sha = Some(sha);
-                shared
-                    .index_hits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(());
             }
         }
     }
     if item.slot.is_none() {
-        item.slot = Some(shared.slots.take());
+        item.slot = Some(shared.flight.slots.take());
     }
-    let r = read_file(source, max_file_bytes(shared.opts.max_pixels))?;
-    shared.counts(|c| {
+    let r = read_file(source, max_file_bytes(shared.ctx.opts.max_pixels))?;
+    shared.tally.counts(|c| {
         c.hashed += 1;
         c.bytes_read += r.bytes.len() as u64;
     });
@@ -173,7 +174,7 @@ fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
 /// change while it was read).
 fn remember(shared: &Shared, resolved: Option<&Path>, stat: Option<Stat>, sha: [u8; 32]) {
     if let (Some(stat), Some(resolved)) = (stat, resolved) {
-        shared.index.record(resolved, &stat, sha);
+        shared.ctx.index.record(resolved, &stat, sha);
     }
 }
 
@@ -184,14 +185,14 @@ fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [
     let old = item.sha.expect("hashed");
     shared.release(item.lease.take());
     if item.primary {
-        for w in shared.dedup.abandon(&old) {
+        for w in shared.flight.dedup.abandon(&old) {
             let open = item
                 .open
                 .clone()
                 .expect("an item in the prep stage is open");
             let mut again = Item::new(w.input, w.dest, open);
             again.started = w.started;
-            shared.hand_back(again);
+            shared.flight.hand_back(again);
         }
     }
     debug_assert_eq!(sha256(&bytes), new_sha);
@@ -206,12 +207,13 @@ fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [
 /// with `--require-cache` stops the run).
 fn lookup(shared: &Shared, key: &crate::cache::CacheKey, channels: usize) -> Option<Vec<f32>> {
     let look = shared
+        .ctx
         .cache
         .get_many(std::slice::from_ref(key))
         .pop()
         .unwrap_or(Lookup::Miss(Miss::Absent));
     let ab = match look {
-        Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
+        Lookup::Hit(bytes) => shared.ctx.decode_value(&bytes, channels),
         Lookup::Miss(Miss::Error(e)) => {
             shared.cache_error(CacheOp::Get, || {
                 format!("cache lookup failed ({e}); recomputing")
@@ -229,12 +231,16 @@ fn lookup(shared: &Shared, key: &crate::cache::CacheKey, channels: usize) -> Opt
 /// `--force`), never inferred and never stored.
 fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
     // `--compat upstream` reads JPEG pixels as OpenCV does
-    let decoder = match shared.model.lab() {
+    let decoder = match shared.ctx.model.lab() {
         pipeline::LabFlavour::OpenCv => imageio::Decoder::OpenCv,
         pipeline::LabFlavour::Exact => imageio::Decoder::Own,
     };
-    let decoded =
-        imageio::decode_bytes_as(&item.input.source, bytes, shared.opts.max_pixels, decoder);
+    let decoded = imageio::decode_bytes_as(
+        &item.input.source,
+        bytes,
+        shared.ctx.opts.max_pixels,
+        decoder,
+    );
     let d = match decoded {
         Ok(d) => d,
         Err(e) => {
@@ -242,7 +248,7 @@ fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
             return None;
         }
     };
-    if !shared.opts.force && pipeline::tone::is_already_colour(&d.image) {
+    if !shared.ctx.opts.force && pipeline::tone::is_already_colour(&d.image) {
         settle_all(shared, item, Status::Skipped, ALREADY_COLOUR);
         return None;
     }
@@ -250,7 +256,7 @@ fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
         keep: Keep::of(&d.image),
         meta: d.meta,
     };
-    let prepared = shared.model.prepare_image(&d.image);
+    let prepared = shared.ctx.model.prepare_image(&d.image);
     drop(d.image);
     let status = match (&item.cached, item.dup) {
         (Some(_), true) => Status::Duplicate,
@@ -276,7 +282,7 @@ pub(crate) fn settle_all(shared: &Shared, mut item: Item, status: Status, reason
     shared.release(item.lease.take());
     shared.settle(&item, status, reason);
     if let (true, Some(sha)) = (item.primary, item.sha) {
-        for w in shared.dedup.finish(&sha, None) {
+        for w in shared.flight.dedup.finish(&sha, None) {
             shared.record(Record {
                 root: w.input.root(),
                 path: w.input.source,
@@ -331,23 +337,20 @@ fn plan(shared: &Shared, action: Plan, item: &Item) {
 
 /// The `duplicate` lines of the copies attached to `sha`'s original, right after its own.
 fn plan_copies(shared: &Shared, sha: &[u8; 32]) {
-    for w in shared.dedup.finish(sha, None) {
+    for w in shared.flight.dedup.finish(sha, None) {
         plan_line(shared, Plan::Duplicate, &w.input.source, &w.dest);
     }
 }
 
 fn plan_line(shared: &Shared, action: Plan, source: &Path, dest: &Path) {
-    if !shared.opts.dry_run {
+    if !shared.ctx.opts.dry_run {
         return;
     }
-    shared.summary().planned.add(action);
-    dry_line(
-        shared,
-        &format!(
-            "{}\t{}\t{}",
-            action.as_str(),
-            crate::text::shown(source),
-            crate::text::shown(dest)
-        ),
-    );
+    shared.tally.summary().planned.add(action);
+    shared.ctx.dry_line(&format!(
+        "{}\t{}\t{}",
+        action.as_str(),
+        crate::text::shown(source),
+        crate::text::shown(dest)
+    ));
 }

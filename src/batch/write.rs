@@ -26,6 +26,7 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
         };
         // composing needs the pipeline settings only: a cached image never loads the model
         let img = shared
+            .ctx
             .model
             .compose_image(&job.prepared, ab, &job.carry.keep);
         let mut item = job.item;
@@ -65,7 +66,7 @@ pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
             let waiters = item
                 .sha
                 .take()
-                .map(|s| shared.dedup.finish(&s, out))
+                .map(|s| shared.flight.dedup.finish(&s, out))
                 .unwrap_or_default();
             for w in waiters {
                 let r = write_one(shared, &mut swept, &img, &carry, &w.dest, || {
@@ -113,10 +114,10 @@ fn write_one(
     note_format_losses(shared, &carry.keep, dest);
     imageio::save_with_then(
         img,
-        Some(&shared.opts.output),
+        Some(&shared.ctx.opts.output),
         dest,
         Some(&carry.meta),
-        &shared.opts.encoding,
+        &shared.ctx.opts.encoding,
         before_rename,
     )
     .map_err(|e| e.detail())
@@ -128,13 +129,13 @@ fn note_format_losses(shared: &Shared, keep: &Keep, dest: &Path) {
         return;
     };
     if keep.depth == pipeline::Depth::Sixteen && imageio::is_8bit_only(format) {
-        shared.note_once(&format!(
+        shared.tally.note_once(&format!(
             "16-bit sources were written as 8-bit {} (--format png or tiff keeps 16 bits)",
             format.extensions_str()[0].to_ascii_uppercase()
         ));
     }
     if keep.alpha.is_some() && imageio::drops_alpha(format) {
-        shared.note_once(&format!(
+        shared.tally.note_once(&format!(
             "transparency was dropped from {} outputs (--format png, tiff or webp keeps it)",
             format.extensions_str()[0].to_ascii_uppercase()
         ));
