@@ -22,9 +22,11 @@ use super::index::Index;
 use super::lease::Leases;
 use super::model::LazyModel;
 use super::options::BatchOptions;
+use super::prep::Prepped;
 use super::report::{Progress, Record, ReportSink, Status, Summary};
-use super::state::{Context, Flight, Item, Job, Never, Open, Ready, Shared, Slots, Stop, Tally};
-use super::walk::{Found, Sources};
+use super::stage::{Entry, Found, Job, Never, Open, Ready, Slots, Waiting, Work};
+use super::state::{Context, Flight, Shared, Stop, Tally};
+use super::walk::{self, Sources};
 use crate::cache::Cache;
 use crate::error::Error;
 
@@ -85,8 +87,8 @@ fn run_in(
     sink: Option<&ReportSink>,
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
-    let (retry_tx, retry_rx) = unbounded::<Item>();
-    let (defer_tx, defer_rx) = unbounded::<Item>();
+    let (retry_tx, retry_rx) = unbounded::<Work>();
+    let (defer_tx, defer_rx) = unbounded::<Waiting>();
     let shared = Shared {
         ctx: Context {
             opts,
@@ -118,7 +120,7 @@ fn run_in(
         shared.tally.warn_once("index", || w);
     }
     let n_readers = readers(opts);
-    let (work_tx, work_rx) = bounded::<Item>(64);
+    let (work_tx, work_rx) = bounded::<Found>(64);
     let (infer_tx, infer_rx) = bounded::<Job>(opts.batch.max(1) - 1);
     let (write_tx, write_rx) = bounded::<Ready>(0);
     // closed once the walker and every open input's guard are gone: the end of the prep stage
@@ -245,7 +247,7 @@ fn spawn<'scope, 'env, T: Send + 'scope>(
 /// Stream the inputs, decide destinations, hand the rest to the prep workers.
 /// The walk: every input found goes to the prep workers with its [`Open`] guard; `alive` is
 /// dropped when the walk is over.
-fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<Never>) {
+fn walker(shared: &Shared, sources: &Sources, work: Sender<Found>, alive: Sender<Never>) {
     let opts = shared.ctx.opts;
     let mut dests = Destinations::new(
         &opts.output,
@@ -260,7 +262,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
         if shared.stop.is_aborted() {
             return false;
         }
-        if let Found::LeftOut(_, why) = f {
+        if let walk::Found::LeftOut(_, why) = f {
             *shared.tally.summary().left_out.entry(why).or_default() += 1;
             return true;
         }
@@ -269,8 +271,8 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
         // relative path yet is reported by the shard its path falls in)
         if let Some(shard) = opts.shard {
             let relative = match &f {
-                Found::Input(i) => i.relative.as_path(),
-                Found::Error(p, _) | Found::LeftOut(p, _) => p.as_path(),
+                walk::Found::Input(i) => i.relative.as_path(),
+                walk::Found::Error(p, _) | walk::Found::LeftOut(p, _) => p.as_path(),
             };
             if !shard.takes(relative) {
                 return true;
@@ -279,7 +281,7 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
         found += 1;
         shared.tally.counts(|c| c.found = found);
         match f {
-            Found::Error(path, err) => {
+            walk::Found::Error(path, err) => {
                 shared.ctx.dry_line(&format!(
                     "fail\t{}\t{}",
                     crate::text::shown(&path),
@@ -295,8 +297,8 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
                     millis: 0,
                 });
             }
-            Found::LeftOut(..) => {}
-            Found::Input(input) => match dests.decide(&input) {
+            walk::Found::LeftOut(..) => {}
+            walk::Found::Input(input) => match dests.decide(&input) {
                 Err((status, reason)) => {
                     let action = if status == Status::Skipped {
                         "skip"
@@ -319,8 +321,11 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
                     });
                 }
                 Ok(dest) => {
-                    let open = Open::new(&shared.flight.open, &alive);
-                    if work.send(Item::new(input, dest, open)).is_err() {
+                    let found = Found {
+                        entry: Entry::new(input, dest),
+                        open: Open::new(&shared.flight.open, &alive),
+                    };
+                    if work.send(found).is_err() {
                         return false;
                     }
                 }
@@ -346,8 +351,8 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
 /// What a prep worker takes work from: the walk, the items handed back, and the liveness
 /// channel whose closing ends the prep stage.
 struct Queues {
-    work: Receiver<Item>,
-    retry: Receiver<Item>,
+    work: Receiver<Found>,
+    retry: Receiver<Work>,
     alive: Receiver<Never>,
 }
 
@@ -355,7 +360,7 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
     let mut walker_gone = false;
     loop {
         // the prep stage is over when `alive` closes: the walk is done and no input is open
-        let item = if walker_gone {
+        let work = if walker_gone {
             select! {
                 recv(q.retry) -> m => m.ok(),
                 recv(q.alive) -> _ => return,
@@ -364,7 +369,7 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
             select! {
                 recv(q.retry) -> m => m.ok(),
                 recv(q.work) -> m => match m {
-                    Ok(item) => Some(item),
+                    Ok(found) => Some(Work::Found(found)),
                     Err(_) => {
                         walker_gone = true;
                         None
@@ -373,25 +378,18 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
                 recv(q.alive) -> _ => return,
             }
         };
-        let Some(item) = item else {
+        let Some(work) = work else {
             continue;
         };
         if shared.stop.is_aborted() {
-            shared.release(item.lease);
+            // work holds no lease: dropped, its guard with it
             continue;
         }
-        let job = super::prep::advance(shared, item);
+        let prepped = super::prep::advance(shared, work);
         shared.check_cache();
-        let sent = match job {
-            Some(mut job) => {
-                // passed on: no longer open in the prep stage
-                drop(job.item.open.take());
-                if job.ab.is_some() {
-                    write.send((job, Ok(()))).is_ok()
-                } else {
-                    infer.send(job).is_ok()
-                }
-            }
+        let sent = match prepped {
+            Some(Prepped::Cached(predicted)) => write.send(Ok(predicted)).is_ok(),
+            Some(Prepped::Model(job)) => infer.send(job).is_ok(),
             None => true,
         };
         if !sent {

@@ -1,13 +1,11 @@
-//! What the stages of a run share: the image in flight ([`Item`], then [`Job`]), the slots
-//! that bound how many are in flight, and [`Shared`]: what the run reads (options, cache,
-//! model, index), what it counts and tells (counters, the durable report, warnings said once),
-//! what stops it (the fatal error), and what coordinates the images in flight (leases, the
-//! dedup map, slots, queues).
+//! What the stages of a run share ([`Shared`]): what the run reads (options, cache, model,
+//! index), what it counts and tells (counters, the durable report, warnings said once), what
+//! stops it (the fatal error), and what coordinates the images in flight (leases, the dedup
+//! map, slots, the queues back to the prep workers). The images themselves are in
+//! [`super::stage`].
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
@@ -17,153 +15,9 @@ use super::lease::Leases;
 use super::model::LazyModel;
 use super::options::BatchOptions;
 use super::report::{CacheOp, Counts, Progress, Record, ReportSink, Status, Summary};
-use super::walk::Input;
+use super::stage::{Entry, Image, Role, Slots, Waiting, Work};
 use crate::cache::{value, Cache, CacheKey, Lease};
 use crate::error::Error;
-use crate::meta::Metadata;
-use crate::pipeline::{Keep, Prepared};
-
-/// One input on its way through the stages.
-pub(crate) struct Item {
-    pub input: Input,
-    pub dest: PathBuf,
-    pub started: Instant,
-    pub sha: Option<[u8; 32]>,
-    /// The file's bytes, once read (read once: hashed and decoded from this buffer).
-    pub bytes: Option<Vec<u8>>,
-    /// Holds the in-run dedup slot of its hash.
-    pub primary: bool,
-    /// Its hash was seen before in this run: served from the cache it is a `duplicate`.
-    pub dup: bool,
-    /// The prediction, when the cache (or another process through it) had it.
-    pub cached: Option<Vec<f32>>,
-    pub lease: Option<Lease>,
-    /// Its place among the images in flight, held from the read of its bytes until it is
-    /// written or settled.
-    pub slot: Option<Slot>,
-    /// Counts it as open in the prep stage while it is there (in a queue, a worker or the
-    /// poller); taken and dropped when it is passed on to inference or the writer.
-    pub open: Option<Open>,
-}
-
-impl Item {
-    pub fn new(input: Input, dest: PathBuf, open: Open) -> Self {
-        Self {
-            open: Some(open),
-            input,
-            dest,
-            started: Instant::now(),
-            sha: None,
-            bytes: None,
-            primary: false,
-            dup: false,
-            cached: None,
-            lease: None,
-            slot: None,
-        }
-    }
-
-    pub fn sha_hex(&self) -> Option<String> {
-        self.sha.as_ref().map(|h| crate::hash::hex(h))
-    }
-}
-
-/// An input open in the prep stage, for as long as this guard lives: it is counted (the
-/// poller's "all that will wait are here"), and it keeps the run's end from being seen. The
-/// prep workers and the poller end when the channel that every guard and the walker hold a
-/// sender of is closed: the walk is over and no input is left in the prep stage (no count
-/// kept by hand, no polling for the end).
-pub(crate) struct Open {
-    count: Arc<AtomicUsize>,
-    _alive: Sender<Never>,
-}
-
-/// What the liveness channel carries: nothing, ever (only its closing is news).
-pub(crate) enum Never {}
-
-impl Open {
-    /// The first guard of an input, from the walker's liveness sender.
-    pub fn new(count: &Arc<AtomicUsize>, alive: &Sender<Never>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self {
-            count: count.clone(),
-            _alive: alive.clone(),
-        }
-    }
-}
-
-impl Clone for Open {
-    fn clone(&self) -> Self {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        Self {
-            count: self.count.clone(),
-            _alive: self._alive.clone(),
-        }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The images in flight between the read of their bytes and their output: a bound on memory
-/// (a few files, however large), and on how far reading runs ahead of writing (the first
-/// output of a folder of large scans comes after a few of them are read, not all).
-pub(crate) struct Slots {
-    free: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Slots {
-    pub fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self {
-            free: Mutex::new(n.max(1)),
-            freed: Condvar::new(),
-        })
-    }
-
-    /// Wait for a free slot.
-    pub fn take(self: &Arc<Self>) -> Slot {
-        let mut free = crate::sync::lock(&self.free);
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        Slot(self.clone())
-    }
-}
-
-/// A taken slot, given back when dropped.
-pub(crate) struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *crate::sync::lock(&self.0.free) += 1;
-        self.0.freed.notify_one();
-    }
-}
-
-/// What the output keeps of its source besides L: depth, alpha, metadata.
-#[derive(Default)]
-pub(crate) struct Carry {
-    pub keep: Keep,
-    pub meta: Metadata,
-}
-
-/// A decoded image ready for the model (or, cached, for the writer).
-pub(crate) struct Job {
-    pub item: Item,
-    pub prepared: Prepared,
-    pub carry: Carry,
-    /// The prediction: from the cache, or filled in by inference.
-    pub ab: Option<Vec<f32>>,
-    pub status: Status,
-}
-
-/// The outcome of inference for one job, on its way to the writer.
-pub(crate) type Ready = (Job, Result<(), String>);
 
 /// What every stage of a run shares, in four parts: what it reads ([`Context`]), what it
 /// counts and tells ([`Tally`]), what stops it ([`Stop`]) and what coordinates the images in
@@ -207,17 +61,18 @@ pub(crate) struct Stop {
 /// the queues that hand work back to the prep workers, and how many inputs are open there.
 pub(crate) struct Flight<'a> {
     pub leases: Leases<'a>,
-    pub dedup: Dedup,
+    /// The in-run dedup map: primaries in flight, with the copies waiting for them.
+    pub dedup: Dedup<Entry>,
     pub slots: Arc<Slots>,
-    /// Items handed to the prep workers and not yet passed on to inference or the writer, nor
+    /// Inputs handed to the prep workers and not yet passed on to inference or the writer, nor
     /// settled: in the work and retry queues, in a worker, or waiting in the poller; kept by
-    /// their [`Open`] guards.
+    /// their [`super::stage::Open`] guards.
     pub open: Arc<AtomicUsize>,
     pub walk_done: AtomicBool,
     /// Work handed back by the poller or by a worker (files changed under the run).
-    retry: Sender<Item>,
+    retry: Sender<Work>,
     /// Images another process is inferring, for the poller.
-    defer: Sender<Item>,
+    defer: Sender<Waiting>,
 }
 
 impl Context<'_> {
@@ -371,8 +226,8 @@ impl<'a> Flight<'a> {
     pub fn new(
         leases: Leases<'a>,
         slots: Arc<Slots>,
-        retry: Sender<Item>,
-        defer: Sender<Item>,
+        retry: Sender<Work>,
+        defer: Sender<Waiting>,
     ) -> Self {
         Self {
             leases,
@@ -385,15 +240,14 @@ impl<'a> Flight<'a> {
         }
     }
 
-    /// Hand an item back to the prep workers (open, by its guard, until they are done with
-    /// it).
-    pub fn hand_back(&self, item: Item) {
-        let _ = self.retry.send(item);
+    /// Hand work back to the prep workers (open, by its guard, until they are done with it).
+    pub fn hand_back(&self, work: Work) {
+        let _ = self.retry.send(work);
     }
 
-    /// Hand an item to the poller: another process holds its lease.
-    pub fn defer(&self, item: Item) {
-        let _ = self.defer.send(item);
+    /// Hand an image to the poller: another process holds its lease.
+    pub fn defer(&self, waiting: Waiting) {
+        let _ = self.defer.send(waiting);
     }
 }
 
@@ -447,17 +301,19 @@ impl Shared<'_> {
         self.tally.record(&self.ctx.opts.stdio.apply(r));
     }
 
-    /// Settle `item` without an output.
-    pub fn settle(&self, item: &Item, status: Status, reason: &str) {
-        self.record(Record {
-            path: item.input.source.clone(),
-            root: item.input.root(),
-            sha256: item.sha_hex(),
-            status,
-            output: None,
-            error: Some(reason.to_owned()),
-            millis: item.started.elapsed().as_millis() as u64,
-        });
+    /// Settle `entry` without an output.
+    pub fn settle(&self, entry: &Entry, sha: Option<&[u8; 32]>, status: Status, reason: &str) {
+        self.record(entry.record(sha, status, None, Some(reason.to_owned())));
+    }
+
+    /// Settle `image` and the copies waiting for it without an output.
+    pub fn settle_all(&self, image: &Image, status: Status, reason: &str) {
+        self.settle(&image.entry, Some(&image.sha), status, reason);
+        if image.role == Role::Primary {
+            for w in self.flight.dedup.finish(&image.sha, None) {
+                self.settle(&w, Some(&image.sha), status, reason);
+            }
+        }
     }
 
     /// Release a lease; a failure is a warning (the lease expires on its own).
