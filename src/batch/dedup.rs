@@ -9,16 +9,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::walk::Input;
-
-/// A copy waiting for its primary.
-#[derive(Debug, Clone)]
-pub struct Waiter {
-    pub input: Input,
-    pub dest: PathBuf,
-    pub started: std::time::Instant,
-}
-
 /// How many written outputs are remembered for copies.
 pub const RECENT: usize = 4096;
 
@@ -27,10 +17,10 @@ fn short(sha: &[u8; 32]) -> u128 {
     u128::from_le_bytes(sha[..16].try_into().expect("16 bytes"))
 }
 
-#[derive(Default)]
-struct Maps {
-    /// Primaries in flight, with the copies waiting for them.
-    in_flight: HashMap<[u8; 32], Vec<Waiter>>,
+struct Maps<W> {
+    /// Primaries in flight, with the copies (`W`: whatever the caller needs to settle one)
+    /// waiting for them.
+    in_flight: HashMap<[u8; 32], Vec<W>>,
     /// Every image settled in this run.
     done: HashSet<u128>,
     /// The outputs of the last [`RECENT`] images written.
@@ -53,18 +43,31 @@ pub enum Claim {
     Again,
 }
 
-#[derive(Default)]
-pub struct Dedup {
-    map: Mutex<Maps>,
+pub struct Dedup<W> {
+    map: Mutex<Maps<W>>,
 }
 
-impl Dedup {
-    /// Claim `sha` for `waiter` (attached if the primary is in flight and `attach` is set).
-    pub fn claim(&self, sha: &[u8; 32], waiter: Waiter, attach: bool) -> Claim {
+impl<W> Default for Dedup<W> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(Maps {
+                in_flight: HashMap::new(),
+                done: HashSet::new(),
+                recent: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+        }
+    }
+}
+
+impl<W> Dedup<W> {
+    /// Claim `sha` for an input (attached as `waiter()` if the primary is in flight and
+    /// `attach` is set).
+    pub fn claim(&self, sha: &[u8; 32], waiter: impl FnOnce() -> W, attach: bool) -> Claim {
         let mut m = crate::sync::lock(&self.map);
         if let Some(waiters) = m.in_flight.get_mut(sha) {
             if attach {
-                waiters.push(waiter);
+                waiters.push(waiter());
             }
             return Claim::Attached;
         }
@@ -81,7 +84,7 @@ impl Dedup {
 
     /// The primary of `sha` is settled (written to `output`, or not written at all): returns
     /// the waiters, which the caller now settles the same way.
-    pub fn finish(&self, sha: &[u8; 32], output: Option<&Path>) -> Vec<Waiter> {
+    pub fn finish(&self, sha: &[u8; 32], output: Option<&Path>) -> Vec<W> {
         let mut m = crate::sync::lock(&self.map);
         let id = short(sha);
         m.done.insert(id);
@@ -100,7 +103,7 @@ impl Dedup {
 
     /// The primary of `sha` was not processed after all (its file changed under the run):
     /// forget the hash and hand back the waiters, to be processed on their own.
-    pub fn abandon(&self, sha: &[u8; 32]) -> Vec<Waiter> {
+    pub fn abandon(&self, sha: &[u8; 32]) -> Vec<W> {
         let mut m = crate::sync::lock(&self.map);
         m.in_flight.remove(sha).unwrap_or_default()
     }

@@ -12,22 +12,21 @@
 //!
 //! Records are written as they happen; nothing is kept per input beyond the stages' bounds and
 //! the in-run dedup map of hashes.
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use super::dedup::Dedup;
 use super::dest::Destinations;
 use super::index::Index;
 use super::lease::Leases;
 use super::model::LazyModel;
 use super::options::BatchOptions;
-use super::report::{Counts, Progress, Record, ReportSink, Status, Summary};
-use super::state::{dry_line, Item, Job, Never, Open, Ready, Shared, Slots};
-use super::walk::{Found, Sources};
+use super::prep::Prepped;
+use super::report::{Progress, Record, ReportSink, Status, Summary};
+use super::stage::{Entry, Found, Job, Never, Open, Ready, Slots, Waiting, Work};
+use super::state::{Context, Flight, Shared, Stop, Tally};
+use super::walk::{self, Sources};
 use crate::cache::Cache;
 use crate::error::Error;
 
@@ -88,42 +87,40 @@ fn run_in(
     sink: Option<&ReportSink>,
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
-    let (retry_tx, retry_rx) = unbounded::<Item>();
-    let (defer_tx, defer_rx) = unbounded::<Item>();
+    let (retry_tx, retry_rx) = unbounded::<Work>();
+    let (defer_tx, defer_rx) = unbounded::<Waiting>();
     let shared = Shared {
-        opts,
-        cache,
-        model,
-        index,
-        leases: Leases::new(cache, opts.lease_ttl),
-        dedup: Dedup::default(),
-        progress: Progress::new(opts.quiet || opts.dry_run),
-        sink,
-        summary: Mutex::new(Summary {
-            cache: cache.describe(),
-            dry_run: opts.dry_run,
-            has_report: sink.is_some(),
-            ..Summary::default()
-        }),
-        counts: Mutex::new(Counts::default()),
-        warned: Mutex::new(HashSet::new()),
-        fatal: Mutex::new(None),
-        aborted: AtomicBool::new(false),
-        open: Arc::new(AtomicUsize::new(0)),
-        walk_done: AtomicBool::new(false),
-        retry: retry_tx,
-        defer: defer_tx,
-        index_hits: AtomicU64::new(0),
+        ctx: Context {
+            opts,
+            cache,
+            model,
+            index,
+        },
+        tally: Tally::new(
+            Progress::new(opts.quiet || opts.dry_run),
+            sink,
+            Summary {
+                cache: cache.describe(),
+                dry_run: opts.dry_run,
+                has_report: sink.is_some(),
+                ..Summary::default()
+            },
+        ),
+        stop: Stop::default(),
         // the batch being inferred and two more (decoded, or written by either writer): more
         // would read further ahead of the first output without writing faster
-        slots: Slots::new(opts.batch.max(1) + 2),
-        cache_down: AtomicBool::new(false),
+        flight: Flight::new(
+            Leases::new(cache, opts.lease_ttl),
+            Slots::new(opts.batch.max(1) + 2),
+            retry_tx,
+            defer_tx,
+        ),
     };
     if let Some(w) = index.take_warning() {
-        shared.warn_once("index", || w);
+        shared.tally.warn_once("index", || w);
     }
     let n_readers = readers(opts);
-    let (work_tx, work_rx) = bounded::<Item>(64);
+    let (work_tx, work_rx) = bounded::<Found>(64);
     let (infer_tx, infer_rx) = bounded::<Job>(opts.batch.max(1) - 1);
     let (write_tx, write_rx) = bounded::<Ready>(0);
     // closed once the walker and every open input's guard are gone: the end of the prep stage
@@ -133,7 +130,9 @@ fn run_in(
         spawn(s, "ddcolor-walk", move || {
             walker(shared, sources, work_tx, alive_tx)
         });
-        spawn(s, "ddcolor-leases", move || shared.leases.heartbeat());
+        spawn(s, "ddcolor-leases", move || {
+            shared.flight.leases.heartbeat()
+        });
         let workers: Vec<_> = (0..n_readers)
             .map(|i| {
                 let (work_rx, retry_rx) = (work_rx.clone(), retry_rx.clone());
@@ -185,45 +184,45 @@ fn run_in(
         for w in storers {
             let _ = w.join();
         }
-        shared.leases.stop();
+        shared.flight.leases.stop();
     });
-    let (stuck, last_error) = shared.leases.release_all();
+    let (stuck, last_error) = shared.flight.leases.release_all();
     if stuck > 0 {
-        shared.warn_once("leases-stuck", || {
+        shared.tally.warn_once("leases-stuck", || {
             format!(
                 "{stuck} inference lease{} could not be released ({}; retried for {} s): other \
                  runs wait up to {} s before colorizing th{} image{}",
                 if stuck == 1 { "" } else { "s" },
                 last_error.as_deref().unwrap_or("the cache did not answer"),
                 super::lease::RELEASE_RETRY_FOR
-                    .min(shared.opts.lease_ttl)
+                    .min(shared.ctx.opts.lease_ttl)
                     .as_secs(),
-                shared.opts.lease_ttl.as_secs(),
+                shared.ctx.opts.lease_ttl.as_secs(),
                 if stuck == 1 { "at" } else { "ose" },
                 if stuck == 1 { "" } else { "s" },
             )
         });
     }
     index.flush();
-    shared.progress.finish();
+    shared.tally.progress.finish();
     if let Some(sink) = sink {
         let _ = sink.flush();
     }
-    if let Some(e) = crate::sync::lock(&shared.fatal).take() {
+    if let Some(e) = shared.stop.take_fatal() {
         return Err(e);
     }
-    let mut summary = shared.summary().clone();
+    let mut summary = shared.tally.summary().clone();
     // renewals and end-of-run releases that failed: no caller counted them
-    let unreported = shared.leases.unreported.load(Ordering::Relaxed);
+    let unreported = shared.flight.leases.unreported.load(Ordering::Relaxed);
     summary.cache_errors += unreported;
     summary
         .cache_errors_by
         .add(super::report::CacheOp::Release, unreported);
-    summary.unique = shared.dedup.unique();
+    summary.unique = shared.flight.dedup.unique();
     summary.elapsed = started.elapsed();
     summary.model_loaded = model.is_loaded();
     {
-        let c = crate::sync::lock(&shared.counts);
+        let c = crate::sync::lock(&shared.tally.counts);
         summary.hashed = c.hashed;
         summary.bytes_read = c.bytes_read;
     }
@@ -248,8 +247,8 @@ fn spawn<'scope, 'env, T: Send + 'scope>(
 /// Stream the inputs, decide destinations, hand the rest to the prep workers.
 /// The walk: every input found goes to the prep workers with its [`Open`] guard; `alive` is
 /// dropped when the walk is over.
-fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<Never>) {
-    let opts = shared.opts;
+fn walker(shared: &Shared, sources: &Sources, work: Sender<Found>, alive: Sender<Never>) {
+    let opts = shared.ctx.opts;
     let mut dests = Destinations::new(
         &opts.output,
         opts.format,
@@ -260,11 +259,11 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
     let mut found = 0u64;
     let mut total = 0u64;
     let result = sources.walk(&opts.output, &mut |f| {
-        if shared.is_aborted() {
+        if shared.stop.is_aborted() {
             return false;
         }
-        if let Found::LeftOut(_, why) = f {
-            *shared.summary().left_out.entry(why).or_default() += 1;
+        if let walk::Found::LeftOut(_, why) = f {
+            *shared.tally.summary().left_out.entry(why).or_default() += 1;
             return true;
         }
         total += 1;
@@ -272,25 +271,22 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
         // relative path yet is reported by the shard its path falls in)
         if let Some(shard) = opts.shard {
             let relative = match &f {
-                Found::Input(i) => i.relative.as_path(),
-                Found::Error(p, _) | Found::LeftOut(p, _) => p.as_path(),
+                walk::Found::Input(i) => i.relative.as_path(),
+                walk::Found::Error(p, _) | walk::Found::LeftOut(p, _) => p.as_path(),
             };
             if !shard.takes(relative) {
                 return true;
             }
         }
         found += 1;
-        shared.counts(|c| c.found = found);
+        shared.tally.counts(|c| c.found = found);
         match f {
-            Found::Error(path, err) => {
-                dry_line(
-                    shared,
-                    &format!(
-                        "fail\t{}\t{}",
-                        crate::text::shown(&path),
-                        crate::text::escape_controls(&err)
-                    ),
-                );
+            walk::Found::Error(path, err) => {
+                shared.ctx.dry_line(&format!(
+                    "fail\t{}\t{}",
+                    crate::text::shown(&path),
+                    crate::text::escape_controls(&err)
+                ));
                 shared.record(Record {
                     path,
                     root: None,
@@ -301,18 +297,18 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
                     millis: 0,
                 });
             }
-            Found::LeftOut(..) => {}
-            Found::Input(input) => match dests.decide(&input) {
+            walk::Found::LeftOut(..) => {}
+            walk::Found::Input(input) => match dests.decide(&input) {
                 Err((status, reason)) => {
                     let action = if status == Status::Skipped {
                         "skip"
                     } else {
                         "fail"
                     };
-                    dry_line(
-                        shared,
-                        &format!("{action}\t{}\t{reason}", crate::text::shown(&input.source)),
-                    );
+                    shared.ctx.dry_line(&format!(
+                        "{action}\t{}\t{reason}",
+                        crate::text::shown(&input.source)
+                    ));
                     shared.record(Record {
                         output: (status == Status::Skipped)
                             .then(|| opts.format.destination(&opts.output, &input)),
@@ -325,8 +321,11 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
                     });
                 }
                 Ok(dest) => {
-                    let open = Open::new(&shared.open, &alive);
-                    if work.send(Item::new(input, dest, open)).is_err() {
+                    let found = Found {
+                        entry: Entry::new(input, dest),
+                        open: Open::new(&shared.flight.open, &alive),
+                    };
+                    if work.send(found).is_err() {
                         return false;
                     }
                 }
@@ -335,23 +334,25 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Item>, alive: Sender<
         true
     });
     if let Err(e) = result {
-        shared.abort(Error::Usage(format!("cannot read --files-from: {e}")));
+        shared
+            .stop
+            .abort(Error::Usage(format!("cannot read --files-from: {e}")));
     }
     {
-        let mut s = shared.summary();
+        let mut s = shared.tally.summary();
         s.files = found;
         s.found = total;
         s.shard = opts.shard.map(|sh| (sh, total));
     }
-    shared.progress.walk_done(found);
-    shared.walk_done.store(true, Ordering::SeqCst);
+    shared.tally.progress.walk_done(found);
+    shared.flight.walk_done.store(true, Ordering::SeqCst);
 }
 
 /// What a prep worker takes work from: the walk, the items handed back, and the liveness
 /// channel whose closing ends the prep stage.
 struct Queues {
-    work: Receiver<Item>,
-    retry: Receiver<Item>,
+    work: Receiver<Found>,
+    retry: Receiver<Work>,
     alive: Receiver<Never>,
 }
 
@@ -359,7 +360,7 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
     let mut walker_gone = false;
     loop {
         // the prep stage is over when `alive` closes: the walk is done and no input is open
-        let item = if walker_gone {
+        let work = if walker_gone {
             select! {
                 recv(q.retry) -> m => m.ok(),
                 recv(q.alive) -> _ => return,
@@ -368,7 +369,7 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
             select! {
                 recv(q.retry) -> m => m.ok(),
                 recv(q.work) -> m => match m {
-                    Ok(item) => Some(item),
+                    Ok(found) => Some(Work::Found(found)),
                     Err(_) => {
                         walker_gone = true;
                         None
@@ -377,25 +378,18 @@ fn prep_worker(shared: &Shared, q: Queues, infer: Sender<Job>, write: Sender<Rea
                 recv(q.alive) -> _ => return,
             }
         };
-        let Some(item) = item else {
+        let Some(work) = work else {
             continue;
         };
-        if shared.is_aborted() {
-            shared.release(item.lease);
+        if shared.stop.is_aborted() {
+            // work holds no lease: dropped, its guard with it
             continue;
         }
-        let job = super::prep::advance(shared, item);
+        let prepped = super::prep::advance(shared, work);
         shared.check_cache();
-        let sent = match job {
-            Some(mut job) => {
-                // passed on: no longer open in the prep stage
-                drop(job.item.open.take());
-                if job.ab.is_some() {
-                    write.send((job, Ok(()))).is_ok()
-                } else {
-                    infer.send(job).is_ok()
-                }
-            }
+        let sent = match prepped {
+            Some(Prepped::Cached(predicted)) => write.send(Ok(predicted)).is_ok(),
+            Some(Prepped::Model(job)) => infer.send(job).is_ok(),
             None => true,
         };
         if !sent {

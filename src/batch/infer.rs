@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::state::{Job, Ready, Shared};
+use super::stage::{Decoded, Job, Predicted, Ready, Served};
+use super::state::Shared;
 use super::store::Store;
-use crate::cache::value;
+use crate::cache::{value, Lease};
 
 /// Run the model on batches of jobs, store each value, release its lease, pass it on.
 pub(crate) fn infer_loop(
@@ -17,7 +18,7 @@ pub(crate) fn infer_loop(
     write: &Sender<Ready>,
     store: &Sender<Store>,
 ) {
-    let batch = shared.opts.batch.max(1);
+    let batch = shared.ctx.opts.batch.max(1);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         // fill the batch with what is ready within a moment, never waiting for a full one
@@ -28,81 +29,94 @@ pub(crate) fn infer_loop(
                 Err(_) => break,
             }
         }
-        if shared.is_aborted() {
+        if shared.stop.is_aborted() {
             for j in group {
-                shared.release(j.item.lease);
+                shared.release(j.lease);
             }
             continue;
         }
-        let colorizer = match shared.model.get() {
+        let colorizer = match shared.ctx.model.get() {
             Ok(c) => c,
             Err(e) => {
                 for j in group {
-                    shared.release(j.item.lease);
+                    shared.release(j.lease);
                 }
-                shared.abort(e);
+                shared.stop.abort(e);
                 continue;
             }
         };
         let inputs: Vec<&[f32]> = group
             .iter()
-            .map(|j| j.prepared.model_input.as_slice())
+            .map(|j| j.decoded.prepared.model_input.as_slice())
             .collect();
         let predicted = colorizer.predict(&inputs);
         if let Some(ms) = test_sleep() {
             std::thread::sleep(ms);
         }
-        shared.summary().forward_passes += 1;
+        shared.tally.summary().forward_passes += 1;
         let size = colorizer.size();
         let channels = colorizer.model().config().num_output_channels;
         let mut predicted = match predicted {
             Ok(abs) => abs.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => group.iter().map(|_| Err(e.to_string())).collect(),
         };
-        for (mut job, pred) in group.into_iter().zip(predicted.drain(..)) {
-            let lease = job.item.lease.take();
-            let result = match pred {
-                Ok(ab) => {
-                    // what a later cache hit will see (the stored value decodes to exactly
-                    // this), so both write the same bytes
-                    job.ab = Some(value::quantise(&ab));
-                    let key = if !shared.cache.keeps_values() {
-                        None
-                    } else {
-                        match shared.key(job.item.sha.as_ref().expect("hashed")) {
-                            Ok((key, _)) => Some(key),
-                            Err(e) => {
-                                shared.abort(e);
-                                None
-                            }
-                        }
-                    };
-                    match key {
-                        Some(key) => {
-                            let s = Store {
-                                key,
-                                ab,
-                                size,
-                                channels,
-                                lease,
-                            };
-                            if let Err(e) = store.send(s) {
-                                shared.release(e.into_inner().lease);
-                            }
-                        }
-                        None => shared.release(lease),
-                    }
-                    Ok(())
-                }
+        for (Job { decoded, lease }, pred) in group.into_iter().zip(predicted.drain(..)) {
+            let ready = match pred {
+                Ok(ab) => Ok(predict(shared, decoded, lease, ab, size, channels, store)),
                 Err(e) => {
                     shared.release(lease);
-                    Err(format!("inference failed: {e}"))
+                    Err((decoded, format!("inference failed: {e}")))
                 }
             };
-            if write.send((job, result)).is_err() {
+            if write.send(ready).is_err() {
                 return;
             }
         }
+    }
+}
+
+/// A prediction made: quantised as a later cache hit reads it back (so both write the same
+/// bytes), and handed to the store stage with its lease (released there once it is stored).
+fn predict(
+    shared: &Shared,
+    decoded: Decoded,
+    lease: Option<Lease>,
+    ab: Vec<f32>,
+    size: usize,
+    channels: usize,
+    store: &Sender<Store>,
+) -> Predicted {
+    let quantised = value::quantise(&ab);
+    let key = if !shared.ctx.cache.keeps_values() {
+        None
+    } else {
+        match shared.ctx.key(&decoded.image.sha) {
+            Ok((key, _)) => Some(key),
+            Err(e) => {
+                shared.stop.abort(e);
+                None
+            }
+        }
+    };
+    match key {
+        Some(key) => {
+            let s = Store {
+                key,
+                ab,
+                size,
+                channels,
+                lease,
+            };
+            if let Err(e) = store.send(s) {
+                shared.release(e.into_inner().lease);
+            }
+        }
+        None => shared.release(lease),
+    }
+    Predicted {
+        decoded,
+        ab: quantised,
+        by: Served::Model,
     }
 }
 

@@ -4,8 +4,8 @@
 //! ([`lease`]) -> decode -> infer (the model loads on first need: [`model`]; each new value
 //! compressed and stored off the model's thread: `store`) -> compose and write atomically -> record ([`report`], one durable line per input). [`engine`] wires the
 //! stages: a walker thread, prep workers, a poller for images another process is inferring,
-//! the inference loop ([`infer`]) and two writers ([`write`]); what they share is in
-//! [`state`], the options in [`options`]. Memory follows the stages' bounds, not the archive.
+//! the inference loop ([`infer`]) and two writers ([`write`]); an image's stages are types
+//! ([`stage`]), what the threads share is in [`state`], the options in [`options`]. Memory follows the stages' bounds, not the archive.
 pub mod dedup;
 pub mod dest;
 pub mod engine;
@@ -20,6 +20,7 @@ mod prep;
 pub mod read;
 pub mod report;
 pub mod shard;
+mod stage;
 mod state;
 mod store;
 pub mod walk;

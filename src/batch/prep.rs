@@ -1,217 +1,303 @@
-//! One input through the prep stage: hash (from the index, else by reading the file once),
-//! in-run dedup, cache lookup, lease just in time, then the bytes (read now if the index gave
-//! the hash, and checked against it), decode and the model input. The bytes hashed are the
-//! bytes decoded, so a cache key never names other bytes than those inferred.
+//! One input through the prep stage, a function per step, each taking the image by value
+//! ([`super::stage`]): [`hash`] (from the index, else by reading the file once), [`claim`]
+//! (in-run dedup), [`lease`] (cache lookup, lease just in time), [`load`] (the bytes, read now
+//! if the index gave the hash, and checked against it), [`decode`] (and the model input). The
+//! bytes hashed are the bytes decoded, so a cache key never names other bytes than those
+//! inferred.
 use std::path::Path;
 
-use super::dedup::{Claim, Waiter};
+use super::dedup::Claim;
 use super::index::Stat;
 use super::options::ALREADY_COLOUR;
 use super::read::{max_file_bytes, read_file, sha256};
-use super::report::Plan;
-use super::report::{CacheOp, Record, Status};
-use super::state::{dry_line, Carry, Item, Job, Shared};
+use super::report::{CacheOp, Plan, Status};
+use super::stage::{
+    Bytes, Carry, Claimed, Decoded, Entry, Found, Hashed, Image, Job, Leased, Loaded, Open,
+    Predicted, Role, Served, Source, Waiting, Work,
+};
+use super::state::Shared;
 use crate::cache::{LeaseOutcome, Lookup, Miss};
 use crate::imageio;
 use crate::pipeline::{self, Keep};
 
-/// Take `item` as far as the stage goes: a job for inference or the writer, or `None` when it
-/// was settled here, attached to its primary, or handed to the poller.
-pub(crate) fn advance(shared: &Shared, mut item: Item) -> Option<Job> {
+/// What the prep stage hands on.
+pub(crate) enum Prepped {
+    /// For the model.
+    Model(Job),
+    /// Served from the cache: straight to the writer.
+    Cached(Predicted),
+}
+
+/// Take `work` as far as the stage goes: for the model or the writer, or `None` when it was
+/// settled here, attached to its primary, or handed to the poller.
+pub(crate) fn advance(shared: &Shared, work: Work) -> Option<Prepped> {
+    let mut leased = match work {
+        Work::Found(found) => lease(shared, claim(shared, hash(shared, found)?)?)?,
+        Work::Lapsed(w) => lease(shared, w.claimed())?,
+        Work::Landed(w, ab) => w.landed(ab),
+    };
     loop {
-        if item.sha.is_none() {
-            if let Err(e) = hash(shared, &mut item) {
-                shared.settle(&item, Status::Failed, &e);
-                return None;
-            }
+        match load(shared, leased)? {
+            Load::Same(loaded) => return decode(shared, loaded),
+            // changed since its hash was taken: claimed again by the new one
+            Load::Changed(hashed) => leased = lease(shared, claim(shared, hashed)?)?,
         }
-        let sha = item.sha.expect("hashed");
-        if !item.primary && !item.dup {
-            let waiter = Waiter {
-                input: item.input.clone(),
-                dest: item.dest.clone(),
-                started: item.started,
-            };
-            // a dry run attaches copies too: their lines follow their original's
-            match shared.dedup.claim(&sha, waiter, true) {
-                Claim::Primary => item.primary = true,
-                Claim::Attached => return None,
-                Claim::Written(primary) => {
-                    if copy_output(shared, &item, &primary) {
-                        return None;
-                    }
-                    item.dup = true;
-                }
-                Claim::Again => {
-                    if shared.opts.dry_run {
-                        plan(shared, Plan::Duplicate, &item);
-                        return None;
-                    }
-                    item.dup = true;
-                }
-            }
-        }
-        if shared.opts.dry_run && !shared.model.has_weights() {
-            // the model is not on this machine: no identity, no cache lookup
-            plan(shared, Plan::Infer, &item);
-            plan_copies(shared, &sha);
-            return None;
-        }
-        let (key, channels) = match shared.key(&sha) {
-            Ok(k) => k,
-            Err(e) => {
-                shared.abort(e);
-                return None;
-            }
-        };
-        if item.cached.is_none() {
-            item.cached = lookup(shared, &key, channels);
-            if shared.opts.dry_run {
-                let action = if item.cached.is_some() {
-                    Plan::Cache
-                } else {
-                    Plan::Infer
-                };
-                plan(shared, action, &item);
-                plan_copies(shared, &sha);
-                return None;
-            }
-            if item.cached.is_none() && shared.cache.takes_leases() && item.lease.is_none() {
-                match shared.cache.try_lease(&key, shared.opts.lease_ttl) {
-                    Ok(LeaseOutcome::Acquired(lease)) => {
-                        shared.leases.hold(&lease);
-                        // another process may have stored the value between lookup and lease
-                        item.cached = lookup(shared, &key, channels);
-                        if item.cached.is_some() {
-                            shared.release(Some(lease));
-                        } else {
-                            item.lease = Some(lease);
-                        }
-                    }
-                    Ok(LeaseOutcome::HeldElsewhere) => {
-                        item.bytes = None;
-                        item.slot = None;
-                        shared.defer_item(item);
-                        return None;
-                    }
-                    Err(e) => {
-                        shared.cache_error(CacheOp::Lease, || {
-                            format!("cannot take inference leases ({e}); inferring without one")
-                        });
-                    }
-                }
-            }
-        }
-        if item.bytes.is_none() && item.slot.is_none() {
-            item.slot = Some(shared.slots.take());
-        }
-        let bytes = match item.bytes.take() {
-            Some(b) => b,
-            None => match read_file(&item.input.source, max_file_bytes(shared.opts.max_pixels)) {
-                Ok(r) => {
-                    shared.counts(|c| {
-                        c.hashed += 1;
-                        c.bytes_read += r.bytes.len() as u64;
-                    });
-                    if shared.index.is_enabled() {
-                        let resolved = item.input.source.canonicalize().ok();
-                        remember(shared, resolved.as_deref(), r.stat, r.sha256);
-                    }
-                    if r.sha256 != sha {
-                        // changed since its hash was taken: start over with the new bytes
-                        changed_under_us(shared, &mut item, r.bytes, r.sha256);
-                        continue;
-                    }
-                    r.bytes
-                }
-                Err(e) => {
-                    fail(shared, item, &e);
-                    return None;
-                }
-            },
-        };
-        return decode(shared, item, bytes);
     }
 }
 
-/// The hash of `item`: from the index when the file is unchanged since it was hashed, else by
-/// reading it (the bytes are kept for decoding).
-fn hash(shared: &Shared, item: &mut Item) -> Result<(), String> {
-    let source = &item.input.source;
+/// The hash of an input: from the index when the file is unchanged since it was hashed, else
+/// by reading it (the bytes are kept for decoding). A file that cannot be read is settled.
+fn hash(shared: &Shared, found: Found) -> Option<Hashed> {
+    let Found { entry, open } = found;
+    let source = &entry.input.source;
     // the path is resolved once, and only when an index is there to ask and to tell
     let resolved = shared
+        .ctx
         .index
         .is_enabled()
         .then(|| source.canonicalize().ok())
         .flatten();
-    if let (false, Some(resolved)) = (shared.opts.rehash, &resolved) {
+    if let (false, Some(resolved)) = (shared.ctx.opts.rehash, &resolved) {
         if let Ok(meta) = std::fs::metadata(source) {
-            if let Some(sha) = shared.index.lookup(resolved, &Stat::of(&meta)) {
-                item.sha = Some(sha);
-                shared
-                    .index_hits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(());
+            if let Some(sha) = shared.ctx.index.lookup(resolved, &Stat::of(&meta)) {
+                return Some(Hashed {
+                    entry,
+                    open,
+                    sha,
+                    bytes: None,
+                });
             }
         }
     }
-    if item.slot.is_none() {
-        item.slot = Some(shared.slots.take());
+    match read(shared, source) {
+        Ok((bytes, sha, stat)) => {
+            remember(shared, resolved.as_deref(), stat, sha);
+            Some(Hashed {
+                entry,
+                open,
+                sha,
+                bytes: Some(bytes),
+            })
+        }
+        Err(e) => {
+            shared.settle(&entry, None, Status::Failed, &e);
+            None
+        }
     }
-    let r = read_file(source, max_file_bytes(shared.opts.max_pixels))?;
-    shared.counts(|c| {
+}
+
+/// Read a file whole into a slot among the images in flight (waiting for one), counted.
+fn read(shared: &Shared, source: &Path) -> Result<(Bytes, [u8; 32], Option<Stat>), String> {
+    let slot = shared.flight.slots.take();
+    let r = read_file(source, max_file_bytes(shared.ctx.opts.max_pixels))?;
+    shared.tally.counts(|c| {
         c.hashed += 1;
         c.bytes_read += r.bytes.len() as u64;
     });
-    remember(shared, resolved.as_deref(), r.stat, r.sha256);
-    item.sha = Some(r.sha256);
-    item.bytes = Some(r.bytes);
-    Ok(())
+    let bytes = Bytes {
+        data: r.bytes,
+        slot,
+    };
+    Ok((bytes, r.sha256, r.stat))
 }
 
 /// Record a hash in the index under the file's resolved path (only for a file that did not
 /// change while it was read).
 fn remember(shared: &Shared, resolved: Option<&Path>, stat: Option<Stat>, sha: [u8; 32]) {
     if let (Some(stat), Some(resolved)) = (stat, resolved) {
-        shared.index.record(resolved, &stat, sha);
+        shared.ctx.index.record(resolved, &stat, sha);
+    }
+}
+
+/// Claim the hash in the run's dedup map: the first of its bytes is the primary; a copy of one
+/// in flight waits for it (attached: `None`), a copy of one written is copied from its output
+/// (settled: `None`) or, when it cannot be, processed again as a duplicate.
+fn claim(shared: &Shared, hashed: Hashed) -> Option<Claimed> {
+    let Hashed {
+        entry,
+        open,
+        sha,
+        bytes,
+    } = hashed;
+    // a dry run attaches copies too: their lines follow their original's
+    let role = match shared.flight.dedup.claim(&sha, || entry.clone(), true) {
+        Claim::Primary => Role::Primary,
+        Claim::Attached => return None,
+        Claim::Written(primary) => {
+            if copy_output(shared, &entry, &sha, &primary) {
+                return None;
+            }
+            Role::Duplicate
+        }
+        Claim::Again => {
+            if shared.ctx.opts.dry_run {
+                plan(shared, Plan::Duplicate, &entry);
+                return None;
+            }
+            Role::Duplicate
+        }
+    };
+    Some(Claimed {
+        image: Image { entry, sha, role },
+        open,
+        bytes,
+    })
+}
+
+/// Where its colours come from: the cache, else the model under a lease taken just now. An
+/// image whose lease another process holds goes to the poller (`None`, as is a dry run's
+/// image, planned here).
+fn lease(shared: &Shared, claimed: Claimed) -> Option<Leased> {
+    let Claimed { image, open, bytes } = claimed;
+    if shared.ctx.opts.dry_run && !shared.ctx.model.has_weights() {
+        // the model is not on this machine: no identity, no cache lookup
+        plan(shared, Plan::Infer, &image.entry);
+        plan_copies(shared, &image.sha);
+        return None;
+    }
+    let (key, channels) = match shared.ctx.key(&image.sha) {
+        Ok(k) => k,
+        Err(e) => {
+            shared.stop.abort(e);
+            return None;
+        }
+    };
+    let cached = lookup(shared, &key, channels);
+    if shared.ctx.opts.dry_run {
+        let action = if cached.is_some() {
+            Plan::Cache
+        } else {
+            Plan::Infer
+        };
+        plan(shared, action, &image.entry);
+        plan_copies(shared, &image.sha);
+        return None;
+    }
+    let source = match cached {
+        Some(ab) => Source::Cached(ab),
+        None if !shared.ctx.cache.takes_leases() => Source::Model(None),
+        None => match shared.ctx.cache.try_lease(&key, shared.ctx.opts.lease_ttl) {
+            Ok(LeaseOutcome::Acquired(lease)) => {
+                shared.flight.leases.hold(&lease);
+                // another process may have stored the value between lookup and lease
+                match lookup(shared, &key, channels) {
+                    Some(ab) => {
+                        shared.release(Some(lease));
+                        Source::Cached(ab)
+                    }
+                    None => Source::Model(Some(lease)),
+                }
+            }
+            Ok(LeaseOutcome::HeldElsewhere) => {
+                // its bytes (and their slot) are given up while it waits
+                drop(bytes);
+                shared.flight.defer(Waiting { image, open });
+                return None;
+            }
+            Err(e) => {
+                shared.cache_error(CacheOp::Lease, || {
+                    format!("cannot take inference leases ({e}); inferring without one")
+                });
+                Source::Model(None)
+            }
+        },
+    };
+    Some(Leased {
+        image,
+        open,
+        bytes,
+        source,
+    })
+}
+
+/// What reading a leased image's bytes found.
+enum Load {
+    /// The bytes its hash names.
+    Same(Loaded),
+    /// Other bytes: the file changed since its hash was taken.
+    Changed(Hashed),
+}
+
+/// Its bytes: those read to hash it, else read now (and checked against its hash). A file
+/// that cannot be read is settled (`None`).
+fn load(shared: &Shared, leased: Leased) -> Option<Load> {
+    let Leased {
+        image,
+        open,
+        bytes,
+        source,
+    } = leased;
+    if let Some(bytes) = bytes {
+        return Some(Load::Same(Loaded {
+            image,
+            open,
+            bytes,
+            source,
+        }));
+    }
+    match read(shared, &image.entry.input.source) {
+        Ok((bytes, sha, stat)) => {
+            if shared.ctx.index.is_enabled() {
+                let resolved = image.entry.input.source.canonicalize().ok();
+                remember(shared, resolved.as_deref(), stat, sha);
+            }
+            if sha != image.sha {
+                let hashed = changed_under_us(shared, image, open, source, bytes, sha);
+                return Some(Load::Changed(hashed));
+            }
+            Some(Load::Same(Loaded {
+                image,
+                open,
+                bytes,
+                source,
+            }))
+        }
+        Err(e) => {
+            shared.release(source.into_lease());
+            shared.settle_all(&image, Status::Failed, &e);
+            None
+        }
     }
 }
 
 /// The file changed between the hash the index gave and the read: give up the old hash (its
 /// lease, its dedup slot, whose waiters go back to be processed on their own) and go on with
 /// the bytes just read.
-fn changed_under_us(shared: &Shared, item: &mut Item, bytes: Vec<u8>, new_sha: [u8; 32]) {
-    let old = item.sha.expect("hashed");
-    shared.release(item.lease.take());
-    if item.primary {
-        for w in shared.dedup.abandon(&old) {
-            let open = item
-                .open
-                .clone()
-                .expect("an item in the prep stage is open");
-            let mut again = Item::new(w.input, w.dest, open);
-            again.started = w.started;
-            shared.hand_back(again);
+fn changed_under_us(
+    shared: &Shared,
+    image: Image,
+    open: Open,
+    source: Source,
+    bytes: Bytes,
+    new_sha: [u8; 32],
+) -> Hashed {
+    shared.release(source.into_lease());
+    if image.role == Role::Primary {
+        for entry in shared.flight.dedup.abandon(&image.sha) {
+            let open = open.clone();
+            shared.flight.hand_back(Work::Found(Found { entry, open }));
         }
     }
-    debug_assert_eq!(sha256(&bytes), new_sha);
-    item.sha = Some(new_sha);
-    item.bytes = Some(bytes);
-    item.primary = false;
-    item.dup = false;
-    item.cached = None;
+    debug_assert_eq!(sha256(&bytes.data), new_sha);
+    Hashed {
+        entry: image.entry,
+        open,
+        sha: new_sha,
+        bytes: Some(bytes),
+    }
 }
 
 /// Look `key` up; a value that fails its checks is a miss, a backend error is counted (and
 /// with `--require-cache` stops the run).
 fn lookup(shared: &Shared, key: &crate::cache::CacheKey, channels: usize) -> Option<Vec<f32>> {
     let look = shared
+        .ctx
         .cache
         .get_many(std::slice::from_ref(key))
         .pop()
         .unwrap_or(Lookup::Miss(Miss::Absent));
     let ab = match look {
-        Lookup::Hit(bytes) => shared.decode_value(&bytes, channels),
+        Lookup::Hit(bytes) => shared.ctx.decode_value(&bytes, channels),
         Lookup::Miss(Miss::Error(e)) => {
             shared.cache_error(CacheOp::Get, || {
                 format!("cache lookup failed ({e}); recomputing")
@@ -226,84 +312,73 @@ fn lookup(shared: &Shared, key: &crate::cache::CacheKey, channels: usize) -> Opt
 }
 
 /// Decode the bytes and prepare the model input; photos already in colour are skipped (unless
-/// `--force`), never inferred and never stored.
-fn decode(shared: &Shared, item: Item, bytes: Vec<u8>) -> Option<Job> {
+/// `--force`), never inferred and never stored. Passed on, it is no longer open in the prep
+/// stage.
+fn decode(shared: &Shared, loaded: Loaded) -> Option<Prepped> {
+    let Loaded {
+        image,
+        open,
+        bytes: Bytes { data, slot },
+        source,
+    } = loaded;
     // `--compat upstream` reads JPEG pixels as OpenCV does
-    let decoder = match shared.model.lab() {
+    let decoder = match shared.ctx.model.lab() {
         pipeline::LabFlavour::OpenCv => imageio::Decoder::OpenCv,
         pipeline::LabFlavour::Exact => imageio::Decoder::Own,
     };
-    let decoded =
-        imageio::decode_bytes_as(&item.input.source, bytes, shared.opts.max_pixels, decoder);
+    let source_path = &image.entry.input.source;
+    let decoded = imageio::decode_bytes_as(source_path, data, shared.ctx.opts.max_pixels, decoder);
     let d = match decoded {
         Ok(d) => d,
         Err(e) => {
-            fail(shared, item, &e.detail());
+            shared.release(source.into_lease());
+            shared.settle_all(&image, Status::Failed, &e.detail());
             return None;
         }
     };
-    if !shared.opts.force && pipeline::tone::is_already_colour(&d.image) {
-        settle_all(shared, item, Status::Skipped, ALREADY_COLOUR);
+    if !shared.ctx.opts.force && pipeline::tone::is_already_colour(&d.image) {
+        shared.release(source.into_lease());
+        shared.settle_all(&image, Status::Skipped, ALREADY_COLOUR);
         return None;
     }
     let carry = Carry {
         keep: Keep::of(&d.image),
         meta: d.meta,
     };
-    let prepared = shared.model.prepare_image(&d.image);
+    let prepared = shared.ctx.model.prepare_image(&d.image);
     drop(d.image);
-    let status = match (&item.cached, item.dup) {
-        (Some(_), true) => Status::Duplicate,
-        (Some(_), false) => Status::Cached,
-        (None, _) => Status::Inferred,
-    };
-    Some(Job {
-        ab: item.cached.clone(),
-        item,
+    // passed on: no longer open in the prep stage
+    drop(open);
+    let decoded = Decoded {
+        image,
+        slot,
         prepared,
         carry,
-        status,
+    };
+    Some(match source {
+        Source::Cached(ab) => Prepped::Cached(Predicted {
+            decoded,
+            ab,
+            by: Served::Cache,
+        }),
+        Source::Model(lease) => Prepped::Model(Job { decoded, lease }),
     })
-}
-
-/// `item` failed: it and the copies waiting for it.
-pub(crate) fn fail(shared: &Shared, item: Item, reason: &str) {
-    settle_all(shared, item, Status::Failed, reason);
-}
-
-/// Settle `item` and its waiting copies without an output, and release what it holds.
-pub(crate) fn settle_all(shared: &Shared, mut item: Item, status: Status, reason: &str) {
-    shared.release(item.lease.take());
-    shared.settle(&item, status, reason);
-    if let (true, Some(sha)) = (item.primary, item.sha) {
-        for w in shared.dedup.finish(&sha, None) {
-            shared.record(Record {
-                root: w.input.root(),
-                path: w.input.source,
-                sha256: item.sha_hex(),
-                status,
-                output: None,
-                error: Some(reason.to_owned()),
-                millis: w.started.elapsed().as_millis() as u64,
-            });
-        }
-    }
 }
 
 /// A copy of an image whose output this run already wrote: copy that output when it is in
 /// the same format. False if it could not be (then the image is processed again).
-fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
-    if imageio::format_for(primary) != imageio::format_for(&item.dest) {
+fn copy_output(shared: &Shared, entry: &Entry, sha: &[u8; 32], primary: &Path) -> bool {
+    if imageio::format_for(primary) != imageio::format_for(&entry.dest) {
         return false;
     }
     let copied = std::fs::File::open(primary)
         .map_err(|e| e.to_string())
         .and_then(|mut f| {
-            imageio::write_atomic(&item.dest, |w| {
+            imageio::write_atomic(&entry.dest, |w| {
                 std::io::copy(&mut f, w)
                     .map(|_| ())
                     .map_err(|e| crate::error::Error::Write {
-                        path: item.dest.clone(),
+                        path: entry.dest.clone(),
                         reason: e.to_string(),
                     })
             })
@@ -312,42 +387,31 @@ fn copy_output(shared: &Shared, item: &Item, primary: &Path) -> bool {
     if copied.is_err() {
         return false;
     }
-    shared.record(Record {
-        path: item.input.source.clone(),
-        root: item.input.root(),
-        sha256: item.sha_hex(),
-        status: Status::Duplicate,
-        output: Some(item.dest.clone()),
-        error: None,
-        millis: item.started.elapsed().as_millis() as u64,
-    });
+    shared.record(entry.record(Some(sha), Status::Duplicate, Some(entry.dest.clone()), None));
     true
 }
 
-/// A `--dry-run` line for `item`, counted for the summary.
-fn plan(shared: &Shared, action: Plan, item: &Item) {
-    plan_line(shared, action, &item.input.source, &item.dest);
+/// A `--dry-run` line for `entry`, counted for the summary.
+fn plan(shared: &Shared, action: Plan, entry: &Entry) {
+    plan_line(shared, action, &entry.input.source, &entry.dest);
 }
 
 /// The `duplicate` lines of the copies attached to `sha`'s original, right after its own.
 fn plan_copies(shared: &Shared, sha: &[u8; 32]) {
-    for w in shared.dedup.finish(sha, None) {
+    for w in shared.flight.dedup.finish(sha, None) {
         plan_line(shared, Plan::Duplicate, &w.input.source, &w.dest);
     }
 }
 
 fn plan_line(shared: &Shared, action: Plan, source: &Path, dest: &Path) {
-    if !shared.opts.dry_run {
+    if !shared.ctx.opts.dry_run {
         return;
     }
-    shared.summary().planned.add(action);
-    dry_line(
-        shared,
-        &format!(
-            "{}\t{}\t{}",
-            action.as_str(),
-            crate::text::shown(source),
-            crate::text::shown(dest)
-        ),
-    );
+    shared.tally.summary().planned.add(action);
+    shared.ctx.dry_line(&format!(
+        "{}\t{}\t{}",
+        action.as_str(),
+        crate::text::shown(source),
+        crate::text::shown(dest)
+    ));
 }

@@ -32,7 +32,11 @@ pub(crate) fn storer(shared: &Shared, jobs: Receiver<Store>) {
     while let Ok(s) = jobs.recv() {
         let stored = value::encode(&s.ab, s.size, s.channels);
         drop(s.ab);
-        if let Err(e) = shared.cache.put(&s.key, &stored, shared.opts.cache_ttl) {
+        if let Err(e) = shared
+            .ctx
+            .cache
+            .put(&s.key, &stored, shared.ctx.opts.cache_ttl)
+        {
             shared.cache_error(CacheOp::Put, || {
                 format!("cannot store results in the cache ({e})")
             });

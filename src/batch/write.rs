@@ -7,94 +7,96 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 
-use super::prep::fail;
-use super::report::{Record, Status};
-use super::state::{Carry, Ready, Shared};
+use super::report::Status;
+use super::stage::{Carry, Image, Predicted, Ready, Role, Slot};
+use super::state::Shared;
 use crate::imageio;
 use crate::pipeline::{self, Keep};
 
+/// Write each image that arrives, then the copies that waited for it; record each.
 pub(crate) fn writer(shared: &Shared, ready: Receiver<Ready>) {
     let mut swept: HashSet<PathBuf> = HashSet::new();
-    for (job, result) in ready {
-        if let Err(e) = result {
-            fail(shared, job.item, &e);
-            continue;
-        }
-        let Some(ab) = job.ab.as_deref() else {
-            fail(shared, job.item, "no prediction");
-            continue;
-        };
-        // composing needs the pipeline settings only: a cached image never loads the model
-        let img = shared
-            .model
-            .compose_image(&job.prepared, ab, &job.carry.keep);
-        let mut item = job.item;
-        let carry = job.carry;
-        let sha = item.sha_hex();
-        // the line goes to the report before the output is renamed into place (a kill in
-        // between leaves a line whose file a rerun writes; never a file without its line)
-        let status = job.status;
-        let (source, dest) = (item.input.source.clone(), item.dest.clone());
-        let root = item.input.root();
-        let started = item.started;
-        let primary = write_one(shared, &mut swept, &img, &carry, &item.dest, || {
-            shared.record(Record {
-                path: source.clone(),
-                root: root.clone(),
-                sha256: sha.clone(),
-                status,
-                output: Some(dest.clone()),
-                error: None,
-                millis: started.elapsed().as_millis() as u64,
-            })
-        });
-        let written = primary.is_ok();
-        if let Err(e) = primary {
-            shared.record(Record {
-                path: source,
-                root,
-                sha256: sha.clone(),
-                status: Status::Failed,
-                output: None,
-                error: Some(e),
-                millis: started.elapsed().as_millis() as u64,
-            });
-        }
-        if item.primary {
-            let out = written.then_some(item.dest.as_path());
-            let waiters = item
-                .sha
-                .take()
-                .map(|s| shared.dedup.finish(&s, out))
-                .unwrap_or_default();
-            for w in waiters {
-                let r = write_one(shared, &mut swept, &img, &carry, &w.dest, || {
-                    shared.record(Record {
-                        path: w.input.source.clone(),
-                        root: w.input.root(),
-                        sha256: sha.clone(),
-                        status: Status::Duplicate,
-                        output: Some(w.dest.clone()),
-                        error: None,
-                        millis: w.started.elapsed().as_millis() as u64,
-                    })
-                });
-                if let Err(e) = r {
-                    shared.record(Record {
-                        root: w.input.root(),
-                        path: w.input.source,
-                        sha256: sha.clone(),
-                        status: Status::Failed,
-                        output: None,
-                        error: Some(e),
-                        millis: w.started.elapsed().as_millis() as u64,
-                    });
-                }
+    for ready in ready {
+        match ready {
+            Ok(predicted) => {
+                let written = write(shared, &mut swept, predicted);
+                let img = if written.image.role == Role::Primary {
+                    write_copies(shared, &mut swept, written)
+                } else {
+                    written.img
+                };
+                // the next image composes into this one's memory (no fresh pages to fault in)
+                crate::alloc::recycle(img);
             }
+            Err((decoded, e)) => shared.settle_all(&decoded.image, Status::Failed, &e),
         }
-        // the next image composes into this one's memory (no fresh pages to fault in)
-        crate::alloc::recycle(img);
     }
+}
+
+/// An image written (or not: `ok`), with its colour composed once, for the copies waiting for
+/// it; still in flight.
+struct Written {
+    image: Image,
+    ok: bool,
+    img: image::DynamicImage,
+    carry: Carry,
+    _slot: Slot,
+}
+
+/// Compose full-resolution colour, write it and record the image.
+fn write(shared: &Shared, swept: &mut HashSet<PathBuf>, predicted: Predicted) -> Written {
+    let status = predicted.status();
+    let Predicted { decoded, ab, .. } = predicted;
+    // composing needs the pipeline settings only: a cached image never loads the model
+    let img = shared
+        .ctx
+        .model
+        .compose_image(&decoded.prepared, &ab, &decoded.carry.keep);
+    drop((ab, decoded.prepared));
+    let (image, carry) = (decoded.image, decoded.carry);
+    let (entry, sha) = (&image.entry, &image.sha);
+    // the line goes to the report before the output is renamed into place (a kill in
+    // between leaves a line whose file a rerun writes; never a file without its line)
+    let result = write_one(shared, swept, &img, &carry, &entry.dest, || {
+        shared.record(entry.record(Some(sha), status, Some(entry.dest.clone()), None))
+    });
+    if let Err(e) = &result {
+        shared.record(entry.record(Some(sha), Status::Failed, None, Some(e.clone())));
+    }
+    Written {
+        ok: result.is_ok(),
+        image,
+        img,
+        carry,
+        _slot: decoded.slot,
+    }
+}
+
+/// The copies that waited for a primary: written from its colour, each recorded; the colour
+/// is handed back.
+fn write_copies(
+    shared: &Shared,
+    swept: &mut HashSet<PathBuf>,
+    written: Written,
+) -> image::DynamicImage {
+    let Written {
+        image,
+        ok,
+        img,
+        carry,
+        _slot,
+    } = written;
+    let out = ok.then_some(image.entry.dest.as_path());
+    let sha = &image.sha;
+    for w in shared.flight.dedup.finish(sha, out) {
+        let r = write_one(shared, swept, &img, &carry, &w.dest, || {
+            shared.record(w.record(Some(sha), Status::Duplicate, Some(w.dest.clone()), None))
+        });
+        if let Err(e) = r {
+            shared.record(w.record(Some(sha), Status::Failed, None, Some(e)));
+        }
+    }
+    img
 }
 
 /// Write `img` to `dest` (sweeping `dest`'s folder first, once per run).
@@ -115,13 +117,14 @@ fn write_one(
     note_format_losses(shared, &carry.keep, dest);
     imageio::save_with_then(
         img,
-        Some(&shared.opts.output),
+        Some(&shared.ctx.opts.output),
         dest,
         Some(&carry.meta),
         &shared
+            .ctx
             .opts
             .encoding
-            .for_prediction((img.width(), img.height()), shared.model.size()),
+            .for_prediction((img.width(), img.height()), shared.ctx.model.size()),
         before_rename,
     )
     .map_err(|e| e.detail())
@@ -133,13 +136,13 @@ fn note_format_losses(shared: &Shared, keep: &Keep, dest: &Path) {
         return;
     };
     if keep.depth == pipeline::Depth::Sixteen && imageio::is_8bit_only(format) {
-        shared.note_once(&format!(
+        shared.tally.note_once(&format!(
             "16-bit sources were written as 8-bit {} (--format png or tiff keeps 16 bits)",
             format.extensions_str()[0].to_ascii_uppercase()
         ));
     }
     if keep.alpha.is_some() && imageio::drops_alpha(format) {
-        shared.note_once(&format!(
+        shared.tally.note_once(&format!(
             "transparency was dropped from {} outputs (--format png, tiff or webp keeps it)",
             format.extensions_str()[0].to_ascii_uppercase()
         ));
