@@ -137,7 +137,12 @@ impl LazyModel {
 
     /// Full-resolution L and the model input of a decoded image (pipeline settings only).
     pub fn prepare_image(&self, img: &image::DynamicImage) -> crate::pipeline::Prepared {
-        crate::pipeline::prepare_image_with(img, self.size, self.lab)
+        let run = || crate::pipeline::prepare_image_with(img, self.size, self.lab);
+        if small(img.width(), img.height()) {
+            crate::kernels::common::on_one_thread(run)
+        } else {
+            run()
+        }
     }
 
     /// Full-resolution L plus a prediction, as an image (see [`Colorizer::compose_image`]):
@@ -149,7 +154,14 @@ impl LazyModel {
         keep: &crate::pipeline::Keep,
     ) -> image::DynamicImage {
         let ab = crate::pipeline::saturate(ab, self.saturation);
-        crate::pipeline::compose_image(prepared, &ab, self.size, self.resize, self.gamut, keep)
+        let run = || {
+            crate::pipeline::compose_image(prepared, &ab, self.size, self.resize, self.gamut, keep)
+        };
+        if (prepared.width * prepared.height) as u64 <= SMALL_IMAGE {
+            crate::kernels::common::on_one_thread(run)
+        } else {
+            run()
+        }
     }
 
     /// Whether there are weights to load (a dry run may have none: the model is not on this
@@ -232,4 +244,14 @@ impl LazyModel {
         let (id, ch) = self.identity.get_or_init(|| found);
         Ok((id, *ch))
     }
+}
+
+/// Images of at most this many pixels are prepared and composed on the stage's own thread
+/// ([`crate::kernels::common::on_one_thread`]): the work (about a millisecond at this size) is
+/// less than waking the pool costs, and the engine's two readers and two writers already work
+/// on several images at once.
+const SMALL_IMAGE: u64 = 512 * 512;
+
+fn small(width: u32, height: u32) -> bool {
+    u64::from(width) * u64::from(height) <= SMALL_IMAGE
 }

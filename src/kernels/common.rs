@@ -55,23 +55,26 @@ pub(crate) fn per_image(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Re
     Tensor::cat(&images, 0)
 }
 
-/// `f` run on a pool of one thread: every parallel loop inside it runs in turn on that
-/// thread, and no other is woken. For work too small to share: a forward pass at 32 px wakes
-/// the pool some 170 times (futex, sched_yield) for microseconds of work each, so that on
-/// thumbnails the kernel's scheduler cost more time than the model.
+/// `f` run with a pool of one thread, the calling one: every parallel loop inside it runs in
+/// turn here, and no other thread is woken (nor is this one put to sleep waiting for one).
+/// For work too small to share: a forward pass at 32 px wakes the pool some 170 times (futex,
+/// sched_yield) for microseconds of work each, and composing a thumbnail a dozen times more,
+/// so that on thumbnails the kernel's scheduler cost more time than the work. Each calling
+/// thread builds its pool once (rayon's `use_current_thread`); on a thread that is already a
+/// rayon worker, `f` runs as it is.
 pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    let pool = POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
+    thread_local! {
+        static POOL: Option<rayon::ThreadPool> = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
-            .thread_name(|_| "ddcolor-small".into())
+            .use_current_thread()
             .build()
-            .ok()
-    });
-    match pool {
+            .ok();
+    }
+    // the pool is this thread's own: `install` runs `f` right here
+    POOL.with(|pool| match pool {
         Some(p) => p.install(f),
         None => f(),
-    }
+    })
 }
 
 /// Threads for the matrix products: candle's choice (`RAYON_NUM_THREADS`, else the physical
