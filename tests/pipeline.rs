@@ -572,6 +572,42 @@ fn prepare_image_equals_prepare_on_float_rgb_for_gray_sources() {
     }
 }
 
+/// What a cached image is prepared with: the same L as a full preparation, for every layout
+/// (gray and RGB, 8 and 16 bits, both flavours), and no model input.
+#[test]
+fn prepare_l_only_gives_the_same_l_and_no_model_input() {
+    use ddcolor::pipeline::{prepare_image_with, prepare_l_only, LabFlavour};
+    use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    let (w, h) = (97u32, 61u32);
+    let v8 = |x: u32, y: u32| ((x * 7 + y * 13) % 256) as u8;
+    let v16 = |x: u32, y: u32| ((x * 977 + y * 4099) % 65536) as u16;
+    let images = [
+        DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y)]))),
+        DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([v8(x, y), 7]))),
+        DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y)]))),
+        DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| LumaA([v16(x, y), 9]))),
+        DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([v8(x, y), v8(y, x), v8(x + 1, y)])
+        })),
+        DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
+            Rgba([v16(x, y), v16(y, x), v16(x + 3, y), 40_000])
+        })),
+    ];
+    for img in &images {
+        for flavour in [LabFlavour::Exact, LabFlavour::OpenCv] {
+            let full = prepare_image_with(img, 64, flavour);
+            let l_only = prepare_l_only(img, 64, flavour);
+            assert_eq!(full.model_input.len(), 3 * 64 * 64);
+            assert!(l_only.model_input.is_empty(), "{:?}", img.color());
+            assert_eq!(l_only.l, full.l, "{:?} {flavour:?}", img.color());
+            assert_eq!(
+                (l_only.width, l_only.height, l_only.size),
+                (full.width, full.height, full.size)
+            );
+        }
+    }
+}
+
 #[test]
 fn eight_bit_rounding_is_round_half_even_on_a_dense_sweep() {
     let n = 100_000usize;

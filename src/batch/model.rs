@@ -135,9 +135,17 @@ impl LazyModel {
         self.lab
     }
 
-    /// Full-resolution L and the model input of a decoded image (pipeline settings only).
-    pub fn prepare_image(&self, img: &image::DynamicImage) -> crate::pipeline::Prepared {
-        let run = || crate::pipeline::prepare_image_with(img, self.size, self.lab);
+    /// Full-resolution L and, with `input`, the model input of a decoded image (pipeline
+    /// settings only; an image whose prediction is cached needs no model input).
+    pub fn prepare_image(
+        &self,
+        img: &image::DynamicImage,
+        input: bool,
+    ) -> crate::pipeline::Prepared {
+        let run = || match input {
+            true => crate::pipeline::prepare_image_with(img, self.size, self.lab),
+            false => crate::pipeline::prepare_l_only(img, self.size, self.lab),
+        };
         if small(img.width(), img.height()) {
             crate::kernels::common::on_one_thread(run)
         } else {

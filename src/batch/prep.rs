@@ -345,7 +345,9 @@ fn decode(shared: &Shared, loaded: Loaded) -> Option<Prepped> {
         keep: Keep::of(&d.image),
         meta: d.meta,
     };
-    let prepared = shared.ctx.model.prepare_image(&d.image);
+    // the model input only for the model: a cached prediction needs the L plane alone
+    let needs_input = matches!(source, Source::Model(_));
+    let prepared = shared.ctx.model.prepare_image(&d.image, needs_input);
     drop(d.image);
     // passed on: no longer open in the prep stage
     drop(open);

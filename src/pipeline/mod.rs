@@ -25,7 +25,8 @@ use image::DynamicImage;
 pub use self::color::{clamp_ab, AB_LIMIT};
 pub use self::compose::{compose, compose_gamut, compose_image};
 pub use self::prepare::{
-    prepare, prepare_image, prepare_image_with, prepare_with, rgb_f32_from_image, LabFlavour,
+    prepare, prepare_image, prepare_image_with, prepare_l_only, prepare_with, rgb_f32_from_image,
+    LabFlavour,
 };
 pub use self::quantise::to_rgb8;
 

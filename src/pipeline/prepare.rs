@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::resize::{self, Axis};
 use super::{color, Prepared};
+use crate::simd::multiversion;
 
 /// Steps 1-4: full-resolution L, and the gray square model input.
 ///
@@ -25,6 +26,17 @@ pub fn prepare_with(
     size: usize,
     flavour: LabFlavour,
 ) -> Prepared {
+    prepare_rgb(rgb, (width, height), size, flavour, true)
+}
+
+/// [`prepare_with`]; without the model input (left empty) unless `input`.
+fn prepare_rgb(
+    rgb: &[f32],
+    (width, height): (usize, usize),
+    size: usize,
+    flavour: LabFlavour,
+    input: bool,
+) -> Prepared {
     assert!(width > 0 && height > 0, "empty image ({width}x{height})");
     assert!(size > 0, "model size must be positive");
     assert_eq!(
@@ -34,6 +46,15 @@ pub fn prepare_with(
     );
 
     let l = l_plane(rgb, width, flavour);
+    if !input {
+        return Prepared {
+            width,
+            height,
+            l,
+            size,
+            model_input: Vec::new(),
+        };
+    }
 
     let resize = match flavour {
         LabFlavour::Exact => resize::resize_interleaved,
@@ -73,16 +94,30 @@ pub fn prepare_image(img: &DynamicImage, size: usize) -> Prepared {
 
 /// [`prepare_image`] with L computed the `flavour` way.
 pub fn prepare_image_with(img: &DynamicImage, size: usize, flavour: LabFlavour) -> Prepared {
+    prepare_image_as(img, size, flavour, true)
+}
+
+/// [`prepare_image_with`] without the model input (`model_input` left empty): the
+/// full-resolution L is all that composing needs, for an image whose prediction is cached.
+pub fn prepare_l_only(img: &DynamicImage, size: usize, flavour: LabFlavour) -> Prepared {
+    prepare_image_as(img, size, flavour, false)
+}
+
+fn prepare_image_as(img: &DynamicImage, size: usize, f: LabFlavour, input: bool) -> Prepared {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let f = flavour;
+    let gray = |raw, stride, levels, unit: fn(u32) -> f32| {
+        prepare_gray(raw, stride, (w, h), size, (levels, unit), f, input)
+    };
     match img {
-        DynamicImage::ImageLuma8(b) => prepare_gray(b.as_raw(), 1, (w, h), size, 256, unit8, f),
-        DynamicImage::ImageLumaA8(b) => prepare_gray(b.as_raw(), 2, (w, h), size, 256, unit8, f),
-        DynamicImage::ImageLuma16(b) => prepare_gray(b.as_raw(), 1, (w, h), size, 65536, unit16, f),
-        DynamicImage::ImageLumaA16(b) => {
-            prepare_gray(b.as_raw(), 2, (w, h), size, 65536, unit16, f)
+        DynamicImage::ImageLuma8(b) => gray(b.as_raw(), 1, 256, unit8),
+        DynamicImage::ImageLumaA8(b) => gray(b.as_raw(), 2, 256, unit8),
+        DynamicImage::ImageLuma16(b) => {
+            prepare_gray(b.as_raw(), 1, (w, h), size, (65536, unit16), f, input)
         }
-        other => prepare_with(&rgb_f32_from_image(other), w, h, size, f),
+        DynamicImage::ImageLumaA16(b) => {
+            prepare_gray(b.as_raw(), 2, (w, h), size, (65536, unit16), f, input)
+        }
+        other => prepare_rgb(&rgb_f32_from_image(other), (w, h), size, f, input),
     }
 }
 
@@ -132,9 +167,9 @@ fn prepare_gray<T>(
     stride: usize,
     (width, height): (usize, usize),
     size: usize,
-    levels: u32,
-    to_unit: impl Fn(u32) -> f32 + Sync,
+    (levels, to_unit): (u32, fn(u32) -> f32),
     flavour: LabFlavour,
+    input: bool,
 ) -> Prepared
 where
     T: Copy + Into<u32> + Sync,
@@ -163,6 +198,15 @@ where
             src.par_chunks_exact(stride)
                 .map(|px| lut[px[0].into() as usize]),
         );
+    }
+    if !input {
+        return Prepared {
+            width,
+            height,
+            l,
+            size,
+            model_input: Vec::new(),
+        };
     }
     // the model input: OpenCV INTER_LINEAR sampling of the unit values, read in place
     let ax = Axis::opencv_linear(width, size);
@@ -216,13 +260,36 @@ where
         .zip(g_plane.par_chunks_mut(size))
         .zip(b_plane.par_chunks_mut(size))
         .enumerate()
-        .for_each(|(y, ((r, g), b))| {
-            let pixel = row(y);
-            for x in 0..size {
-                [r[x], g[x], b[x]] = flavour.gray(flavour.l(pixel(x)));
-            }
-        });
+        .for_each_init(
+            || Vec::with_capacity(size),
+            |px, (y, ((r, g), b))| {
+                let pixel = row(y);
+                px.clear();
+                px.extend((0..size).map(&pixel));
+                gray_row(px, r, g, b, flavour);
+            },
+        );
     model_input
+}
+
+multiversion! {
+    /// The model's gray input of a row of sRGB pixels: L, then the gray of that lightness,
+    /// planar. Compiled for the CPU so the per-pixel formulas' fused multiply-adds are
+    /// instructions (in baseline code each is a call into libm: most of a warm rerun's time).
+    fn gray_row(px: &[[f32; 3]], r: &mut [f32], g: &mut [f32], b: &mut [f32], flavour: LabFlavour) {
+        for (((p, r), g), b) in px.iter().zip(r).zip(g).zip(b) {
+            [*r, *g, *b] = flavour.gray(flavour.l(*p));
+        }
+    }
+}
+
+multiversion! {
+    /// L of each interleaved sRGB pixel of `src`, compiled for the CPU (see [`gray_row`]).
+    fn l_row(src: &[f32], dst: &mut [f32], flavour: LabFlavour) {
+        for (d, p) in dst.iter_mut().zip(src.chunks_exact(3)) {
+            *d = flavour.l([p[0], p[1], p[2]]);
+        }
+    }
 }
 
 /// Rows per rayon task: enough work per task that scheduling stays negligible.
@@ -242,11 +309,7 @@ fn l_plane(rgb: &[f32], width: usize, flavour: LabFlavour) -> Vec<f32> {
     let rows = rows_per_task(width);
     out.par_chunks_mut(rows * width.max(1))
         .zip(rgb.par_chunks(3 * rows * width.max(1)))
-        .for_each(|(dst, src)| {
-            for (d, p) in dst.iter_mut().zip(src.chunks_exact(3)) {
-                *d = flavour.l([p[0], p[1], p[2]]);
-            }
-        });
+        .for_each(|(dst, src)| l_row(src, dst, flavour));
     out
 }
 
