@@ -472,8 +472,7 @@ pub fn run(args: ColorizeArgs) -> Result<ExitCode, Error> {
         &settings.batch.output,
         &settings.sources.root_folders(),
         false,
-    )
-    .map_err(Error::Usage)?;
+    )?;
     let cache = match settings
         .cache
         .open_for_run(settings.require_cache, args.cache_readonly)
