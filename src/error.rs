@@ -45,9 +45,6 @@ pub enum Error {
     /// The list of inputs (`--files-from`) could not be read to its end.
     #[error("cannot read --files-from: {reason}")]
     FileList { path: PathBuf, reason: String },
-    /// What the command line refuses (its own kinds come next).
-    #[error("{0}")]
-    Usage(String),
     /// The cache could not be reached, or stopped answering, and `--require-cache` was given.
     #[error("cache unreachable: {0}")]
     CacheUnreachable(String),
