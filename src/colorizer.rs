@@ -29,7 +29,7 @@ pub struct Colorizer {
 impl Colorizer {
     /// `size` must be a positive multiple of 32.
     pub fn new(model: DDColor, size: usize, resize: ResizeMode) -> Result<Self> {
-        pipeline::check_model_size(size).map_err(Error::Usage)?;
+        crate::error::check_model_size(size)?;
         Ok(Self {
             model,
             size,
@@ -100,11 +100,10 @@ impl Colorizer {
         let mut flat = Vec::with_capacity(inputs.len() * 3 * s * s);
         for x in inputs {
             if x.len() != 3 * s * s {
-                return Err(Error::Usage(format!(
-                    "model input has {} values, {} expected",
-                    x.len(),
-                    3 * s * s
-                )));
+                return Err(Error::InputLength {
+                    got: x.len(),
+                    expected: 3 * s * s,
+                });
             }
             flat.extend_from_slice(x);
         }

@@ -263,3 +263,29 @@ fn the_exit_code_table_is_one_table() {
         );
     }
 }
+
+/// An error's exit code comes from its kind: a cache that `--require-cache` needs is 3 however
+/// it is worded; everything else that stops a command before its work (flags, weights, the
+/// device, a model that failed once and is asked for again) is 2.
+#[test]
+fn exit_codes_follow_error_kinds() {
+    use ddcolor::cli::error::CliError;
+    use ddcolor::cli::exit::ExitCode;
+    use ddcolor::error::Error;
+    let of = |e: CliError| ExitCode::of(&e);
+    assert_eq!(
+        of(Error::CacheUnreachable("anything".into()).into()),
+        ExitCode::CacheUnreachable
+    );
+    let device = || Error::Device("cache unreachable".into());
+    assert_eq!(of(device().into()), ExitCode::Usage);
+    assert_eq!(
+        of(Error::Model(std::sync::Arc::new(device())).into()),
+        ExitCode::Usage
+    );
+    assert_eq!(
+        of(CliError::Usage("cache unreachable: x".into())),
+        ExitCode::Usage
+    );
+    assert_eq!(of(CliError::NoReportLines), ExitCode::Usage);
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::report::Status;
 use super::walk::Input;
+use crate::error::Error;
 use crate::keywords::keyword_enum;
 
 /// `--format`: the output's container.
@@ -185,20 +186,21 @@ pub fn preflight(
     output: &Path,
     input_folders: &[PathBuf],
     create: bool,
-) -> Result<Option<PathBuf>, String> {
-    let shown = crate::text::shown(output);
+) -> Result<Option<PathBuf>, Error> {
     if let Ok(out) = output.canonicalize() {
         for root in input_folders {
             if root.canonicalize().ok().as_deref() == Some(out.as_path()) {
-                return Err(format!(
-                    "the output folder {shown} is the input folder {}: outputs would be written \
-                     among (and over) the inputs, so nothing was done; choose another --output",
-                    crate::text::shown(root)
-                ));
+                return Err(Error::OutputIsInput {
+                    output: output.to_owned(),
+                    input: root.clone(),
+                });
             }
         }
     }
-    let cannot = |why: String| format!("cannot write to the output folder {shown}: {why}");
+    let cannot = |reason: String| Error::OutputUnwritable {
+        output: output.to_owned(),
+        reason,
+    };
     if !create {
         // nothing is created in a dry run: the nearest existing ancestor must be a folder
         let mut p = Some(output);

@@ -61,8 +61,7 @@ pub fn run(
     opts: &BatchOptions,
     sink: Option<&ReportSink>,
 ) -> Result<Outcome, Error> {
-    let created = super::dest::preflight(&opts.output, &sources.root_folders(), !opts.dry_run)
-        .map_err(Error::Usage)?;
+    let created = super::dest::preflight(&opts.output, &sources.root_folders(), !opts.dry_run)?;
     let result = run_in(model, cache, index, sources, opts, sink);
     // a run that did nothing leaves no output folder behind (a mistyped path, weights that
     // cannot be read): only the folders preflight made, only when they hold no file
@@ -334,9 +333,14 @@ fn walker(shared: &Shared, sources: &Sources, work: Sender<Found>, alive: Sender
         true
     });
     if let Err(e) = result {
-        shared
-            .stop
-            .abort(Error::Usage(format!("cannot read --files-from: {e}")));
+        shared.stop.abort(Error::FileList {
+            path: sources
+                .list
+                .as_ref()
+                .map(|(p, _)| p.clone())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        });
     }
     {
         let mut s = shared.tally.summary();

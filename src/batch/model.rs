@@ -3,7 +3,7 @@
 //! model's identity (a digest over every weight) before that; it comes from the index when the
 //! weights file is unchanged since it was last loaded, else from loading the model.
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::index::{Index, Stat};
 use crate::colorizer::Colorizer;
@@ -43,7 +43,7 @@ impl ModelSpec {
     /// Open the device and load the weights (their digest not computed again when the
     /// model's `identity` is already known).
     pub fn load(&self, quiet: bool, identity: Option<String>) -> Result<Colorizer, Error> {
-        let (dev, note) = self.device.open().map_err(Error::Usage)?;
+        let (dev, note) = self.device.open().map_err(Error::Device)?;
         if let (Some(note), false) = (note, quiet) {
             crate::say!("ddcolor: {note}");
         }
@@ -77,7 +77,7 @@ pub struct LazyModel {
     source: Source,
     colorizer: OnceLock<Colorizer>,
     /// The load error, said once; later calls get it again.
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<Arc<Error>>>,
     identity: OnceLock<(String, usize)>,
     size: usize,
     resize: ResizeMode,
@@ -196,7 +196,7 @@ impl LazyModel {
             return Ok(c);
         }
         if let Some(e) = &*failed {
-            return Err(Error::Usage(e.clone()));
+            return Err(Error::Model(Arc::clone(e)));
         }
         let Source::Spec { spec, quiet } = &self.source else {
             unreachable!("a ready model is set at construction");
@@ -207,9 +207,9 @@ impl LazyModel {
                 Ok(self.colorizer.get().expect("just set"))
             }
             Err(e) => {
-                let msg = e.to_string();
-                *failed = Some(msg.clone());
-                Err(Error::Usage(msg))
+                let e = Arc::new(e);
+                *failed = Some(Arc::clone(&e));
+                Err(Error::Model(e))
             }
         }
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::error::CliError;
 use super::exit::ExitCode;
 use super::settings::resolve_weights;
 use crate::colorizer::DEFAULT_SIZE;
@@ -53,9 +54,9 @@ pub struct BenchArgs {
     pub threads: Option<usize>,
 }
 
-pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
-    crate::pipeline::check_model_size(args.size).map_err(Error::Usage)?;
-    args.device.check().map_err(Error::Usage)?;
+pub fn run(args: &BenchArgs) -> Result<ExitCode, CliError> {
+    crate::error::check_model_size(args.size)?;
+    args.device.check().map_err(Error::Device)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -64,7 +65,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
-    let (dev, note) = args.device.open().map_err(Error::Usage)?;
+    let (dev, note) = args.device.open().map_err(Error::Device)?;
     if let Some(n) = note {
         crate::say!("ddcolor: {n}");
     }
@@ -80,7 +81,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
             let cfg = match args.arch.as_str() {
                 "tiny" | "paper_tiny" | "convnext-t" => crate::model::Config::paper_tiny(),
                 "large" | "paper" | "convnext-l" => crate::model::Config::large(),
-                a => return Err(Error::Usage(format!("unknown --arch {a:?}: tiny or large"))),
+                a => {
+                    return Err(CliError::Usage(format!(
+                        "unknown --arch {a:?}: tiny or large"
+                    )))
+                }
             };
             DDColor::random_as(cfg, &dev, dtype)?
         }
@@ -107,6 +112,6 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, Error> {
         })
         .to_string(),
     )
-    .map_err(super::stdout_error)?;
+    .map_err(CliError::Stdout)?;
     Ok(ExitCode::Ok)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::error::CliError;
 use super::exit::ExitCode;
 use super::settings::{check_dtype, parse_duration, resolve_weights, CacheArgs, CacheSettings};
 use crate::batch::index::Index;
@@ -273,14 +274,14 @@ pub struct ColorizeSettings {
 }
 
 impl ColorizeSettings {
-    pub fn from_args(args: &ColorizeArgs) -> Result<Self, Error> {
+    pub fn from_args(args: &ColorizeArgs) -> Result<Self, CliError> {
         let m = &args.model;
-        crate::pipeline::check_model_size(m.size).map_err(Error::Usage)?;
+        crate::error::check_model_size(m.size)?;
         if args.batch == 0 {
-            return Err(Error::Usage("--batch must be at least 1".into()));
+            return Err(CliError::Usage("--batch must be at least 1".into()));
         }
         let Some(output) = args.output.clone() else {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "--output DIR is needed: the folder the colorized images go to (`-o -`: one \
                  image to standard output)"
                     .into(),
@@ -288,20 +289,18 @@ impl ColorizeSettings {
         };
         check_output_name(&output)?;
         if args.paths.is_empty() && args.files_from.is_none() {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "nothing to colorize: name files or folders, or use --files-from".into(),
             ));
         }
-        m.device.check().map_err(Error::Usage)?;
+        m.device.check().map_err(Error::Device)?;
         if let Some(note) = check_dtype(m.device, m.dtype)? {
             crate::say!("ddcolor: {note}");
         }
         if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
-            std::fs::File::open(list).map_err(|e| {
-                Error::Usage(format!(
-                    "cannot read --files-from {}: {e}",
-                    crate::text::shown(list)
-                ))
+            std::fs::File::open(list).map_err(|source| CliError::FileList {
+                path: list.to_owned(),
+                source,
             })?;
         }
         let cache = CacheSettings::from_args(&args.cache)?;
@@ -327,7 +326,7 @@ impl ColorizeSettings {
                     Some(s)
                 }
                 Ok(None) => None,
-                Err(e) => return Err(Error::Usage(format!("--shard: {e}"))),
+                Err(e) => return Err(CliError::Usage(format!("--shard: {e}"))),
             },
         };
         let weights = if args.dry_run && m.weights.is_none() {
@@ -355,8 +354,8 @@ impl ColorizeSettings {
             roots: args.paths.clone(),
             list: args.files_from.clone().map(|f| (f, args.null)),
             opts: WalkOptions {
-                include: walk::glob_set(&args.include).map_err(Error::Usage)?,
-                exclude: walk::glob_set(&args.exclude).map_err(Error::Usage)?,
+                include: walk::glob_set(&args.include).map_err(CliError::Usage)?,
+                exclude: walk::glob_set(&args.exclude).map_err(CliError::Usage)?,
                 follow_symlinks: args.follow_symlinks,
                 ..WalkOptions::default()
             },
@@ -428,7 +427,7 @@ impl ColorizeSettings {
 /// `--output` names a folder: one that does not exist yet but is named like an image file
 /// (`-o out.png`) is almost surely a mistake (outputs keep their inputs' names inside the
 /// folder), so it is refused rather than created.
-fn check_output_name(output: &Path) -> Result<(), Error> {
+fn check_output_name(output: &Path) -> Result<(), CliError> {
     if output == Path::new("-") || output.exists() {
         return Ok(());
     }
@@ -441,7 +440,7 @@ fn check_output_name(output: &Path) -> Result<(), Error> {
                 .any(|x| x.eq_ignore_ascii_case(e))
         });
     if image_like {
-        return Err(Error::Usage(format!(
+        return Err(CliError::Usage(format!(
             "--output {} looks like an image file name, but --output is a folder (each output \
              keeps its input's name inside it): for one image into a file of your choice use \
              `-o - > {}`; for a folder with that name, create it first",
@@ -452,7 +451,7 @@ fn check_output_name(output: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn run(args: ColorizeArgs) -> Result<ExitCode, Error> {
+pub fn run(args: ColorizeArgs) -> Result<ExitCode, CliError> {
     let mut settings = ColorizeSettings::from_args(&args)?;
     // `-` in, `--output -` out: temporary stand-ins, named `-` in messages and the report
     let filter = super::filter::Filter::setup(
@@ -472,8 +471,7 @@ pub fn run(args: ColorizeArgs) -> Result<ExitCode, Error> {
         &settings.batch.output,
         &settings.sources.root_folders(),
         false,
-    )
-    .map_err(Error::Usage)?;
+    )?;
     let cache = match settings
         .cache
         .open_for_run(settings.require_cache, args.cache_readonly)
@@ -484,20 +482,15 @@ pub fn run(args: ColorizeArgs) -> Result<ExitCode, Error> {
             }
             run.cache
         }
-        Err(e) => {
-            crate::say!("ddcolor: cache unreachable: {e}");
-            return Ok(ExitCode::CacheUnreachable);
-        }
+        Err(e) => return Err(Error::CacheUnreachable(e).into()),
     };
     let opts = settings.batch.clone();
     let sink = match &settings.report {
         Some(p) => Some(
             ReportSink::open(p)
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "cannot write the report {}: {e}",
-                        crate::text::shown(p)
-                    ))
+                .map_err(|source| CliError::Report {
+                    path: p.clone(),
+                    source,
                 })?
                 .with_run(crate::batch::report::RunInfo {
                     model: match &args.model.weights {

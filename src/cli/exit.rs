@@ -1,5 +1,7 @@
 //! Exit codes: one enum, the one table of what each means (the manual page prints it; a test
-//! holds GUIDE.md's table to it).
+//! holds GUIDE.md's table to it), and the one place an error's kind becomes a code.
+use super::error::CliError;
+use crate::error::Error;
 
 /// How a `ddcolor` command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +28,40 @@ impl ExitCode {
         ExitCode::CacheUnreachable,
         ExitCode::NoInput,
     ];
+
+    /// The exit code of a command that stopped on `e`, by its kind (every kind named, so
+    /// that a new one must be given its code here).
+    pub fn of(e: &CliError) -> ExitCode {
+        match e {
+            CliError::Run(Error::CacheUnreachable(_)) => ExitCode::CacheUnreachable,
+            CliError::Run(
+                Error::Load(_)
+                | Error::Decode { .. }
+                | Error::Write { .. }
+                | Error::InvalidSize { .. }
+                | Error::InputLength { .. }
+                | Error::Device(_)
+                | Error::Model(_)
+                | Error::OutputIsInput { .. }
+                | Error::OutputUnwritable { .. }
+                | Error::FileList { .. }
+                | Error::Inference(_),
+            ) => ExitCode::Usage,
+            CliError::Usage(_)
+            | CliError::Weights(_)
+            | CliError::Cache(_)
+            | CliError::FileList { .. }
+            | CliError::Stdin(_)
+            | CliError::StdinTooLarge { .. }
+            | CliError::Scratch(_)
+            | CliError::Report { .. }
+            | CliError::Stdout(_)
+            | CliError::ManPage(_)
+            | CliError::Reports(_)
+            | CliError::NoReportLines
+            | CliError::Gallery(_) => ExitCode::Usage,
+        }
+    }
 
     /// The process's exit status.
     pub fn code(self) -> i32 {

@@ -6,10 +6,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::error::CliError;
 use crate::batch::read::max_file_bytes;
 use crate::batch::report::Summary;
 use crate::batch::StdioAliases;
-use crate::error::Error;
 
 /// The temporary files of a filter run, removed when dropped.
 pub struct Filter {
@@ -32,7 +32,7 @@ impl Filter {
         output: &mut PathBuf,
         report: Option<&Path>,
         max_pixels: u64,
-    ) -> Result<Option<Self>, Error> {
+    ) -> Result<Option<Self>, CliError> {
         let stdin = paths.iter().any(|p| is_dash(p));
         let stdout = is_dash(output);
         if !stdin && !stdout {
@@ -40,24 +40,24 @@ impl Filter {
         }
         let single = paths.len() == 1 && files_from.is_none();
         if stdout && !single {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "--output - writes one image to standard output: name exactly one input \
                  (a file, or - for standard input), no folder and no --files-from"
                     .into(),
             ));
         }
         if stdin && (paths.len() > 1 || files_from == Some(Path::new("-"))) {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "- (standard input) is one image: name no other input with it".into(),
             ));
         }
         if stdout && report.is_some_and(is_dash) {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "--report - and --output - would both write to standard output".into(),
             ));
         }
         if stdout && paths[0].is_dir() {
-            return Err(Error::Usage(format!(
+            return Err(CliError::Usage(format!(
                 "--output - writes one image: {} is a folder",
                 crate::text::shown(&paths[0])
             )));
@@ -75,12 +75,9 @@ impl Filter {
                 .lock()
                 .take(limit.saturating_add(1))
                 .read_to_end(&mut bytes)
-                .map_err(|e| Error::Usage(format!("cannot read standard input: {e}")))?;
+                .map_err(CliError::Stdin)?;
             if bytes.len() as u64 > limit {
-                return Err(Error::Usage(format!(
-                    "standard input holds more than any image within --max-pixels can be \
-                     ({limit} bytes)"
-                )));
+                return Err(CliError::StdinTooLarge { limit });
             }
             // named for its format, so that `--format same` knows what to write
             let ext = image::guess_format(&bytes)
@@ -89,7 +86,7 @@ impl Filter {
                 .unwrap_or("img");
             let file = dir.join(format!("stdin.{ext}"));
             std::fs::write(&file, &bytes)
-                .map_err(|e| Error::Usage(format!("cannot buffer standard input: {e}")))?;
+                .map_err(|e| CliError::Scratch(format!("cannot buffer standard input: {e}")))?;
             paths[0] = file.clone();
             filter.aliases.stdin_file = Some(file);
         }
@@ -145,7 +142,7 @@ impl Drop for Filter {
 }
 
 /// A fresh private folder under the system's temporary folder.
-fn make_temp_dir() -> Result<PathBuf, Error> {
+fn make_temp_dir() -> Result<PathBuf, CliError> {
     let base = std::env::temp_dir();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -166,12 +163,12 @@ fn make_temp_dir() -> Result<PathBuf, Error> {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(Error::Usage(format!(
+                return Err(CliError::Scratch(format!(
                     "cannot make a temporary folder in {}: {e}",
                     crate::text::shown(&base)
                 )))
             }
         }
     }
-    Err(Error::Usage("cannot make a temporary folder".into()))
+    Err(CliError::Scratch("cannot make a temporary folder".into()))
 }

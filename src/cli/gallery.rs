@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::error::CliError;
 use super::exit::ExitCode;
-use crate::error::Error;
 use crate::gallery::{self, GalleryOptions};
 
 #[derive(Debug, Args)]
@@ -31,13 +31,10 @@ pub struct GalleryArgs {
     pub quiet: bool,
 }
 
-pub fn run(args: &GalleryArgs) -> Result<ExitCode, Error> {
-    let (entries, bad) = gallery::read_reports(&args.reports).map_err(Error::Usage)?;
+pub fn run(args: &GalleryArgs) -> Result<ExitCode, CliError> {
+    let (entries, bad) = gallery::read_reports(&args.reports).map_err(CliError::Reports)?;
     if entries.is_empty() {
-        return Err(Error::Usage(
-            "the reports hold no report lines: write them with `ddcolor colorize --report FILE`"
-                .into(),
-        ));
+        return Err(CliError::NoReportLines);
     }
     let stats = gallery::build(
         &entries,
@@ -48,7 +45,7 @@ pub fn run(args: &GalleryArgs) -> Result<ExitCode, Error> {
             max_pixels: args.max_pixels,
         },
     )
-    .map_err(Error::Usage)?;
+    .map_err(CliError::Gallery)?;
     if !args.quiet {
         crate::say!(
             "ddcolor: gallery of {} in {} ({} made, {} kept{}{})",

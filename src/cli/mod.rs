@@ -1,15 +1,16 @@
 //! The command line, in two stages (as ripgrep does): what clap parsed, one file per
 //! subcommand ([`colorize`], [`cache`], [`weights`], [`bench`], [`man`]), and
 //! [`settings`], which validates the parsed arguments once and builds what they name. Imports go
-//! one way: this file uses the subcommands, they use [`settings`] and [`exit`].
+//! one way: this file uses the subcommands, they use [`settings`], [`error`] and [`exit`].
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::error::Error;
+use error::CliError;
 use exit::ExitCode;
 
 pub mod bench;
 pub mod cache;
 pub mod colorize;
+pub mod error;
 pub mod exit;
 mod filter;
 pub mod gallery;
@@ -77,11 +78,7 @@ fn parse_and_run() -> i32 {
         Ok(code) => code.code(),
         Err(e) => {
             crate::say!("ddcolor: {e}");
-            match e {
-                Error::CacheUnreachable(_) => ExitCode::CacheUnreachable,
-                _ => ExitCode::Usage,
-            }
-            .code()
+            ExitCode::of(&e).code()
         }
     }
 }
@@ -114,12 +111,7 @@ fn decide_threads_once() {
     std::env::set_var("RAYON_NUM_THREADS", products.to_string());
 }
 
-/// A write to standard output that failed (a full disk, a reader gone), as a usage error.
-pub(crate) fn stdout_error(e: std::io::Error) -> Error {
-    Error::Usage(format!("cannot write to standard output: {e}"))
-}
-
-pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Colorize(args) => colorize::run(*args),
         Command::Cache(cmd) => cache::run(&cmd),
@@ -127,16 +119,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bench(args) => bench::run(&args),
         Command::Weights(cmd) => weights::run(&cmd)
             .map(|()| ExitCode::Ok)
-            .map_err(|e| Error::Usage(e.to_string())),
+            .map_err(CliError::Weights),
         Command::Completions { shell } => {
-            man::completions(shell, Cli::command()).map_err(stdout_error)?;
+            man::completions(shell, Cli::command()).map_err(CliError::Stdout)?;
             Ok(ExitCode::Ok)
         }
         Command::Man => {
             let mut page = Vec::new();
             man::man_page(Cli::command(), &mut page)
                 .and_then(|()| crate::say::stdout_bytes(&page))
-                .map_err(|e| Error::Usage(format!("cannot write the manual page: {e}")))?;
+                .map_err(CliError::ManPage)?;
             Ok(ExitCode::Ok)
         }
     }

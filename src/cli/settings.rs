@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::Args;
 use std::time::Duration;
 
+use super::error::CliError;
 use crate::cache::{Cache, CacheOptions, CacheSpec, TlsFiles};
 use crate::device::{DeviceSpec, Precision};
-use crate::error::Error;
 
 /// `3600`, `3600s`, `90m`, `12h`, `30d`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -39,18 +39,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The checkpoint to load: `--weights`, else `--model` found on this machine or downloaded
-/// (GUIDE.md "Weights"). Nothing found and no download: a usage error that lists where it looked
-/// and how to get the file.
+/// (GUIDE.md "Weights"). Nothing found and no download: an error that lists where it looked
+/// and how to get the file (exit 2).
 pub fn resolve_weights(
     weights: Option<&std::path::Path>,
     model: crate::weights::ModelName,
     quiet: bool,
-) -> Result<PathBuf, Error> {
+) -> Result<PathBuf, CliError> {
     let locations = crate::weights::Locations::from_env();
     let hub = crate::weights::Hub::from_env();
-    crate::weights::resolve(weights, model, &locations, &hub, quiet)
-        .map(|r| r.path)
-        .map_err(|e| Error::Usage(e.to_string()))
+    Ok(crate::weights::resolve(weights, model, &locations, &hub, quiet)?.path)
 }
 
 /// The `--cache` flags, shared by `colorize` and `cache stats|clear`.
@@ -125,22 +123,22 @@ pub struct RunCache {
 
 impl CacheSettings {
     /// A spec that cannot be parsed is bad configuration (exit 2), not an unreachable cache.
-    pub fn from_args(args: &CacheArgs) -> Result<Self, Error> {
+    pub fn from_args(args: &CacheArgs) -> Result<Self, CliError> {
         let spec =
-            CacheSpec::parse(&args.cache).map_err(|e| Error::Usage(format!("--cache: {e}")))?;
+            CacheSpec::parse(&args.cache).map_err(|e| CliError::Usage(format!("--cache: {e}")))?;
         let tls = TlsFiles {
             cert: args.cache_tls_cert.clone(),
             key: args.cache_tls_key.clone(),
             ca: args.cache_tls_ca.clone(),
         };
         if tls.is_set() && !spec.is_tls() {
-            return Err(Error::Usage(
+            return Err(CliError::Usage(
                 "--cache-tls-cert, --cache-tls-key and --cache-tls-ca (or DDCOLOR_CACHE_TLS_*) \
                  are for TLS caches: --cache rediss://... or rediss-cluster://..."
                     .to_owned(),
             ));
         }
-        tls.check().map_err(Error::Usage)?;
+        tls.check().map_err(CliError::Usage)?;
         Ok(Self {
             spec,
             options: CacheOptions {
@@ -151,11 +149,9 @@ impl CacheSettings {
         })
     }
 
-    /// Open it; any failure is a usage error (`cache stats`, `cache clear`).
-    pub fn open_or_usage(&self) -> Result<Box<dyn Cache>, Error> {
-        self.spec
-            .open(&self.options)
-            .map_err(|e| Error::Usage(e.to_string()))
+    /// Open it; any failure is an error of its own (exit 2: `cache stats`, `cache clear`).
+    pub fn open_or_fail(&self) -> Result<Box<dyn Cache>, CliError> {
+        Ok(self.spec.open(&self.options)?)
     }
 
     /// Open the cache for a run, wrapped in what the run may do with it
@@ -231,7 +227,7 @@ impl CacheSettings {
 /// What the device and dtype allow, checked before any work (the model loads only when an
 /// image needs it), and the note to print once when bf16 runs on a CPU without AVX512_BF16
 /// (emulated: the same results, slower than f32).
-pub fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<Option<String>, Error> {
+pub fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<Option<String>, CliError> {
     let cpu = matches!(device, DeviceSpec::Cpu)
         || (matches!(device, DeviceSpec::Auto) && !crate::device::cuda_compiled());
     Ok(bf16_note(cpu && dtype == Precision::Bf16))
