@@ -551,20 +551,31 @@ fn table_srgb_decoding_and_lab_match_the_formulas() {
     }
 }
 
+fn layout_v8(x: u32, y: u32) -> u8 {
+    ((x * 7 + y * 13) % 256) as u8
+}
+
+fn layout_v16(x: u32, y: u32) -> u16 {
+    ((x * 977 + y * 4099) % 65536) as u16
+}
+
+/// A `w` x `h` image of each gray layout (8 and 16 bits, with and without alpha).
+fn gray_layouts(w: u32, h: u32) -> [image::DynamicImage; 4] {
+    use image::{DynamicImage as D, ImageBuffer, Luma, LumaA};
+    let (v8, v16) = (layout_v8, layout_v16);
+    [
+        D::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y)]))),
+        D::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([v8(x, y), 7]))),
+        D::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y)]))),
+        D::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| LumaA([v16(x, y), 9]))),
+    ]
+}
+
 #[test]
 fn prepare_image_equals_prepare_on_float_rgb_for_gray_sources() {
     use ddcolor::pipeline::prepare_image;
-    use image::{DynamicImage, ImageBuffer, Luma, LumaA};
     let (w, h) = (97u32, 61u32);
-    let v8 = |x: u32, y: u32| ((x * 7 + y * 13) % 256) as u8;
-    let v16 = |x: u32, y: u32| ((x * 977 + y * 4099) % 65536) as u16;
-    let images = [
-        DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y)]))),
-        DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([v8(x, y), 7]))),
-        DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y)]))),
-        DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| LumaA([v16(x, y), 9]))),
-    ];
-    for img in &images {
+    for img in &gray_layouts(w, h) {
         let fast = prepare_image(img, 64);
         let slow = prepare(&rgb_f32_from_image(img), w as usize, h as usize, 64);
         assert_close(&fast.l, &slow.l, 1e-4);
@@ -577,22 +588,18 @@ fn prepare_image_equals_prepare_on_float_rgb_for_gray_sources() {
 #[test]
 fn prepare_l_only_gives_the_same_l_and_no_model_input() {
     use ddcolor::pipeline::{prepare_image_with, prepare_l_only, LabFlavour};
-    use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    use image::{DynamicImage, ImageBuffer, Rgb, Rgba};
     let (w, h) = (97u32, 61u32);
-    let v8 = |x: u32, y: u32| ((x * 7 + y * 13) % 256) as u8;
-    let v16 = |x: u32, y: u32| ((x * 977 + y * 4099) % 65536) as u16;
-    let images = [
-        DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([v8(x, y)]))),
-        DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([v8(x, y), 7]))),
-        DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([v16(x, y)]))),
-        DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| LumaA([v16(x, y), 9]))),
+    let (v8, v16) = (layout_v8, layout_v16);
+    let mut images = gray_layouts(w, h).to_vec();
+    images.extend([
         DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
             Rgb([v8(x, y), v8(y, x), v8(x + 1, y)])
         })),
         DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
             Rgba([v16(x, y), v16(y, x), v16(x + 3, y), 40_000])
         })),
-    ];
+    ]);
     for img in &images {
         for flavour in [LabFlavour::Exact, LabFlavour::OpenCv] {
             let full = prepare_image_with(img, 64, flavour);

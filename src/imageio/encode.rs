@@ -193,7 +193,15 @@ pub fn encode(
     match format {
         ImageFormat::Jpeg => {
             let half = enc.jpeg_chroma == JpegChroma::Half;
-            out = super::encode_jpeg::encode_jpeg(img, meta, icc, exif(), enc.jpeg_quality, half)?;
+            out = super::encode_jpeg::encode_jpeg_with(
+                super::encode_jpeg::JpegEncoder::best(),
+                img,
+                meta,
+                icc,
+                exif(),
+                enc.jpeg_quality,
+                half,
+            )?;
         }
         ImageFormat::WebP => {
             let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);

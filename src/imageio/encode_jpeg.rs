@@ -51,26 +51,6 @@ impl JpegEncoder {
     }
 }
 
-/// Encode `img` as a JPEG with the faster encoder ([`JpegEncoder::best`]).
-pub(super) fn encode_jpeg(
-    img: &DynamicImage,
-    meta: Option<&Metadata>,
-    icc: Option<&[u8]>,
-    exif: Option<Vec<u8>>,
-    quality: u8,
-    half_chroma: bool,
-) -> Result<Vec<u8>, String> {
-    encode_jpeg_with(
-        JpegEncoder::best(),
-        img,
-        meta,
-        icc,
-        exif,
-        quality,
-        half_chroma,
-    )
-}
-
 /// Encode `img` as a JPEG with `encoder`; chroma at half resolution (4:2:0) with
 /// `half_chroma`, else full (4:4:4).
 pub fn encode_jpeg_with(

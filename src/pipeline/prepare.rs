@@ -46,33 +46,27 @@ fn prepare_rgb(
     );
 
     let l = l_plane(rgb, width, flavour);
-    if !input {
-        return Prepared {
-            width,
-            height,
-            l,
-            size,
-            model_input: Vec::new(),
+    let model_input = if input {
+        let resize = match flavour {
+            LabFlavour::Exact => resize::resize_interleaved,
+            LabFlavour::OpenCv => resize::resize_interleaved_ipp,
         };
-    }
-
-    let resize = match flavour {
-        LabFlavour::Exact => resize::resize_interleaved,
-        LabFlavour::OpenCv => resize::resize_interleaved_ipp,
+        let small = resize(
+            rgb,
+            3,
+            &Axis::opencv_linear(width, size),
+            &Axis::opencv_linear(height, size),
+        );
+        gray_model_input(size, flavour, |y| {
+            let row = &small[3 * size * y..][..3 * size];
+            move |x| {
+                let p = &row[3 * x..][..3];
+                [p[0], p[1], p[2]]
+            }
+        })
+    } else {
+        Vec::new()
     };
-    let small = resize(
-        rgb,
-        3,
-        &Axis::opencv_linear(width, size),
-        &Axis::opencv_linear(height, size),
-    );
-    let model_input = gray_model_input(size, flavour, |y| {
-        let row = &small[3 * size * y..][..3 * size];
-        move |x| {
-            let p = &row[3 * x..][..3];
-            [p[0], p[1], p[2]]
-        }
-    });
 
     Prepared {
         width,
@@ -199,39 +193,34 @@ where
                 .map(|px| lut[px[0].into() as usize]),
         );
     }
-    if !input {
-        return Prepared {
-            width,
-            height,
-            l,
-            size,
-            model_input: Vec::new(),
-        };
-    }
-    // the model input: OpenCV INTER_LINEAR sampling of the unit values, read in place
-    let ax = Axis::opencv_linear(width, size);
-    let ay = Axis::opencv_linear(height, size);
-    let at = |yy: usize, xx: usize| to_unit(src[(yy * width + xx) * stride].into());
-    let model_input = gray_model_input(size, flavour, |y| {
-        let (y0, y1, wy0, wy1) = ay.tap(y);
-        let (ax, at) = (&ax, &at);
-        move |x| {
-            let (x0, x1, wx0, wx1) = ax.tap(x);
-            let v = match flavour {
-                LabFlavour::Exact => {
-                    let h0 = at(y0, x0) * wx0 + at(y0, x1) * wx1;
-                    let h1 = at(y1, x0) * wx0 + at(y1, x1) * wx1;
-                    h0 * wy0 + h1 * wy1
-                }
-                LabFlavour::OpenCv => {
-                    let h0 = resize::lerp_fma(at(y0, x0), at(y0, x1), wx1);
-                    let h1 = resize::lerp_fma(at(y1, x0), at(y1, x1), wx1);
-                    resize::lerp_fma(h0, h1, wy1)
-                }
-            };
-            [v, v, v]
-        }
-    });
+    let model_input = if input {
+        // the model input: OpenCV INTER_LINEAR sampling of the unit values, read in place
+        let ax = Axis::opencv_linear(width, size);
+        let ay = Axis::opencv_linear(height, size);
+        let at = |yy: usize, xx: usize| to_unit(src[(yy * width + xx) * stride].into());
+        gray_model_input(size, flavour, |y| {
+            let (y0, y1, wy0, wy1) = ay.tap(y);
+            let (ax, at) = (&ax, &at);
+            move |x| {
+                let (x0, x1, wx0, wx1) = ax.tap(x);
+                let v = match flavour {
+                    LabFlavour::Exact => {
+                        let h0 = at(y0, x0) * wx0 + at(y0, x1) * wx1;
+                        let h1 = at(y1, x0) * wx0 + at(y1, x1) * wx1;
+                        h0 * wy0 + h1 * wy1
+                    }
+                    LabFlavour::OpenCv => {
+                        let h0 = resize::lerp_fma(at(y0, x0), at(y0, x1), wx1);
+                        let h1 = resize::lerp_fma(at(y1, x0), at(y1, x1), wx1);
+                        resize::lerp_fma(h0, h1, wy1)
+                    }
+                };
+                [v, v, v]
+            }
+        })
+    } else {
+        Vec::new()
+    };
     Prepared {
         width,
         height,
