@@ -73,13 +73,11 @@ impl Entry {
     }
 
     /// A `skipped` line because the output was already there: it says nothing new about an
-    /// image an earlier line (a run that wrote it) describes.
+    /// image an earlier line (a run that wrote it) describes. Such a line names the output
+    /// that exists; the other skips (already colour) name none (so the report's wording of
+    /// the reason is not read).
     fn output_was_there(&self) -> bool {
-        self.status == "skipped"
-            && self
-                .error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("output exists"))
+        self.status == "skipped" && self.output.is_some()
     }
 }
 
