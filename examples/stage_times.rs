@@ -3,11 +3,11 @@
 //! that `forward_traced` reports (the upstream order, whose tail forms the full-resolution
 //! feature and query maps that `forward` never does).
 //!
-//! `cargo run --release --example stage_times -- [tiny|large] [SIZE]`
+//! `cargo run --release --example stage_times -- [tiny|large] [SIZE] [f32|bf16]`
 #![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use ddcolor::model::{Config, DDColor};
 
 fn main() -> anyhow::Result<()> {
@@ -17,7 +17,11 @@ fn main() -> anyhow::Result<()> {
         _ => Config::paper_tiny(),
     };
     let size: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(512);
-    let model = DDColor::random(cfg, &Device::Cpu)?;
+    let dtype = match args.get(2).map(String::as_str) {
+        Some("bf16") => DType::BF16,
+        _ => DType::F32,
+    };
+    let model = DDColor::random_as(cfg, &Device::Cpu, dtype)?;
     let x = Tensor::rand(0f32, 1.0, (1, 3, size, size), &Device::Cpu)?;
     model.forward(&x)?; // warm-up
     for _ in 0..2 {

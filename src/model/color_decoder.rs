@@ -111,17 +111,20 @@ impl CrossAttentionLayer {
     fn load(vb: &Vb, c: usize, heads: usize, dev: &Device) -> LoadResult<Self> {
         let a = vb.pp("multihead_attn");
         let [q, k, v] = in_proj_parts(&a, c)?;
-        let conv = |(w, b): (Tensor, Tensor)| {
+        let conv = |(w, b): (Tensor, Tensor), vb: &Vb| {
             let w = w
                 .reshape((c, c, 1, 1))
                 .map_err(|e| a.checkpoint().tensor_err(e))?;
-            Conv2d::from_parts(&a, w, Some(b), 1, 0, dev)
+            Conv2d::from_parts(vb, w, Some(b), 1, 0, dev)
         };
+        // the memory side (k, v: a product per pixel) as the model's products are; the query
+        // side in f32 (see MultiScaleColorDecoder::load)
+        let f = a.f32_products();
         Ok(Self {
-            q: Linear::from_weight(&a, &q.0, q.1, dev)?,
-            k: conv(k)?,
-            v: conv(v)?,
-            out: Linear::load(&a.pp("out_proj"), c, c, dev)?,
+            q: Linear::from_weight(&f, &q.0, q.1, dev)?,
+            k: conv(k, &a)?,
+            v: conv(v, &a)?,
+            out: Linear::load(&f.pp("out_proj"), c, c, dev)?,
             heads,
             norm: LayerNorm::load(&vb.pp("norm"), c, LN_EPS, dev)?,
             span: tracing::span!(tracing::Level::TRACE, "cross-attention-layer"),
@@ -241,13 +244,19 @@ pub struct MultiScaleColorDecoder {
 }
 
 impl MultiScaleColorDecoder {
-    pub fn load(vb: &Vb, cfg: &ColorDecoderConfig, dev: &Device) -> LoadResult<Self> {
+    /// In a bf16 model, the products over the pixels of the memory (`input_proj` and the
+    /// cross-attention's key and value projections: at 512, six times the FLOPs of all the
+    /// query-side products) run in bf16, and everything on the 100 queries in f32: with the
+    /// query side in bf16 too, the worst photo's mean ΔE76 against f32 went from 0.13-0.15 to
+    /// 0.31-0.48, over the bar (BENCHMARKS.md "bf16 on the CPU").
+    pub fn load(vb_model: &Vb, cfg: &ColorDecoderConfig, dev: &Device) -> LoadResult<Self> {
         let c = cfg.hidden_dim;
+        let vb = &vb_model.f32_products();
         let mut cross = Vec::with_capacity(cfg.dec_layers);
         let mut selfa = Vec::with_capacity(cfg.dec_layers);
         let mut ffn = Vec::with_capacity(cfg.dec_layers);
         for i in 0..cfg.dec_layers {
-            let l = vb.pp("transformer_cross_attention_layers").pp(i);
+            let l = vb_model.pp("transformer_cross_attention_layers").pp(i);
             cross.push(CrossAttentionLayer::load(&l, c, cfg.num_heads, dev)?);
             let l = vb.pp("transformer_self_attention_layers").pp(i);
             selfa.push(SelfAttentionLayer {
@@ -269,7 +278,7 @@ impl MultiScaleColorDecoder {
         let level = vb.pp("level_embed").get("weight", &[cfg.num_scales, c])?;
         let input_proj = (0..cfg.num_scales)
             .map(|i| {
-                let p = vb.pp("input_proj").pp(i);
+                let p = vb_model.pp("input_proj").pp(i);
                 let w = p.get("weight", &[c, cfg.in_channels[i], 1, 1])?;
                 let b = p.get("bias", &[c])?;
                 let b = level

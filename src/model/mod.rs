@@ -188,9 +188,10 @@ impl DDColor {
             std: to_dev(&vb, vb.get("std", &[1, 3, 1, 1])?, device)?,
             encoder: ConvNext::load(&vb.pp("encoder").pp("arch"), &cfg.encoder, device)?,
             decoder: PixelDecoder::load(&dec, cfg.encoder.dims, cfg.nf, device)?,
-            // f32 products in a bf16 model: measured, see kernels/bf16/mod.rs
+            // its memory side in bf16 in a bf16 model, its query side f32: measured, see
+            // kernels/bf16/mod.rs
             color_decoder: MultiScaleColorDecoder::load(
-                &dec.pp("color_decoder").f32_products(),
+                &dec.pp("color_decoder"),
                 &cfg.color_decoder,
                 device,
             )?,

@@ -25,10 +25,13 @@
 //! - bf16 products: ConvNeXt's MLPs and downsampling layers, the UNet's 1x1 pixel-shuffle
 //!   convolutions and Winograd 3x3 convolutions, and `last_shuf`'s product in the fused tail
 //!   (golden model 0.97e-2 -> 0.99e-2 with it; the pipeline unchanged; 19% of the time in f32);
-//! - f32: the whole colour decoder (attention projections, FFN, colour embedding, input
-//!   projections): in bf16 it made the worst photo's mean ΔE76 against f32 2.10 instead of
-//!   1.47 (tiny, realistic checkpoint seed 1, the sample album), for a time difference within
-//!   the noise of a shared machine (its products have 100 query rows);
+//! - bf16 products in the colour decoder where the rows are pixels: `input_proj` and the
+//!   cross-attention's key and value projections (tiny @512: 15% faster forward; worst
+//!   photo's mean ΔE76 against f32 0.113-0.130 -> 0.127-0.146, 99.9th percentile 0.98-1.27
+//!   -> 1.02-1.28, PNG outputs of the sample album, realistic checkpoints);
+//! - f32: the colour decoder's query side (the 100 queries' projections, self-attention, FFN,
+//!   colour embedding): in bf16 it made the worst photo's mean ΔE76 0.31-0.48, over the
+//!   issue's bar of 0.4;
 //! - f32: the activations between layers (each product rounds its inputs as it reads them),
 //!   LayerNorm statistics, softmax and the attention logits (`attention.rs`), the depthwise
 //!   7x7 convolutions, biases, BatchNorm and the epilogues, the stem (K = 48: too small to
