@@ -4,6 +4,9 @@
 //! feature and query maps that `forward` never does).
 //!
 //! `cargo run --release --example stage_times -- [tiny|large] [SIZE] [f32|bf16]`
+//!
+//! Each part also prints the process's peak RSS so far; with `NO_WARMUP=1` the first pass is
+//! the timed one, so that the peaks say which part reaches them.
 #![allow(clippy::disallowed_macros)] // a tool of our own: printing that panics is fine
 use std::time::Instant;
 
@@ -21,14 +24,27 @@ fn main() -> anyhow::Result<()> {
         Some("bf16") => DType::BF16,
         _ => DType::F32,
     };
+    ddcolor::alloc::keep_freed_memory();
     let model = DDColor::random_as(cfg, &Device::Cpu, dtype)?;
     let x = Tensor::rand(0f32, 1.0, (1, 3, size, size), &Device::Cpu)?;
-    model.forward(&x)?; // warm-up
+    if std::env::var_os("NO_WARMUP").is_none() {
+        model.forward(&x)?; // warm-up
+    }
     for _ in 0..2 {
         let mut last = Instant::now();
         model.forward_staged(&x, &mut |name| {
             let now = Instant::now();
-            println!("{name:>24}: {:7.1} ms", (now - last).as_secs_f64() * 1e3);
+            let hwm = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    let l = s.lines().find(|l| l.starts_with("VmHWM"))?.to_owned();
+                    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+                })
+                .unwrap_or(0);
+            println!(
+                "{name:>24}: {:7.1} ms (peak RSS so far {hwm} MB)",
+                (now - last).as_secs_f64() * 1e3
+            );
             last = now;
         })?;
         println!();

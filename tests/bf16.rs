@@ -256,6 +256,14 @@ fn bf16_weights_give_the_f32_products_of_the_rounded_operands() {
         .unwrap();
     let d = max_abs_diff(&got, &want);
     assert!(d <= accumulation_bound(c), "batched W x: {d}");
+    // the same product with the activations given away (freed before the output is made),
+    // with an epilogue: the same values, bit for bit
+    let epi = Epilogue::bias(&rb, Act::Relu);
+    let borrowed = gemm::matmul_left(&packed, &v, Channels::Rows, Some(&epi)).unwrap();
+    let owned = gemm::matmul_left_owned(&packed, v, Channels::Rows, Some(&epi)).unwrap();
+    assert_eq!(owned.dims(), borrowed.dims());
+    assert_eq!(max_abs_diff(&owned, &borrowed), 0.0, "owned W x");
+    assert!(max_abs(&owned) > 0.0);
 
     // the bf16 weights hold half the bytes of f32 ones (plus the padding to whole panels)
     let Weight::Right(p) =

@@ -151,6 +151,44 @@ pub fn matmul_left(w: &Weight, x: &Tensor, ch: Channels, epi: Option<&Epilogue>)
     }
 }
 
+/// [`matmul_left`] that takes the activations by value: with a bf16 weight, `x` is rounded to
+/// bf16 panels and freed before the product's output is allocated, so that the f32
+/// activations, their bf16 copy and the output are never all held at once (the Winograd
+/// input of the large model's widest 3x3 convolution at 512 is 200 MB in f32). Without
+/// batches of one: `x` is `[B, K, N]`, the result `[B', M, N]`.
+pub fn matmul_left_owned(
+    w: &Weight,
+    x: Tensor,
+    ch: Channels,
+    epi: Option<&Epilogue>,
+) -> Result<Tensor> {
+    let Weight::Left(r) = w else {
+        return matmul_left(w, &x, ch, epi);
+    };
+    let vectors: Vec<&Tensor> = [&x].into_iter().chain(epi.map(|e| e.shift)).collect();
+    if !super::common::is_cpu_f32(&vectors) || x.rank() != 3 {
+        return matmul_left(w, &x, ch, epi);
+    }
+    let panels = {
+        let (s, l) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(s) = &*s else {
+            unreachable!("checked: a CPU tensor")
+        };
+        bf16::Panels::new(View::new(s, l, "right side")?.strided())
+    };
+    drop(x);
+    let op = Gemm {
+        epi: epi.map(|e| CpuEpilogue::of(ch, e)).transpose()?,
+        weight: None,
+    };
+    let (out, shape) = op.run(Operands::Packed(r, &panels), None)?;
+    drop(panels);
+    let CpuStorage::F32(out) = out else {
+        unreachable!("the product is f32")
+    };
+    Tensor::from_vec(out, shape, &Device::Cpu)
+}
+
 /// A bf16 weight and the side it is on.
 #[derive(Clone, Copy)]
 enum Packed<'a> {
@@ -255,6 +293,8 @@ enum Operands<'a> {
     Right(View<'a>, &'a bf16::Panels),
     /// A bf16 weight times activations.
     Left(&'a bf16::Rows, View<'a>),
+    /// A bf16 weight times activations already in bf16 (batched).
+    Packed(&'a bf16::Rows, &'a bf16::Panels),
 }
 
 impl Operands<'_> {
@@ -280,6 +320,7 @@ impl Operands<'_> {
                 b.rows,
                 b.cols,
             ),
+            Operands::Packed(w, b) => (true, w.batch, b.batch, w.m, w.k, b.k, b.n),
         }
     }
 }
@@ -424,6 +465,9 @@ impl Gemm {
                     Operands::Left(w, b) => unsafe {
                         let b = bf16::Panels::new(b.strided());
                         bf16::gemm_raw(bf16::Kernel::current(), w, &b, dst, read_dst)
+                    },
+                    Operands::Packed(w, b) => unsafe {
+                        bf16::gemm_raw(bf16::Kernel::current(), w, b, dst, read_dst)
                     },
                 }
                 // SAFETY: gemm wrote all `batch * m * n` values (or accumulated onto the

@@ -73,7 +73,7 @@ pub fn conv3x3(x: &Tensor, u: &gemm::Weight, epi: &Epilogue) -> Result<Tensor> {
     per_image(x, |x| {
         // [C, 16, T] -> the 16 matrices [C, T] as a view, multiplied in one batched GEMM
         let v = x.apply_op1_no_bwd(&Input)?.permute((1, 0, 2))?;
-        gemm::matmul_left(u, &v, Channels::Rows, None)?
+        gemm::matmul_left_owned(u, v, Channels::Rows, None)?
             .apply_op1_no_bwd(&out)?
             .unsqueeze(0)
     })

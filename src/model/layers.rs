@@ -135,8 +135,10 @@ impl ChannelAffine {
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// `[out, in]` for 1x1 kernels (in bf16 when the model's products are), else
-    /// `[out, in, k, k]`.
-    w: Weight,
+    /// `[out, in, k, k]`; none where only the bf16 Winograd form is kept (a bf16 CPU model,
+    /// whose activations are CPU f32 and so always take the Winograd path: the f32 kernels
+    /// were 44 MB of the large model's 571).
+    w: Option<Weight>,
     out: usize,
     b: Option<Tensor>,
     k: usize,
@@ -177,9 +179,11 @@ impl Conv2d {
             None
         };
         let w = if k == 1 {
-            Weight::left(w, bf16).map_err(e)?
+            Some(Weight::left(w, bf16).map_err(e)?)
+        } else if bf16 && winograd.is_some() {
+            None
         } else {
-            Weight::Tensor(w)
+            Some(Weight::Tensor(w))
         };
         Ok(Self {
             w,
@@ -281,13 +285,21 @@ impl Conv2d {
         if self.k == 1 && self.stride == 1 && self.padding == 0 {
             let (b, c, h, w) = x.dims4()?;
             let xs = x.reshape((b, c, h * w))?;
-            let y = gemm::matmul_left(&self.w, &xs, Channels::Rows, Some(epi))?;
+            let Some(wm) = &self.w else {
+                unreachable!("a 1x1 weight is always kept")
+            };
+            let y = gemm::matmul_left(wm, &xs, Channels::Rows, Some(epi))?;
             y.reshape((b, self.out, h, w))
         } else if let Some(u) = self.winograd.as_ref().filter(|_| is_cpu_f32(&[x])) {
             winograd::conv3x3(x, u, epi)
         } else {
-            let Weight::Tensor(w) = &self.w else {
-                candle_core::bail!("conv2d: a {}x{} kernel is kept in f32", self.k, self.k)
+            let Some(Weight::Tensor(w)) = &self.w else {
+                candle_core::bail!(
+                    "conv2d: the {}x{} kernel of a bf16 model is kept in its Winograd form only, \
+                     for f32 inputs on the CPU",
+                    self.k,
+                    self.k
+                )
             };
             if self.stride == 1 && self.padding == self.k / 2 && self.k % 2 == 1 {
                 im2col::conv2d_same(x, w, epi)
@@ -301,7 +313,7 @@ impl Conv2d {
     /// The weight as an f32 matrix `[out, in]` (1x1 convolutions with f32 products only).
     pub fn weight_matrix(&self) -> Option<&Tensor> {
         match &self.w {
-            Weight::Tensor(w) if self.k == 1 => Some(w),
+            Some(Weight::Tensor(w)) if self.k == 1 => Some(w),
             _ => None,
         }
     }

@@ -139,6 +139,7 @@ impl DDColor {
                 (None, None) => unreachable!("spawned when not known"),
             };
             let mut model = model?;
+            crate::alloc::return_freed_memory();
             model.identity = identity?;
             Ok(model)
         })
