@@ -233,34 +233,48 @@ impl Panels {
         let kp = k.next_multiple_of(2);
         let panels = n.div_ceil(NR);
         let per_panel = kp * NR;
-        let data = par_zeroed(src.batch * panels * per_panel, per_panel, |i, panel| {
-            let (b, p) = (i / panels, i % panels);
-            let c0 = p * NR;
-            let cols = NR.min(n - c0);
-            let s = &src.data[b * src.bs + c0 * src.cs..];
-            if src.cs == 1 {
-                // two rows at a time, interleaved
-                let zeros = [0f32; NR];
-                for (pr, dst) in panel.chunks_exact_mut(2 * NR).enumerate() {
+        let total = src.batch * panels;
+        let data = if src.cs == 1 {
+            // a task takes a group of panels and walks the rows once for all of them: each
+            // pair of source rows is read as one contiguous run of GROUP * NR values (one
+            // panel at a time read 128 bytes per row, rows a whole feature map apart: the
+            // loads waited on memory)
+            const GROUP: usize = 8;
+            let zeros = vec![0f32; n.min(GROUP * NR)];
+            par_zeroed(total * per_panel, GROUP * per_panel, |t, group| {
+                for pr in 0..kp / 2 {
                     let r = 2 * pr;
-                    let even = &s[r * src.rs..][..cols];
-                    let odd = if r + 1 < k {
-                        &s[(r + 1) * src.rs..][..cols]
-                    } else {
-                        &zeros[..cols]
-                    };
-                    interleave(even, odd, &mut dst[..2 * cols]);
+                    for (j, panel) in group.chunks_exact_mut(per_panel).enumerate() {
+                        let i = t * GROUP + j;
+                        let (b, p) = (i / panels, i % panels);
+                        let c0 = p * NR;
+                        let cols = NR.min(n - c0);
+                        let s = &src.data[b * src.bs + c0..];
+                        let even = &s[r * src.rs..][..cols];
+                        let odd = if r + 1 < k {
+                            &s[(r + 1) * src.rs..][..cols]
+                        } else {
+                            &zeros[..cols]
+                        };
+                        interleave(even, odd, &mut panel[pr * 2 * NR..][..2 * cols]);
+                    }
                 }
-                return;
-            }
-            for r in 0..k {
-                let dst = &mut panel[(r / 2) * 2 * NR + (r % 2)..];
-                let row = &s[r * src.rs..];
-                for c in 0..cols {
-                    dst[2 * c] = to_bf16(row[c * src.cs]);
+            })
+        } else {
+            par_zeroed(total * per_panel, per_panel, |i, panel| {
+                let (b, p) = (i / panels, i % panels);
+                let c0 = p * NR;
+                let cols = NR.min(n - c0);
+                let s = &src.data[b * src.bs + c0 * src.cs..];
+                for r in 0..k {
+                    let dst = &mut panel[(r / 2) * 2 * NR + (r % 2)..];
+                    let row = &s[r * src.rs..];
+                    for c in 0..cols {
+                        dst[2 * c] = to_bf16(row[c * src.cs]);
+                    }
                 }
-            }
-        });
+            })
+        };
         Panels {
             data,
             batch: src.batch,
