@@ -186,6 +186,67 @@ fn accumulation_bound(k: usize) -> f32 {
     1.01 * k as f32 * 2f32.powi(-24) * (k as f32 + 37.0 * 37.0 * (k / 97 + 1) as f32)
 }
 
+/// The MLP in one pass over blocks of rows (ConvNeXt's pointwise pair: `res + gelu(x W1 + b1)
+/// W2 + b2`) gives the bits of its two products apart, with hidden widths past one group of
+/// panels and odd ones (a pad), rows past a block and fewer than one; and every kernel that
+/// runs here gives the emulation's bits in it (AMX adds in another order: not compared).
+#[test]
+fn mlp_in_one_pass_gives_the_bits_of_its_two_products_apart() {
+    use ddcolor::kernels::mlp::{mlp_residual, MlpWeights};
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    for (m, c, h) in [(77, 72, 288), (300, 45, 181), (5, 8, 600), (1030, 96, 384)] {
+        let x = tensor(values(m * c, 1), &[m, c]);
+        let res = tensor(values(m * c, 2), &[m, c]);
+        let small = |n, seed| values(n, seed).into_iter().map(|v| v * 0.2).collect();
+        let w1 = Weight::right(tensor(small(c * h, 3), &[c, h]), true).unwrap();
+        let w2 = Weight::right(tensor(small(h * c, 4), &[h, c]), true).unwrap();
+        let (b1, b2) = (tensor(values(h, 5), &[h]), tensor(values(c, 6), &[c]));
+        let f = MlpWeights {
+            w1: &w1,
+            b1: &b1,
+            act: Act::Gelu,
+            w2: &w2,
+            b2: &b2,
+        };
+        let fused = mlp_residual(&x, &f, &res).unwrap();
+        let hidden = gemm::matmul_right(
+            &x,
+            &w1,
+            Channels::Columns,
+            Some(&Epilogue::bias(&b1, Act::Gelu)),
+        )
+        .unwrap();
+        let apart = gemm::matmul_right_bias_residual(&hidden, &w2, &b2, &res).unwrap();
+        assert_eq!(fused.dims(), &[m, c]);
+        assert!(bits(&fused) == bits(&apart), "{m}x{c}x{h}: one pass differs");
+
+        let (Weight::Right(p1), Weight::Right(p2)) = (&w1, &w2) else {
+            panic!("bf16 weights")
+        };
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (b1, b2) = (flat(&b1), flat(&b2));
+        let raw = bf16::Mlp {
+            w1: p1,
+            b1: &b1,
+            act: Act::Gelu,
+            w2: p2,
+            b2: &b2,
+        };
+        let run = |k| {
+            let mut out = vec![f32::NAN; m * c];
+            bf16::mlp(k, &flat(&x), &flat(&res), &raw, &mut out);
+            out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let emulated = run(Kernel::Emulated);
+        if Kernel::Native.runs_here() {
+            assert!(run(Kernel::Native) == emulated, "{m}x{c}x{h}: native differs");
+        }
+    }
+}
+
 #[test]
 fn bf16_weights_give_the_f32_products_of_the_rounded_operands() {
     // each product path of gemm (x W with epilogue, x W + b + residual, W x with a per-row

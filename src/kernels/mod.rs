@@ -9,8 +9,9 @@
 //!
 //! - `common`, [`activation`]: depend on nothing here;
 //! - [`epilogue`] (per-channel bias/BatchNorm/activation) on those two;
-//! - [`amx`] (AMX tiles) on nothing; [`bf16`] (bf16 products, f32 accumulation) on it; [`gemm`] on it and the
-//!   epilogue; [`im2col`] and [`winograd`] (convolutions) on [`gemm`];
+//! - [`amx`] (AMX tiles) on nothing; [`bf16`] (bf16 products, f32 accumulation) on it and the
+//!   epilogue; [`gemm`] on those; [`im2col`] and [`winograd`] (convolutions) on [`gemm`]; [`mlp`] on [`gemm`]
+//!   and [`bf16`];
 //! - [`norm`] (LayerNorm, softmax) on `exp` from [`activation`]; [`attention`] on [`norm`];
 //! - [`depthwise`], [`tail`] and [`transpose`] on `common` only.
 pub mod activation;
@@ -22,6 +23,7 @@ pub mod depthwise;
 pub mod epilogue;
 pub mod gemm;
 pub mod im2col;
+pub mod mlp;
 pub mod norm;
 pub mod tail;
 pub mod transpose;

@@ -108,8 +108,8 @@ impl Block {
         let _enter = self.span.enter();
         let y = depthwise::depthwise_conv_nhwc(x, &self.dw_w, &self.dw_b)?;
         let y = self.norm.forward(&y)?;
-        let y = self.pwconv1.forward_act(&y, Act::Gelu)?;
-        self.pwconv2.forward_residual(&y, x)
+        self.pwconv1
+            .forward_mlp_residual(&y, Act::Gelu, &self.pwconv2, x)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::kernels::activation::Act;
 use crate::kernels::common::is_cpu_f32;
 use crate::kernels::epilogue::{channel_op, Channels, Epilogue};
 use crate::kernels::gemm::Weight;
-use crate::kernels::{gemm, im2col, norm, transpose, winograd};
+use crate::kernels::{gemm, im2col, mlp, norm, transpose, winograd};
 
 pub(crate) type LoadResult<T> = std::result::Result<T, LoadError>;
 
@@ -69,6 +69,26 @@ impl Linear {
             let r = res.reshape((x2.dim(0)?, self.d_out()))?;
             gemm::matmul_right_bias_residual(x2, &self.w_t, &self.b, &r)
         })
+    }
+
+    /// `res + next(act(x W^T + b))`: this layer and `next` as one MLP with a residual, in one
+    /// pass over blocks of rows where both are bf16 on the CPU (`kernels::mlp`).
+    pub fn forward_mlp_residual(
+        &self,
+        x: &Tensor,
+        act: Act,
+        next: &Linear,
+        res: &Tensor,
+    ) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let f = mlp::MlpWeights {
+            w1: &self.w_t,
+            b1: &self.b,
+            act,
+            w2: &next.w_t,
+            b2: &next.b,
+        };
+        mlp::mlp_residual(x, &f, res)
     }
 
     /// `f` on `x` viewed as `[rows, in]`, its `[rows, out]` result given `x`'s leading dims.

@@ -412,46 +412,65 @@ pub unsafe fn gemm_raw(kernel: Kernel, a: &Rows, b: &Panels, c: *mut f32, read_d
     (0..batch * mb * nb).into_par_iter().for_each(|t| {
         let (bi, rest) = (t / (mb * nb), t % (mb * nb));
         let (i, j) = (rest / nb, rest % nb);
-        let task = Task {
-            a,
-            b,
-            a_off: if a.batch == 1 { 0 } else { bi * a.m * a.kp },
-            b_off: if b.batch == 1 {
-                0
-            } else {
-                bi * b.panels() * b.kp * NR
-            },
-            c: out,
-            c_off: bi * m * n,
-            rows: i * MC..(m.min((i + 1) * MC)),
-            panels: j * NC_PANELS..(b.panels().min((j + 1) * NC_PANELS)),
-            read_dst,
+        let a_off = if a.batch == 1 { 0 } else { bi * a.m * a.kp };
+        let b_off = if b.batch == 1 {
+            0
+        } else {
+            bi * b.panels() * b.kp * NR
         };
-        match kernel {
-            // SAFETY: the CPU has AVX512_BF16 (checked above); the task's block lies in `c`.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Native => unsafe { native::task(&task) },
-            // SAFETY: the CPU has AMX and AVX512_BF16 (checked above).
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => unsafe { native::task_amx(&task) },
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Native | Kernel::Amx => unreachable!("no such kernel here"),
-            // SAFETY: the task's block lies in `c`.
-            Kernel::Emulated => unsafe { emulated::task(&task) },
+        // SAFETY: the offsets lie in the operands (batch `bi` of each, or its only one); the
+        // task's block lies in `c`, which the caller vouched for
+        unsafe {
+            let task = Task {
+                a: a.data.as_ptr().add(a_off),
+                kp: a.kp,
+                b: b.data.as_ptr().add(b_off),
+                n,
+                c: out.get().add(bi * m * n),
+                ldc: n,
+                p0: 0,
+                rows: i * MC..(m.min((i + 1) * MC)),
+                panels: j * NC_PANELS..(b.panels().min((j + 1) * NC_PANELS)),
+                read_dst,
+            };
+            run_task(kernel, &task)
         }
     });
 }
 
-/// One block of the output: `rows` x the columns of `panels`, all of `k`.
-struct Task<'a> {
-    a: &'a Rows,
-    b: &'a Panels,
-    a_off: usize,
-    b_off: usize,
-    c: Out,
-    c_off: usize,
+/// One task on the kernel it names.
+///
+/// # Safety
+/// As [`Task`]'s fields say; `kernel` runs here.
+unsafe fn run_task(kernel: Kernel, task: &Task) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Native => native::task(task),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Amx => native::task_amx(task),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Native | Kernel::Amx => unreachable!("no such kernel here"),
+        Kernel::Emulated => emulated::task(task),
+    }
+}
+
+/// One block of a product: `rows` of `a` against the columns of `panels` of `b`, all of `k`,
+/// into `c`: the output for row `r` and panel `p` starts at `c + r ldc + (p - p0) NR`.
+/// Raw pointers, so that a task can also run on a caller's scratch buffers ([`mlp`]).
+struct Task {
+    /// Row 0 of the left side, rows `kp` values apart (`kp / 2` pairs of `k`).
+    a: *const u16,
+    kp: usize,
+    /// Panel 0 of the right side, panels `kp * NR` values apart.
+    b: *const u16,
+    /// Columns of the right side (the last panel may be partial).
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    p0: usize,
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
+    /// Accumulate onto `c` (else overwrite it).
     read_dst: bool,
 }
 
@@ -460,11 +479,9 @@ struct Task<'a> {
 macro_rules! task_body {
     ($t:expr, $tile:ident) => {{
         let t: &Task = $t;
-        let (kp, n) = (t.a.kp, t.b.n);
+        let (kp, n, ldc) = (t.kp, t.n, t.ldc);
         let pairs = kp / 2;
-        let a = t.a.data.as_ptr().add(t.a_off);
-        let b = t.b.data.as_ptr().add(t.b_off);
-        let c = t.c.get().add(t.c_off);
+        let (a, b, c) = (t.a, t.b, t.c);
         let mut k0 = 0;
         while k0 < pairs {
             let np = (KC / 2).min(pairs - k0);
@@ -476,16 +493,16 @@ macro_rules! task_body {
                 while r < t.rows.end {
                     let rows = MR.min(t.rows.end - r);
                     let ap = a.add(r * kp + 2 * k0);
-                    let cp = c.add(r * n + p * NR);
+                    let cp = c.add(r * ldc + (p - t.p0) * NR);
                     match rows {
-                        8 => $tile::<8>(ap, kp, bp, np, cp, n, cols, load),
-                        7 => $tile::<7>(ap, kp, bp, np, cp, n, cols, load),
-                        6 => $tile::<6>(ap, kp, bp, np, cp, n, cols, load),
-                        5 => $tile::<5>(ap, kp, bp, np, cp, n, cols, load),
-                        4 => $tile::<4>(ap, kp, bp, np, cp, n, cols, load),
-                        3 => $tile::<3>(ap, kp, bp, np, cp, n, cols, load),
-                        2 => $tile::<2>(ap, kp, bp, np, cp, n, cols, load),
-                        _ => $tile::<1>(ap, kp, bp, np, cp, n, cols, load),
+                        8 => $tile::<8>(ap, kp, bp, np, cp, ldc, cols, load),
+                        7 => $tile::<7>(ap, kp, bp, np, cp, ldc, cols, load),
+                        6 => $tile::<6>(ap, kp, bp, np, cp, ldc, cols, load),
+                        5 => $tile::<5>(ap, kp, bp, np, cp, ldc, cols, load),
+                        4 => $tile::<4>(ap, kp, bp, np, cp, ldc, cols, load),
+                        3 => $tile::<3>(ap, kp, bp, np, cp, ldc, cols, load),
+                        2 => $tile::<2>(ap, kp, bp, np, cp, ldc, cols, load),
+                        _ => $tile::<1>(ap, kp, bp, np, cp, ldc, cols, load),
                     }
                     r += rows;
                 }
@@ -499,3 +516,5 @@ macro_rules! task_body {
 mod native;
 
 mod emulated;
+mod mlp;
+pub use mlp::{mlp, Mlp};

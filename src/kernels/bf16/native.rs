@@ -20,23 +20,21 @@ pub(super) unsafe fn task(t: &Task) {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn task_amx(t: &Task) {
     crate::kernels::amx::configure();
-    let (kp, n) = (t.a.kp, t.b.n);
+    let (kp, n, ldc) = (t.kp, t.n, t.ldc);
     let pairs = kp / 2;
     // pairs of k in whole 32-value steps
     let steps = kp / 32;
     let whole = steps * 16;
-    let a = t.a.data.as_ptr().add(t.a_off);
-    let b = t.b.data.as_ptr().add(t.b_off);
-    let c = t.c.get().add(t.c_off);
+    let (a, b, c) = (t.a, t.b, t.c);
     for p in t.panels.clone() {
         let cols = NR.min(n - p * NR);
         let bp = b.add(p * pairs * 2 * NR);
         let mut r = t.rows.start;
         while r < t.rows.end {
             let ap = a.add(r * kp);
-            let cp = c.add(r * n + p * NR);
+            let cp = c.add(r * ldc + (p - t.p0) * NR);
             if cols == NR && t.rows.end - r >= 32 && steps > 0 {
-                crate::kernels::amx::block(ap, kp, bp, steps, cp, n, t.read_dst);
+                crate::kernels::amx::block(ap, kp, bp, steps, cp, ldc, t.read_dst);
                 if whole < pairs {
                     for q in 0..32 / MR {
                         tile::<MR>(
@@ -44,8 +42,8 @@ pub(super) unsafe fn task_amx(t: &Task) {
                             kp,
                             bp.add(whole * 2 * NR),
                             pairs - whole,
-                            cp.add(q * MR * n),
-                            n,
+                            cp.add(q * MR * ldc),
+                            ldc,
                             cols,
                             true,
                         );
@@ -56,14 +54,14 @@ pub(super) unsafe fn task_amx(t: &Task) {
                 let rows = MR.min(t.rows.end - r);
                 let load = t.read_dst;
                 match rows {
-                    8 => tile::<8>(ap, kp, bp, pairs, cp, n, cols, load),
-                    7 => tile::<7>(ap, kp, bp, pairs, cp, n, cols, load),
-                    6 => tile::<6>(ap, kp, bp, pairs, cp, n, cols, load),
-                    5 => tile::<5>(ap, kp, bp, pairs, cp, n, cols, load),
-                    4 => tile::<4>(ap, kp, bp, pairs, cp, n, cols, load),
-                    3 => tile::<3>(ap, kp, bp, pairs, cp, n, cols, load),
-                    2 => tile::<2>(ap, kp, bp, pairs, cp, n, cols, load),
-                    _ => tile::<1>(ap, kp, bp, pairs, cp, n, cols, load),
+                    8 => tile::<8>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    7 => tile::<7>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    6 => tile::<6>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    5 => tile::<5>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    4 => tile::<4>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    3 => tile::<3>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    2 => tile::<2>(ap, kp, bp, pairs, cp, ldc, cols, load),
+                    _ => tile::<1>(ap, kp, bp, pairs, cp, ldc, cols, load),
                 }
                 r += rows;
             }
