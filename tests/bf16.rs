@@ -221,7 +221,10 @@ fn mlp_in_one_pass_gives_the_bits_of_its_two_products_apart() {
         .unwrap();
         let apart = gemm::matmul_right_bias_residual(&hidden, &w2, &b2, &res).unwrap();
         assert_eq!(fused.dims(), &[m, c]);
-        assert!(bits(&fused) == bits(&apart), "{m}x{c}x{h}: one pass differs");
+        assert!(
+            bits(&fused) == bits(&apart),
+            "{m}x{c}x{h}: one pass differs"
+        );
 
         let (Weight::Right(p1), Weight::Right(p2)) = (&w1, &w2) else {
             panic!("bf16 weights")
@@ -242,7 +245,10 @@ fn mlp_in_one_pass_gives_the_bits_of_its_two_products_apart() {
         };
         let emulated = run(Kernel::Emulated);
         if Kernel::Native.runs_here() {
-            assert!(run(Kernel::Native) == emulated, "{m}x{c}x{h}: native differs");
+            assert!(
+                run(Kernel::Native) == emulated,
+                "{m}x{c}x{h}: native differs"
+            );
         }
     }
 }
@@ -426,6 +432,43 @@ fn bf16_pipeline_is_the_same_native_or_emulated_and_near_upstream() {
             assert!(avx512 == emulated, "vdpbf16ps and emulated outputs differ");
         }
     }
+}
+
+#[test]
+fn dtype_auto_is_bf16_on_a_cpu_with_avx512_bf16_and_f32_elsewhere() {
+    // --dtype auto on the CPU: the bf16 output, byte for byte, where the products are native;
+    // where they would be emulated (no AVX512_BF16, or DDCOLOR_BF16_KERNEL=emulated) the f32
+    // output, without the emulation note; on a GPU it stays f32 (tests/gpu.rs runs f32 there)
+    let dir = tempfile::tempdir().unwrap();
+    let weights = "ddcolor-test.safetensors";
+    let run = |name: &str, dtype: &str, kernel: &str| {
+        let out = dir.path().join(name);
+        let flags = ["--device", "cpu", "--dtype", dtype, "--cache", "none"];
+        let o = colorize_e2e_with_env(&out, weights, &flags, &[("DDCOLOR_BF16_KERNEL", kernel)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let note = stderr(&o).contains("is emulated");
+        (std::fs::read(out.join("e2e-gray.png")).unwrap(), note)
+    };
+    let (f32_out, _) = run("f32", "f32", "default");
+    let (bf16_out, _) = run("bf16", "bf16", "default");
+    assert!(f32_out != bf16_out, "bf16 and f32 outputs should differ");
+    let (auto, note) = run("auto", "auto", "default");
+    assert!(!note, "auto never emulates");
+    let want = if Kernel::native_available() {
+        &bf16_out
+    } else {
+        &f32_out
+    };
+    assert!(
+        &auto == want,
+        "auto: native bf16 {}",
+        Kernel::native_available()
+    );
+    let (auto_emulated, note) = run("auto-emulated", "auto", "emulated");
+    assert!(
+        !note && auto_emulated == f32_out,
+        "auto with the emulation forced is f32"
+    );
 }
 
 #[test]

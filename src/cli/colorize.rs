@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::error::CliError;
 use super::exit::ExitCode;
-use super::settings::{check_dtype, parse_duration, resolve_weights, CacheArgs, CacheSettings};
+use super::settings::{parse_duration, resolve_dtype, resolve_weights, CacheArgs, CacheSettings};
 use crate::batch::index::Index;
 use crate::batch::report::{ReportSink, Status};
 use crate::batch::shard::{Shard, ShardArg};
@@ -69,8 +69,9 @@ pub struct ModelArgs {
         value_name = "DEVICE"
     )]
     pub device: DeviceSpec,
-    /// What the model computes in: f32, bf16 (on the CPU: bf16 products) or f16. Results differ slightly
-    /// between dtypes, so each has its own cache entries.
+    /// What the model computes in: f32, bf16 (on the CPU: bf16 products) or f16; auto: bf16 on a
+    /// CPU with AVX512_BF16, f32 elsewhere. Results differ slightly between dtypes, so each has
+    /// its own cache entries.
     #[arg(
         help_heading = "Model",
         long,
@@ -78,7 +79,7 @@ pub struct ModelArgs {
         default_value = "f32",
         value_name = "DTYPE"
     )]
-    pub dtype: device::Precision,
+    pub dtype: device::DtypeChoice,
     /// Allow TF32 tensor-core math in f32 matrix products on NVIDIA GPUs (Ampere and later):
     /// faster, with ~1e-3 relative error per product. Off by default, as in PyTorch.
     #[arg(help_heading = "Model", long, env = "DDCOLOR_TF32")]
@@ -294,7 +295,8 @@ impl ColorizeSettings {
             ));
         }
         m.device.check().map_err(Error::Device)?;
-        if let Some(note) = check_dtype(m.device, m.dtype)? {
+        let (dtype, note) = resolve_dtype(m.device, m.dtype);
+        if let Some(note) = note {
             crate::say!("ddcolor: {note}");
         }
         if let Some(list) = args.files_from.as_deref().filter(|l| *l != Path::new("-")) {
@@ -364,7 +366,7 @@ impl ColorizeSettings {
             model: ModelSpec {
                 weights,
                 device: m.device,
-                dtype: m.dtype,
+                dtype,
                 tf32: m.tf32,
                 size: m.size,
                 resize: if upstream {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::error::CliError;
 use crate::cache::{Cache, CacheOptions, CacheSpec, TlsFiles};
-use crate::device::{DeviceSpec, Precision};
+use crate::device::{DeviceSpec, DtypeChoice, Precision};
 
 /// `3600`, `3600s`, `90m`, `12h`, `30d`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -224,13 +224,15 @@ impl CacheSettings {
     }
 }
 
-/// What the device and dtype allow, checked before any work (the model loads only when an
-/// image needs it), and the note to print once when bf16 runs on a CPU without AVX512_BF16
-/// (emulated: the same results, slower than f32).
-pub fn check_dtype(device: DeviceSpec, dtype: Precision) -> Result<Option<String>, CliError> {
+/// The precision `--dtype` asks for on this device (`auto` resolved: [`DtypeChoice::resolve`]),
+/// decided before any work (the model loads only when an image needs it), and the note to
+/// print once when bf16 runs on a CPU without AVX512_BF16 (emulated: the same results, slower
+/// than f32).
+pub fn resolve_dtype(device: DeviceSpec, choice: DtypeChoice) -> (Precision, Option<String>) {
     let cpu = matches!(device, DeviceSpec::Cpu)
         || (matches!(device, DeviceSpec::Auto) && !crate::device::cuda_compiled());
-    Ok(bf16_note(cpu && dtype == Precision::Bf16))
+    let dtype = choice.resolve(cpu);
+    (dtype, bf16_note(cpu && dtype == Precision::Bf16))
 }
 
 /// The note for bf16 products on the CPU when they are emulated.
