@@ -191,26 +191,29 @@ impl Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtypeChoice {
     Auto,
-    F32,
-    Bf16,
-    F16,
+    Exact(Precision),
 }
 
-keyword_enum!(DtypeChoice, "dtype", {
-    F32 => "f32" | "fp32" | "float32",
-    Bf16 => "bf16" | "bfloat16",
-    F16 => "f16" | "fp16" | "float16" | "half",
-    Auto => "auto",
-});
+impl std::str::FromStr for DtypeChoice {
+    type Err = String;
+
+    /// `auto`, or a [`Precision`]'s keywords.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        s.parse()
+            .map(Self::Exact)
+            .map_err(|e| format!("{e}, or auto"))
+    }
+}
 
 impl DtypeChoice {
     /// The precision, for a model on the CPU (`cpu`) or not.
     pub fn resolve(self, cpu: bool) -> Precision {
         use crate::kernels::bf16::Kernel;
         match self {
-            Self::F32 => Precision::F32,
-            Self::Bf16 => Precision::Bf16,
-            Self::F16 => Precision::F16,
+            Self::Exact(p) => p,
             Self::Auto if cpu && Kernel::current() != Kernel::Emulated => Precision::Bf16,
             Self::Auto => Precision::F32,
         }

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{convert, run_task, Kernel, Out, Panels, Task, NC_PANELS, NR};
+use super::{convert, run_task, Kernel, Panels, Task, NC_PANELS, NR};
 use crate::kernels::activation::Act;
 use crate::kernels::epilogue::channel_row;
 
@@ -72,23 +72,11 @@ pub fn mlp(kernel: Kernel, x: &[f32], res: &[f32], f: &Mlp, out: &mut [f32]) {
         return;
     }
     let rows = block_rows(kernel, m, h);
-    let dst = Out(out.as_mut_ptr());
-    (0..m.div_ceil(rows)).into_par_iter().for_each(|i| {
-        let r0 = i * rows;
-        let mb = rows.min(m - r0);
-        SCRATCH.with_borrow_mut(|(xs, hs, fs)| {
-            // SAFETY: block `i` of `out` (rows `r0..r0 + mb`) is this task's alone
-            let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r0 * n), mb * n) };
-            block(
-                kernel,
-                &x[r0 * c..][..mb * c],
-                &res[r0 * n..][..mb * n],
-                f,
-                o,
-                (xs, hs, fs),
-            )
-        })
-    });
+    let ones = vec![1f32; NC_PANELS * NR];
+    out.par_chunks_mut(rows * n)
+        .zip(x.par_chunks(rows * c))
+        .zip(res.par_chunks(rows * n))
+        .for_each(|((o, x), r)| SCRATCH.with_borrow_mut(|s| block(kernel, x, r, f, o, &ones, s)));
 }
 
 /// Rows per task: 64, fewer where the hidden layer is wide (its bf16 block stays within 256
@@ -108,7 +96,8 @@ fn block(
     res: &[f32],
     f: &Mlp,
     out: &mut [f32],
-    (xs, hs, fs): (&mut Vec<u16>, &mut Vec<u16>, &mut Vec<f32>),
+    ones: &[f32],
+    (xs, hs, fs): &mut (Vec<u16>, Vec<u16>, Vec<f32>),
 ) {
     let (c, h, n) = (f.w1.k, f.w1.n, f.w2.n);
     let (cp, hp) = (f.w1.kp, f.w2.kp);
@@ -125,7 +114,6 @@ fn block(
     hs.resize(mb * hp, 0);
     let group = NC_PANELS * NR;
     fs.resize(mb * group, 0.0);
-    let ones = vec![1f32; group];
     for (g, p0) in (0..h.div_ceil(NR)).step_by(NC_PANELS).enumerate() {
         let p1 = (p0 + NC_PANELS).min(h.div_ceil(NR));
         let task = Task {
